@@ -1,0 +1,185 @@
+"""Intersection geometry and policy that both the centre and the field know.
+
+An :class:`IntersectionSpec` is what a traffic engineer would enter into a
+controller's database and its conflict monitor: the phases (stages) with the
+movements they release, the approach speed, grade and clearance width behind
+each phase's change interval, pedestrian crossings, detectors, and which
+signal groups may never be green together (the conflict matrix). It is built
+from a SUMO network by ``simulation.network`` and shipped to the field
+emulator and the central service alike.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+from traffic.clearance import MIN_WALK_S, pedestrian_clear_s, red_clearance_s, yellow_change_s
+from traffic.errors import ScenarioError
+from traffic.plan import PhaseTiming, TimingPlan
+
+
+@dataclass(frozen=True)
+class PhaseSpec:
+    """Design data of one phase (stage)."""
+
+    phase: int
+    greens: str                      # approved green state (G/g/r per signal group)
+    approach_speed_mps: float        # fastest approach released by this phase
+    approach_grade: float = 0.0      # fraction, uphill positive
+    clearance_width_m: float = 15.0  # stop line to far side of last conflicting lane
+    ped_crossing_m: float = 0.0      # 0: no pedestrian crossing runs with this phase
+    min_green_s: float = 5.0         # local policy floor
+    lanes: int = 1                   # lanes (approach-lane equivalents) discharging in this phase
+    saturation_flow_pcu_h_lane: float = 1900.0
+
+    @property
+    def yellow_s(self) -> float:
+        return yellow_change_s(self.approach_speed_mps, self.approach_grade)
+
+    @property
+    def red_clear_s(self) -> float:
+        return red_clearance_s(self.approach_speed_mps, self.clearance_width_m)
+
+    @property
+    def ped_clear_s(self) -> float:
+        return pedestrian_clear_s(self.ped_crossing_m)
+
+    @property
+    def walk_s(self) -> float:
+        return MIN_WALK_S if self.ped_crossing_m > 0 else 0.0
+
+    @property
+    def min_split_s(self) -> float:
+        """Smallest split that satisfies min green, clearances and pedestrian timing."""
+        green = max(self.min_green_s, self.walk_s + self.ped_clear_s)
+        return round(green + self.yellow_s + self.red_clear_s, 1)
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """A loop detector wired to the controller."""
+
+    detector_id: str          # unique within the controller, e.g. "d03"
+    lane_id: str              # SUMO lane (world binding)
+    phase: int                # phase whose movements it measures
+    distance_to_stopline_m: float = 40.0
+    entry: bool = False       # on a network boundary approach (demand from counts)
+    edge_id: str = ""         # SUMO edge of the lane
+
+
+@dataclass(frozen=True)
+class IntersectionSpec:
+    """Everything the centre and the field must agree on for one controller."""
+
+    controller_id: str
+    tls_id: str
+    link_count: int
+    phases: tuple[PhaseSpec, ...]
+    detectors: tuple[DetectorSpec, ...] = ()
+    foes: frozenset[tuple[int, int]] = frozenset()       # geometric foes (i < j)
+    conflicts: frozenset[tuple[int, int]] = frozenset()  # never green together (i < j)
+    position: tuple[float, float] = (0.0, 0.0)
+    site: str = "hanoi"
+    max_cycle_s: float = 180.0
+
+    # ---- derived -----------------------------------------------------
+    def phase(self, number: int) -> PhaseSpec:
+        for p in self.phases:
+            if p.phase == number:
+                return p
+        raise ScenarioError(f"{self.controller_id} has no phase {number}")
+
+    def is_conflict(self, i: int, j: int) -> bool:
+        return (min(i, j), max(i, j)) in self.conflicts
+
+    def is_foe(self, i: int, j: int) -> bool:
+        return (min(i, j), max(i, j)) in self.foes
+
+    def default_plan(self, cycle_s: float | None = None, *, offset_s: float = 0.0,
+                     created_by: str = "field-tod", version: int = 1) -> TimingPlan:
+        """A safe fixed-time plan: every phase at its minimum split, spare time shared equally."""
+        minimum = [p.min_split_s for p in self.phases]
+        cycle = float(cycle_s if cycle_s is not None else max(60.0, sum(minimum)))
+        spare = max(0.0, cycle - sum(minimum))
+        splits = [round(m + spare / len(minimum), 1) for m in minimum]
+        splits[-1] = round(cycle - sum(splits[:-1]), 1)
+        return self.plan_from_splits(splits, offset_s=offset_s, created_by=created_by, version=version)
+
+    def plan_from_splits(self, splits: list[float] | tuple[float, ...], *, offset_s: float = 0.0,
+                         created_by: str = "optimizer", version: int = 1, reason: str = "",
+                         mode: str = "pretimed", coord_phase: int | None = None) -> TimingPlan:
+        """Build a plan whose intervals follow this intersection's design (ITE, pedestrians)."""
+        if len(splits) != len(self.phases):
+            raise ScenarioError(f"{len(splits)} splits for {len(self.phases)} phases of {self.controller_id}")
+        phases = []
+        for spec, split in zip(self.phases, splits):
+            phases.append(PhaseTiming(
+                phase=spec.phase,
+                greens=spec.greens,
+                splitTime=round(float(split), 1),
+                phaseMinimumGreen=spec.min_green_s,
+                phaseMaximum1=round(max(spec.min_green_s, float(split) - spec.yellow_s - spec.red_clear_s), 1),
+                phasePassage=2.0,
+                phaseYellowChange=spec.yellow_s,
+                phaseRedClear=spec.red_clear_s,
+                phaseWalk=spec.walk_s,
+                phasePedestrianClear=spec.ped_clear_s,
+            ))
+        cycle = round(sum(p.splitTime for p in phases), 1)
+        return TimingPlan(
+            controller_id=self.controller_id,
+            phases=tuple(phases),
+            patternCycleTime=cycle,
+            patternOffsetTime=round(offset_s % cycle, 1) if cycle > 0 else 0.0,
+            splitCoordPhase=coord_phase if coord_phase is not None else self.phases[0].phase,
+            mode=mode,
+            version=version,
+            created_by=created_by,
+            reason=reason,
+        )
+
+    # ---- serialisation -----------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["foes"] = sorted(list(p) for p in self.foes)
+        data["conflicts"] = sorted(list(p) for p in self.conflicts)
+        data["phases"] = [asdict(p) for p in self.phases]
+        data["detectors"] = [asdict(d) for d in self.detectors]
+        data["position"] = list(self.position)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "IntersectionSpec":
+        try:
+            return cls(
+                controller_id=data["controller_id"],
+                tls_id=data["tls_id"],
+                link_count=int(data["link_count"]),
+                phases=tuple(PhaseSpec(**p) for p in data["phases"]),
+                detectors=tuple(DetectorSpec(**d) for d in data.get("detectors", ())),
+                foes=frozenset(tuple(sorted(p)) for p in data.get("foes", ())),
+                conflicts=frozenset(tuple(sorted(p)) for p in data.get("conflicts", ())),
+                position=tuple(data.get("position", (0.0, 0.0))),
+                site=data.get("site", "hanoi"),
+                max_cycle_s=float(data.get("max_cycle_s", 180.0)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ScenarioError(f"bad intersection spec: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Corridor:
+    """A set of intersections with the links between them (for offsets)."""
+
+    name: str
+    intersections: tuple[IntersectionSpec, ...]
+    # (upstream controller, downstream controller, distance m, free speed m/s)
+    links: tuple[tuple[str, str, float, float], ...] = field(default=())
+
+    def by_id(self) -> dict[str, IntersectionSpec]:
+        return {i.controller_id: i for i in self.intersections}
