@@ -72,6 +72,36 @@ def port_open(port: int, host: str = LOCALHOST, timeout_s: float = 0.5) -> bool:
         return False
 
 
+def port_free(port: int, host: str = LOCALHOST) -> bool:
+    """True when we could bind ``host:port`` ourselves right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+# MQTT 3.1.1 CONNECT: clean session, keepalive 10 s, empty client id.
+_MQTT_CONNECT = bytes([0x10, 12, 0, 4]) + b"MQTT" + bytes([4, 0x02, 0, 10, 0, 0])
+_MQTT_CONNACK = 0x20
+
+
+def mqtt_answers(port: int, host: str = LOCALHOST, timeout_s: float = 1.0) -> bool:
+    """True when an MQTT broker (not just any listener) answers CONNECT with CONNACK.
+
+    Why not a bare TCP probe: another program on the port would pass it while
+    our broker has already died of "address in use".
+    """
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.sendall(_MQTT_CONNECT)
+            reply = sock.recv(4)
+    except OSError:
+        return False
+    return len(reply) >= 2 and reply[0] == _MQTT_CONNACK
+
+
 def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -251,6 +281,8 @@ class PrivateBroker(_Service):
             raise ServiceError(f"{self.executable!r} not found on PATH; install the mosquitto package")
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.port = self._requested_port or find_free_port()
+        if not port_free(self.port):
+            raise ServiceError(f"cannot start mosquitto: port {self.port} on {LOCALHOST} is already in use")
         self.conf_path.write_text(self._config_text())
         log_file = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
         try:
@@ -275,7 +307,7 @@ class PrivateBroker(_Service):
                 raise ServiceError(
                     f"mosquitto exited with code {code} (port {self.port}); log tail:\n{_log_tail(self.log_path)}"
                 )
-            if port_open(self.port):
+            if mqtt_answers(self.port):
                 log.info("private broker on %s:%d (pid %d)", LOCALHOST, self.port, self._proc.pid)
                 return
             time.sleep(0.05)
@@ -392,12 +424,14 @@ class PrivatePostgres(_Service):
             return
         bindir = postgres_bindir()
         self._prepare_dirs()
-        if not self.initialised:
-            self._initdb(bindir)
-        if self.pid is not None and _pid_alive(self.pid):
+        if self.initialised and self.pid is not None and _pid_alive(self.pid):
             log.warning("a postmaster from an earlier run is still up in %s; restarting it", self.data_dir)
             self._pg_ctl(bindir, "stop", "-m", "fast", "-w", check=False)
         self.port = self._requested_port or find_free_port()
+        if not port_free(self.port):
+            raise ServiceError(f"cannot start PostgreSQL: port {self.port} on {LOCALHOST} is already in use")
+        if not self.initialised:
+            self._initdb(bindir)
         self._write_conf()
         self._register_cleanup()
         self._started = True
