@@ -1,0 +1,493 @@
+"""Map a SUMO network's traffic lights to controllers, phases and detectors.
+
+Every traffic light system (TLS) becomes an
+:class:`~traffic.intersection.IntersectionSpec` without hand-written data:
+
+* **phases** are the green stages of the network's own static program (the
+  approved program): states without yellow that show at least one green.
+  Consecutive stages that differ only in pedestrian-crossing signals (SUMO's
+  pedestrian clearance stage) are merged, because in the plan model the
+  pedestrian walk and clearance run *inside* the phase's green.
+* **foes** come from the junction's ``<request>`` bit strings (the rightmost
+  bit is link 0), translated from junction link indices to TLS link indices
+  through the connections; **conflicts** are the foe pairs that the approved
+  program never shows green together, so a permissive left turn (``g`` with
+  opposing ``G``) is a foe but not a conflict.
+* **clearance width** is the larger side of the junction shape's bounding box
+  (stop line to far side, conservative for every movement).
+* **pedestrian crossing length**: with modelled crossings, the longest
+  crossing that is green in the phase. Without them (most SUMO scenarios)
+  pedestrians are assumed to walk beside the phase's through movements, across
+  the widest arm that is red in the phase: that arm's incoming plus outgoing
+  vehicle lanes times their widths. Phases without a protected through
+  movement (for example protected lefts) serve no pedestrians.
+* **detectors** are the scenario's E1 loops on lanes feeding the TLS, or, if a
+  lane has none, a loop placed 40 m before the stop line (mid-lane on short
+  lanes); :func:`write_detectors_additional` writes them for SUMO with the ids
+  ``<controller_id>.<detector_id>`` the field world uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from traffic.errors import ScenarioError
+from traffic.intersection import Corridor, DetectorSpec, IntersectionSpec, PhaseSpec
+
+log = logging.getLogger(__name__)
+
+DETECTOR_DISTANCE_M = 40.0
+LOOP_PERIOD_S = 60
+MAX_LINK_SEARCH_M = 2000.0
+DEFAULT_LANE_WIDTH_M = 3.2
+_GREEN = frozenset("Gg")
+_NOT_GREEN_STAGE = frozenset("yYu")  # yellow or red-yellow: a change interval, not a stage
+_RANK = {"G": 2, "g": 1, "r": 0}
+
+
+def sanitize_id(raw: str) -> str:
+    """A valid topic level (``traffic.topics.check_id``) derived from a SUMO id.
+
+    Lowercase, anything outside ``[a-z0-9_-]`` becomes ``_``; ids longer than
+    64 characters are cut and suffixed with a short hash so they stay unique.
+    """
+    text = re.sub(r"[^a-z0-9_-]", "_", raw.lower()).strip("_-") or "tls"
+    if not text[0].isalnum():
+        text = "t" + text
+    if len(text) > 64:
+        digest = hashlib.sha1(raw.encode()).hexdigest()[:8]
+        text = text[:55].rstrip("_-") + "_" + digest
+    return text
+
+
+def loop_id(controller_id: str, detector_id: str) -> str:
+    """SUMO induction-loop id for a controller's detector (what the field world reads)."""
+    return f"{controller_id}.{detector_id}"
+
+
+@dataclass(frozen=True)
+class _Loop:
+    sumo_id: str
+    lane: str
+    pos: float  # from lane start, already resolved for negative values
+
+
+def _read_loops(additional_files: Iterable[Path], lane_lengths: dict[str, float]) -> list[_Loop]:
+    loops: list[_Loop] = []
+    for f in additional_files:
+        try:
+            root = ET.parse(f).getroot()
+        except (ET.ParseError, OSError) as exc:
+            raise ScenarioError(f"cannot read additional file {f}: {exc}") from exc
+        for el in root.iter():
+            if el.tag not in ("inductionLoop", "e1Detector"):
+                continue
+            lane = el.get("lane", "")
+            if lane not in lane_lengths:
+                continue
+            try:
+                pos = float(el.get("pos", "0"))
+            except ValueError as exc:
+                raise ScenarioError(f"{f}: loop {el.get('id')} has bad pos {el.get('pos')!r}") from exc
+            length = lane_lengths[lane]
+            if pos < 0:
+                pos += length
+            loops.append(_Loop(el.get("id", ""), lane, min(max(pos, 0.0), length)))
+    return loops
+
+
+def _read_net(net_file: Path):
+    import sumolib  # local import: sumolib is heavy and only needed here
+
+    if not Path(net_file).exists():
+        raise ScenarioError(f"network {net_file} does not exist")
+    try:
+        return sumolib.net.readNet(str(net_file), withInternal=True, withPedestrianConnections=True,
+                                   withPrograms=True)
+    except Exception as exc:  # sumolib raises bare exceptions / SAX errors
+        raise ScenarioError(f"cannot read network {net_file}: {exc}") from exc
+
+
+def _program(tls) -> list[tuple[float, str]]:
+    programs = tls.getPrograms()
+    if not programs:
+        raise ScenarioError(f"TLS {tls.getID()} has no program in the network")
+    # The network's own program: the first static one by programID (netconvert writes "0").
+    static = [programs[pid] for pid in sorted(programs) if programs[pid].getType() == "static"]
+    chosen = static[0] if static else programs[sorted(programs)[0]]
+    return [(float(p.duration), p.state) for p in chosen.getPhases()]
+
+
+def _normalise(state: str) -> str:
+    return "".join(c if c in _RANK else "r" for c in state)
+
+
+def green_stages(program: Sequence[tuple[float, str]], ped_links: frozenset[int]) -> list[tuple[str, float]]:
+    """Green stages of a SUMO program: (greens, longest green s), crossings-only changes merged.
+
+    A stage is a state with at least one ``G``/``g`` and no yellow. Two
+    consecutive stages whose vehicle signals are equal are one stage (SUMO's
+    pedestrian clearance split); the merged greens take the stronger signal
+    per link. A last stage equal to the first (wrap-around) is dropped.
+    """
+    stages: list[tuple[str, float]] = []
+    for duration, raw in program:
+        if not (set(raw) & _GREEN) or set(raw) & _NOT_GREEN_STAGE:
+            continue
+        state = _normalise(raw)
+        if stages:
+            prev, prev_d = stages[-1]
+            if len(prev) == len(state) and all(a == b for i, (a, b) in enumerate(zip(prev, state))
+                                               if i not in ped_links):
+                merged = "".join(a if _RANK[a] >= _RANK[b] else b for a, b in zip(prev, state))
+                stages[-1] = (merged, prev_d + duration)
+                continue
+        stages.append((state, duration))
+    if len(stages) > 1 and stages[-1][0] == stages[0][0]:
+        stages[0] = (stages[0][0], stages[0][1] + stages[-1][1])
+        stages.pop()
+    return stages
+
+
+class _TlsView:
+    """Everything about one TLS the mapping needs, read once from sumolib."""
+
+    def __init__(self, net, tls) -> None:
+        self.tls = tls
+        self.tls_id: str = tls.getID()
+        self.links: dict[int, list] = defaultdict(list)   # tls index -> [Connection]
+        self.ped_links: set[int] = set()
+        self.nodes: dict[str, object] = {}
+        for in_lane, out_lane, index in tls.getConnections():
+            conn = next((c for c in in_lane.getOutgoing() if c.getToLane() == out_lane), None)
+            if conn is None:
+                continue
+            self.links[index].append(conn)
+            if out_lane.getEdge().getFunction() == "crossing":
+                self.ped_links.add(index)
+            node = in_lane.getEdge().getToNode()
+            self.nodes[node.getID()] = node
+        if not self.links:
+            raise ScenarioError(f"TLS {self.tls_id} controls no connections")
+        self.link_count = max(self.links) + 1
+        # junction link index per connection (for <request> foes)
+        self.junction_index: dict[int, list[tuple[str, int]]] = defaultdict(list)
+        for index, conns in self.links.items():
+            for conn in conns:
+                node = conn.getFromLane().getEdge().getToNode()
+                j = node.getLinkIndex(conn)
+                if j >= 0:
+                    self.junction_index[index].append((node.getID(), j))
+
+    def vehicle_links(self, index: int) -> list:
+        return [] if index in self.ped_links else self.links.get(index, [])
+
+    def foes(self) -> frozenset[tuple[int, int]]:
+        pairs: set[tuple[int, int]] = set()
+        indices = sorted(self.junction_index)
+        for a_pos, a in enumerate(indices):
+            for b in indices[a_pos + 1:]:
+                if self._are_foes(a, b):
+                    pairs.add((a, b))
+        return frozenset(pairs)
+
+    def _are_foes(self, a: int, b: int) -> bool:
+        for node_a, ja in self.junction_index[a]:
+            for node_b, jb in self.junction_index[b]:
+                if node_a != node_b:
+                    continue
+                node = self.nodes[node_a]
+                foes = getattr(node, "_foes", {})
+                fa, fb = foes.get(ja), foes.get(jb)
+                # bit strings are written with link 0 rightmost
+                if fa is not None and len(fa) > jb and fa[len(fa) - 1 - jb] == "1":
+                    return True
+                if fb is not None and len(fb) > ja and fb[len(fb) - 1 - ja] == "1":
+                    return True
+        return False
+
+
+def _junction_width(nodes: Iterable) -> float:
+    xs: list[float] = []
+    ys: list[float] = []
+    for node in nodes:
+        shape = node.getShape() or [node.getCoord()]
+        xs += [p[0] for p in shape]
+        ys += [p[1] for p in shape]
+    if not xs:
+        return 15.0
+    return round(max(max(xs) - min(xs), max(ys) - min(ys), 5.0), 1)
+
+
+def _is_vehicle_lane(lane) -> bool:
+    allowed = getattr(lane, "_allowed", None)
+    if allowed is not None and len(allowed) > 0 and allowed <= {"pedestrian"}:
+        return False
+    try:
+        return lane.allows("passenger") or lane.allows("motorcycle") or lane.allows("bus")
+    except Exception:  # older sumolib without allows()
+        return True
+
+
+def _arm_width(view: _TlsView, red_from_nodes: set[str]) -> float:
+    """Widest arm (incoming + outgoing vehicle lanes) among arms whose traffic is red in a phase."""
+    best = 0.0
+    for node in view.nodes.values():
+        by_neighbour: dict[str, float] = defaultdict(float)
+        for edge in node.getIncoming():
+            if edge.getFunction() == "internal" or edge.getID().startswith(":"):
+                continue
+            other = edge.getFromNode().getID()
+            by_neighbour[other] += sum(l.getWidth() for l in edge.getLanes() if _is_vehicle_lane(l))
+        for edge in node.getOutgoing():
+            if edge.getID().startswith(":"):
+                continue
+            other = edge.getToNode().getID()
+            by_neighbour[other] += sum(l.getWidth() for l in edge.getLanes() if _is_vehicle_lane(l))
+        for other, width in by_neighbour.items():
+            if other in red_from_nodes:
+                best = max(best, width)
+    return round(best, 1)
+
+
+def _phases(view: _TlsView, stages: list[tuple[str, float]], clearance_w: float,
+            pedestrians: str) -> tuple[PhaseSpec, ...]:
+    out: list[PhaseSpec] = []
+    has_crossings = bool(view.ped_links)
+    all_from_nodes = {c.getFromLane().getEdge().getFromNode().getID()
+                      for i in view.links for c in view.vehicle_links(i)}
+    for number, (greens, _duration) in enumerate(stages, start=1):
+        speeds: list[float] = []
+        lanes: set[str] = set()
+        green_from_nodes: set[str] = set()
+        through = False
+        ped_len = 0.0
+        for index, ch in enumerate(greens):
+            if ch not in _GREEN:
+                continue
+            if index in view.ped_links:
+                for conn in view.links[index]:
+                    ped_len = max(ped_len, conn.getToLane().getLength())
+                continue
+            for conn in view.vehicle_links(index):
+                lane = conn.getFromLane()
+                speeds.append(lane.getSpeed())
+                lanes.add(lane.getID())
+                green_from_nodes.add(lane.getEdge().getFromNode().getID())
+                if ch == "G" and conn.getDirection() == "s":
+                    through = True
+        if not speeds:  # a pedestrian-only stage (scramble): clear with walking speed of traffic
+            speeds = [max((c.getFromLane().getSpeed() for i in view.links for c in view.vehicle_links(i)),
+                          default=13.89)]
+        if pedestrians == "none":
+            ped_len = 0.0
+        elif not has_crossings:
+            ped_len = _arm_width(view, all_from_nodes - green_from_nodes) if through else 0.0
+        out.append(PhaseSpec(
+            phase=number,
+            greens=greens,
+            approach_speed_mps=round(max(speeds), 2),
+            clearance_width_m=clearance_w,
+            ped_crossing_m=round(ped_len, 1),
+            lanes=max(1, len(lanes)),
+        ))
+    return tuple(out)
+
+
+def _detectors(view: _TlsView, controller_id: str, phases: tuple[PhaseSpec, ...],
+               stage_durations: list[float], loops: list[_Loop]) -> tuple[DetectorSpec, ...]:
+    lane_phase: dict[str, int] = {}
+    lane_obj: dict[str, object] = {}
+    for index in sorted(view.links):
+        for conn in view.vehicle_links(index):
+            lane = conn.getFromLane()
+            lane_obj[lane.getID()] = lane
+    for lane_id in lane_obj:
+        best: tuple[float, int] | None = None
+        for phase, duration in zip(phases, stage_durations):
+            served = any(phase.greens[i] in _GREEN for i in range(view.link_count)
+                         for c in view.vehicle_links(i) if c.getFromLane().getID() == lane_id)
+            if served and (best is None or duration > best[0]):
+                best = (duration, phase.phase)
+        lane_phase[lane_id] = best[1] if best else phases[0].phase
+    by_lane: dict[str, list[_Loop]] = defaultdict(list)
+    for loop in loops:
+        if loop.lane in lane_obj:
+            by_lane[loop.lane].append(loop)
+    prefix = f"{controller_id}."
+    used: set[str] = set()
+    out: list[DetectorSpec] = []
+    counter = 0
+    for lane_id in sorted(lane_obj):
+        lane = lane_obj[lane_id]
+        length = lane.getLength()
+        edge = lane.getEdge()
+        entry = _starts_at_fringe(edge)
+        placed = by_lane.get(lane_id) or [_Loop("", lane_id, max(0.0, length - DETECTOR_DISTANCE_M)
+                                                 if length > 2 * DETECTOR_DISTANCE_M else length / 2)]
+        for loop in sorted(placed, key=lambda lp: lp.pos):
+            if loop.sumo_id.startswith(prefix) and loop.sumo_id[len(prefix):] not in used:
+                det_id = loop.sumo_id[len(prefix):]
+            else:
+                counter += 1
+                det_id = f"d{counter:02d}"
+                while det_id in used or any(lp.sumo_id == prefix + det_id for lp in loops):
+                    counter += 1
+                    det_id = f"d{counter:02d}"
+            used.add(det_id)
+            out.append(DetectorSpec(detector_id=det_id, lane_id=lane_id, phase=lane_phase[lane_id],
+                                    distance_to_stopline_m=round(length - loop.pos, 1), entry=entry,
+                                    edge_id=edge.getID()))
+    return tuple(sorted(out, key=lambda d: d.detector_id))
+
+
+def _starts_at_fringe(edge) -> bool:
+    """True when the edge starts at a network boundary (a node with no other way in)."""
+    node = edge.getFromNode()
+    if node.getType() == "dead_end" or getattr(node, "getFringe", lambda: None)() in ("outer", "inner"):
+        return True
+    upstream = [e for e in node.getIncoming() if not e.getID().startswith(":")]
+    return all(e.getFromNode().getID() == edge.getToNode().getID() for e in upstream)
+
+
+def _links(net, views: dict[str, _TlsView], controller_of: dict[str, str]) -> tuple[tuple[str, str, float, float], ...]:
+    node_tls: dict[str, str] = {}
+    for view in views.values():
+        for node_id in view.nodes:
+            node_tls[node_id] = view.tls_id
+    found: dict[tuple[str, str], tuple[float, float]] = {}
+    for view in views.values():
+        for node in view.nodes.values():
+            for edge in node.getOutgoing():
+                if edge.getID().startswith(":"):
+                    continue
+                # depth-first along edge chains until a signal, the fringe or the search limit
+                stack = [(edge, edge.getLength(), edge.getLength() / max(edge.getSpeed(), 0.1), node.getID())]
+                while stack:
+                    e, dist, tt, came_from = stack.pop()
+                    to = e.getToNode()
+                    owner = node_tls.get(to.getID())
+                    if owner is not None:
+                        if owner != view.tls_id:
+                            key = (view.tls_id, owner)
+                            if key not in found or dist < found[key][0]:
+                                found[key] = (dist, dist / tt if tt > 0 else e.getSpeed())
+                        continue
+                    if dist > MAX_LINK_SEARCH_M:
+                        continue
+                    for nxt in to.getOutgoing():
+                        if nxt.getID().startswith(":") or nxt.getToNode().getID() == e.getFromNode().getID():
+                            continue
+                        stack.append((nxt, dist + nxt.getLength(), tt + nxt.getLength() / max(nxt.getSpeed(), 0.1),
+                                      to.getID()))
+    return tuple(sorted((controller_of[a], controller_of[b], round(d, 1), round(v, 2))
+                        for (a, b), (d, v) in found.items()))
+
+
+def corridor_from_net(net_file: Path, *, site: str, additional_files: Sequence[Path] = (), name: str = "",
+                      pedestrians: str = "auto") -> Corridor:
+    """Map every TLS of ``net_file`` to an :class:`IntersectionSpec` (see module docstring).
+
+    ``pedestrians`` is ``"auto"`` (crossings when modelled, else the
+    estimate) or ``"none"`` (no pedestrian timing at all).
+    """
+    if pedestrians not in ("auto", "none"):
+        raise ScenarioError(f"pedestrians must be 'auto' or 'none', got {pedestrians!r}")
+    net = _read_net(Path(net_file))
+    lane_lengths = {lane.getID(): lane.getLength() for edge in net.getEdges() for lane in edge.getLanes()}
+    loops = _read_loops(additional_files, lane_lengths)
+    views: dict[str, _TlsView] = {}
+    for tls in sorted(net.getTrafficLights(), key=lambda t: t.getID()):
+        try:
+            views[tls.getID()] = _TlsView(net, tls)
+        except ScenarioError as exc:
+            log.warning("skipping TLS %s: %s", tls.getID(), exc)
+    controller_of: dict[str, str] = {}
+    taken: set[str] = set()
+    for tls_id in views:
+        cid = base = sanitize_id(tls_id)
+        n = 2
+        while cid in taken:
+            cid = f"{base[:60]}-{n}"
+            n += 1
+        taken.add(cid)
+        controller_of[tls_id] = cid
+    specs: list[IntersectionSpec] = []
+    for tls_id, view in views.items():
+        program = _program(view.tls)
+        if any(len(state) != view.link_count for _, state in program):
+            raise ScenarioError(f"TLS {tls_id}: program state length differs from its {view.link_count} links")
+        stages = green_stages(program, frozenset(view.ped_links))
+        if not stages:
+            log.warning("skipping TLS %s: its program has no green stage", tls_id)
+            continue
+        phases = _phases(view, stages, _junction_width(view.nodes.values()), pedestrians)
+        foes = view.foes()
+        conflicts = frozenset((a, b) for a, b in foes
+                              if not any(p.greens[a] in _GREEN and p.greens[b] in _GREEN for p in phases))
+        xs = [n.getCoord()[0] for n in view.nodes.values()]
+        ys = [n.getCoord()[1] for n in view.nodes.values()]
+        cid = controller_of[tls_id]
+        specs.append(IntersectionSpec(
+            controller_id=cid,
+            tls_id=tls_id,
+            link_count=view.link_count,
+            phases=phases,
+            detectors=_detectors(view, cid, phases, [d for _, d in stages], loops),
+            foes=foes,
+            conflicts=conflicts,
+            position=(round(sum(xs) / len(xs), 2), round(sum(ys) / len(ys), 2)),
+            site=site,
+        ))
+    if not specs:
+        raise ScenarioError(f"network {net_file} has no usable traffic lights")
+    kept = {s.tls_id for s in specs}
+    links = tuple(l for l in _links(net, {k: v for k, v in views.items() if k in kept}, controller_of))
+    return Corridor(name=name or Path(net_file).name.split(".")[0], intersections=tuple(specs), links=links)
+
+
+def missing_loops(corridor: Corridor, additional_files: Sequence[Path]) -> int:
+    """How many of the corridor's detectors have no SUMO loop named ``<controller>.<detector>`` yet."""
+    ids: set[str] = set()
+    for f in additional_files:
+        try:
+            root = ET.parse(f).getroot()
+        except (ET.ParseError, OSError) as exc:
+            raise ScenarioError(f"cannot read additional file {f}: {exc}") from exc
+        ids |= {el.get("id", "") for el in root.iter() if el.tag in ("inductionLoop", "e1Detector")}
+    return sum(1 for spec in corridor.intersections for d in spec.detectors
+               if loop_id(spec.controller_id, d.detector_id) not in ids)
+
+
+def write_detectors_additional(corridor: Corridor, path: Path, *, net_file: Path | None = None,
+                               period_s: int = LOOP_PERIOD_S) -> Path:
+    """Write one E1 loop per detector of the corridor, id ``<controller_id>.<detector_id>``.
+
+    Positions are written from the lane end (negative ``pos``), so the file
+    does not need lane lengths; ``net_file`` is accepted for symmetry and
+    to validate lanes when given. Output goes to ``NUL``: the field world
+    reads the loops live, batch runs do not need their files.
+    """
+    lanes: set[str] | None = None
+    if net_file is not None:
+        net = _read_net(Path(net_file))
+        lanes = {lane.getID() for edge in net.getEdges() for lane in edge.getLanes()}
+    root = ET.Element("additional")
+    for spec in corridor.intersections:
+        for det in spec.detectors:
+            if lanes is not None and det.lane_id not in lanes:
+                raise ScenarioError(f"detector {det.detector_id} of {spec.controller_id} on unknown lane {det.lane_id}")
+            ET.SubElement(root, "inductionLoop", id=loop_id(spec.controller_id, det.detector_id), lane=det.lane_id,
+                          pos=f"{-det.distance_to_stopline_m:.2f}", period=str(period_s), file="NUL")
+    ET.indent(root)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(path, encoding="UTF-8", xml_declaration=True)
+    return path
