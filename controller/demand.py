@@ -1,0 +1,184 @@
+"""Demand per phase from stored detector counts, in passenger-car units.
+
+Why pcu: Hanoi traffic is mostly motorcycles, and a motorcycle takes about a
+quarter of a car's share of the stop line; sizing greens on raw vehicle
+counts would give the motorcycle-heavy approaches several times the green
+they need. Detectors that classify report ``motorcycle_count``; for the others
+the configured default motorcycle share is applied.
+
+The per-phase figure is the *critical* flow per lane: every detector watches
+one lane, and a phase's green must serve its busiest lane, so the phase takes
+the maximum over its detectors.
+
+The one SQL statement lives in :func:`fetch_totals`; everything else is pure
+(:func:`estimate`) so it unit-tests without a database.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Mapping
+
+import psycopg
+
+from traffic.config import OptimizerSettings, Settings
+from traffic.errors import StorageError, TrafficError
+from traffic.intersection import IntersectionSpec
+
+log = logging.getLogger(__name__)
+
+_TOTALS_SQL = """
+SELECT detector_id,
+       sum(interval_s)::double precision                                   AS covered_s,
+       coalesce(sum(vehicle_count) FILTER (WHERE motorcycle_count IS NOT NULL), 0)::double precision
+                                                                            AS classified_vehicles,
+       coalesce(sum(motorcycle_count), 0)::double precision                 AS motorcycles,
+       coalesce(sum(vehicle_count) FILTER (WHERE motorcycle_count IS NULL), 0)::double precision
+                                                                            AS unclassified_vehicles
+  FROM detector_counts
+ WHERE controller_id = %(controller_id)s
+   AND interval_start >= %(start)s
+   AND interval_start < %(end)s
+ GROUP BY detector_id
+"""
+
+
+@dataclass(frozen=True)
+class DetectorTotals:
+    """What one detector counted over the window (seconds of data actually present)."""
+
+    covered_s: float
+    classified_vehicles: float = 0.0   # vehicles in intervals that carried a motorcycle count
+    motorcycles: float = 0.0           # of those, motorcycles
+    unclassified_vehicles: float = 0.0  # vehicles in intervals without a class split
+
+
+@dataclass(frozen=True)
+class PhaseDemand:
+    """Critical flow per lane for every phase of one controller (pcu/h/lane)."""
+
+    controller_id: str
+    start: datetime | None
+    end: datetime | None
+    phases: tuple[int, ...]
+    flow_pcu_h_lane: tuple[float, ...]          # smoothed: what the optimizer uses
+    raw_flow_pcu_h_lane: tuple[float, ...]      # this window only, before smoothing
+    detector_flow_pcu_h: Mapping[str, float] = field(default_factory=dict)  # after substitution
+    missing: tuple[str, ...] = ()               # detectors with no data in the window
+    substituted: Mapping[str, str] = field(default_factory=dict)  # detector -> "phase-mean" / "previous" / "zero"
+    phases_without_data: tuple[int, ...] = ()
+
+    def flow(self, phase: int) -> float:
+        return self.flow_pcu_h_lane[self.phases.index(phase)]
+
+    def to_dict(self) -> dict:
+        """JSON-friendly summary (for plan explanations and the event log)."""
+        return {
+            "controller_id": self.controller_id,
+            "start": self.start.isoformat() if self.start else None,
+            "end": self.end.isoformat() if self.end else None,
+            "phases": list(self.phases),
+            "flow_pcu_h_lane": [round(x, 1) for x in self.flow_pcu_h_lane],
+            "raw_flow_pcu_h_lane": [round(x, 1) for x in self.raw_flow_pcu_h_lane],
+            "missing": list(self.missing),
+            "substituted": dict(self.substituted),
+            "phases_without_data": list(self.phases_without_data),
+        }
+
+
+def detector_pcu_per_h(totals: DetectorTotals, settings: OptimizerSettings) -> float:
+    """One detector's flow in pcu/h from its totals (classified where possible)."""
+    if totals.covered_s <= 0:
+        raise ValueError("no data")
+    share = settings.motorcycle_share_default
+    unclassified_pcu = totals.unclassified_vehicles * (share * settings.pcu_motorcycle + (1 - share) * settings.pcu_car)
+    cars = totals.classified_vehicles - totals.motorcycles
+    classified_pcu = totals.motorcycles * settings.pcu_motorcycle + cars * settings.pcu_car
+    return (classified_pcu + unclassified_pcu) * 3600.0 / totals.covered_s
+
+
+def estimate(spec: IntersectionSpec, totals: Mapping[str, DetectorTotals], settings: OptimizerSettings, *,
+             previous: PhaseDemand | None = None, start: datetime | None = None,
+             end: datetime | None = None) -> PhaseDemand:
+    """Turn per-detector totals into smoothed per-phase critical flows (pure).
+
+    A detector without data is substituted by the mean of the same phase's
+    detectors that have data, else by its own previous estimate, else it is
+    left out (and the phase flagged if nothing at all is left). Then the phase
+    flow is exponentially smoothed against the previous estimate with
+    ``settings.smoothing_alpha`` so one odd window cannot swing the plan.
+    """
+    measured: dict[str, float] = {}
+    for det in spec.detectors:
+        t = totals.get(det.detector_id)
+        if t is not None and t.covered_s > 0:
+            measured[det.detector_id] = detector_pcu_per_h(t, settings)
+    missing = tuple(d.detector_id for d in spec.detectors if d.detector_id not in measured)
+    flows: dict[str, float] = dict(measured)
+    substituted: dict[str, str] = {}
+    prev_det = previous.detector_flow_pcu_h if previous is not None else {}
+    for det in spec.detectors:
+        if det.detector_id in measured:
+            continue
+        peers = [measured[d.detector_id] for d in spec.detectors
+                 if d.phase == det.phase and d.detector_id in measured]
+        if peers:
+            flows[det.detector_id] = sum(peers) / len(peers)
+            substituted[det.detector_id] = "phase-mean"
+        elif det.detector_id in prev_det:
+            flows[det.detector_id] = prev_det[det.detector_id]
+            substituted[det.detector_id] = "previous"
+    if missing:
+        log.warning("%s: no counts from detectors %s (%s)", spec.controller_id, ", ".join(missing),
+                    ", ".join(f"{k}: {v}" for k, v in substituted.items()) or "no substitute")
+
+    phases = tuple(p.phase for p in spec.phases)
+    raw: list[float] = []
+    smoothed: list[float] = []
+    without: list[int] = []
+    alpha = settings.smoothing_alpha
+    for number in phases:
+        values = [flows[d.detector_id] for d in spec.detectors if d.phase == number and d.detector_id in flows]
+        prev_value = _previous_flow(previous, number)
+        if values:
+            value = max(values)
+            raw.append(value)
+            smoothed.append(value if prev_value is None else alpha * value + (1 - alpha) * prev_value)
+        else:
+            without.append(number)
+            value = prev_value if prev_value is not None else 0.0
+            raw.append(value)
+            smoothed.append(value)
+    return PhaseDemand(spec.controller_id, start, end, phases, tuple(smoothed), tuple(raw),
+                       flows, missing, substituted, tuple(without))
+
+
+def _previous_flow(previous: PhaseDemand | None, phase: int) -> float | None:
+    if previous is None or phase not in previous.phases:
+        return None
+    return previous.flow(phase)
+
+
+def fetch_totals(conn: psycopg.Connection, controller_id: str, start: datetime,
+                 end: datetime) -> dict[str, DetectorTotals]:
+    """Per-detector totals of ``detector_counts`` for intervals starting in ``[start, end)``."""
+    try:
+        rows = conn.execute(_TOTALS_SQL, {"controller_id": controller_id, "start": start, "end": end}).fetchall()
+    except psycopg.Error as exc:
+        raise StorageError(f"cannot read counts of {controller_id}: {exc}") from exc
+    return {r[0]: DetectorTotals(float(r[1]), float(r[2]), float(r[3]), float(r[4])) for r in rows}
+
+
+def phase_demand(conn: psycopg.Connection, spec: IntersectionSpec, *, start: datetime, end: datetime,
+                 settings: Settings | OptimizerSettings, previous: PhaseDemand | None = None) -> PhaseDemand:
+    """Demand per phase for ``spec`` over ``[start, end)`` from the database.
+
+    ``settings`` may be the whole :class:`Settings` or just its ``optimizer`` section.
+    """
+    if end <= start:
+        raise TrafficError(f"empty demand window {start} .. {end}")
+    optimizer = settings.optimizer if isinstance(settings, Settings) else settings
+    totals = fetch_totals(conn, spec.controller_id, start, end)
+    return estimate(spec, totals, optimizer, previous=previous, start=start, end=end)
