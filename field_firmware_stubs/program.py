@@ -1,0 +1,411 @@
+"""The signal program engine: what a controller's timing core does, without I/O.
+
+Given a plan and the clock, :class:`SignalProgram` decides which interval
+(green, yellow change, red clearance) of which phase is showing, emits the
+Indiana hi-res events for every change, and returns the SUMO state string to
+drive. It is pure logic so hundreds run in one process and tests can step it
+at any resolution.
+
+Design choices (and why):
+
+* Time is kept in integer tenths of a second: plans carry 0.1 s resolution,
+  and integer arithmetic keeps a simulated day free of float drift so the
+  intervals shown last exactly what the plan says.
+* The engine's cycle runs from the phase *after* the coordinated phase to the
+  end of the coordinated phase's red clearance. That makes "unused time
+  returns to the coordinated phase" natural for coordinated-actuated
+  operation (non-coordinated phases gap out early, the coordinated green
+  starts early and still ends at its fixed point), and the cycle boundary is
+  where plan changes and offset corrections happen. With the NTCIP offset
+  referenced to the start of the coordinated green, the boundary lies at
+  ``offset + split(coord)`` in cycle time, consistent with
+  :func:`traffic.signals.cycle_start_offset` used by the SUMO programs.
+* A new plan is committed when the coordinated green ends (start of the last
+  change interval of the cycle), so the yellow/red clearance states are
+  derived towards the *new* plan's first phase and never show a green that
+  turns red without yellow. It is in force from the next boundary.
+* Offset changes are absorbed by lengthening or shortening the coordinated
+  green by at most ``transition_max_step_s`` per cycle and never below its
+  minimum green (and pedestrian timing), whichever way converges sooner.
+* Every plan the engine runs is re-checked with :func:`plan_check.check_plan`;
+  an unsafe plan raises :class:`~traffic.errors.UnsafePlanError` instead of
+  reaching the heads, whoever the caller is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+from traffic.errors import PlanError, UnsafePlanError
+from traffic.intersection import IntersectionSpec
+from traffic.plan import PhaseTiming, TimingPlan
+from traffic.signals import KIND_GREEN, KIND_RED, KIND_YELLOW, red_clear_state, yellow_state
+
+from field_firmware_stubs import events as ev
+from field_firmware_stubs.events import HiResEvent
+from field_firmware_stubs.plan_check import check_plan
+
+__all__ = ["SignalProgram", "Transition", "to_ds"]
+
+
+def to_ds(seconds: float) -> int:
+    """Seconds to integer tenths (the controller's timing resolution)."""
+    return int(round(seconds * 10.0))
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One cycle of offset correction: ``adjust_s`` added to (or cut from) the coordinated green."""
+
+    at: float           # s: cycle boundary where the corrected cycle starts
+    adjust_s: float     # s: positive lengthens, negative shortens the cycle
+    remaining_s: float  # s: misalignment left after this cycle
+
+
+@dataclass
+class _Phase:
+    """A plan phase with its timings in tenths, precomputed once per plan."""
+
+    timing: PhaseTiming
+    number: int
+    greens: str
+    green: int
+    yellow: int
+    red: int
+    split: int
+    min_green: int
+    max_green: int
+    passage: int
+    walk: int
+    ped_clear: int
+
+
+class SignalProgram:
+    """One controller's timing core for one intersection.
+
+    Call :meth:`step` with non-decreasing times; it processes everything up to
+    ``now`` (several intervals if the step is long) and returns the state in
+    force at ``now``.
+    """
+
+    def __init__(self, spec: IntersectionSpec, plan: TimingPlan, *, start_time: float,
+                 transition_max_step_s: float = 10.0) -> None:
+        if transition_max_step_s < 0:
+            raise PlanError(f"transition_max_step_s must be >= 0, got {transition_max_step_s}")
+        self.spec = spec
+        self._max_step = to_ds(transition_max_step_s)
+        self._det_phase = {d.detector_id: d.phase for d in spec.detectors}
+        self._det_channel = {d.detector_id: i + 1 for i, d in enumerate(spec.detectors)}
+        self._phase_detectors: dict[int, tuple[str, ...]] = {}
+        for d in spec.detectors:
+            self._phase_detectors[d.phase] = self._phase_detectors.get(d.phase, ()) + (d.detector_id,)
+        self._det_on: dict[str, bool] = {}
+        self._last_presence: dict[int, int] = {}
+        self._events: list[HiResEvent] = []
+        self._applied: list[tuple[float, TimingPlan]] = []
+        self.transitions: list[Transition] = []
+        self._pending: TimingPlan | None = None
+        self._committed: TimingPlan | None = None
+        self._coord_state = -1
+        self._recording = False
+
+        self._set_plan(plan)
+        start = to_ds(start_time)
+        cycle = self._cycle
+        boundary_phase = self._boundary_phase(plan)
+        first = start - ((start - boundary_phase) % cycle)
+        self._now = first
+        self._begin_cycle(first, initial=True)
+        self._start_green(0, first)
+        self._advance(start)  # fast-forward silently to the start time, in step with the offset
+        self._recording = True
+        self._emit_raw(start, ev.COORD_PATTERN_CHANGE, plan.version & 0xFFFF)
+        self._emit_raw(start, ev.COORD_CYCLE_STATE, ev.COORD_IN_STEP)
+        self._emit_raw(start, ev.PHASE_BEGIN_GREEN if self._kind == KIND_GREEN else
+                       ev.PHASE_BEGIN_YELLOW if self._kind == KIND_YELLOW else ev.PHASE_BEGIN_RED_CLEAR,
+                       self._order[self._idx].number)
+        self._now = start
+
+    # ------------------------------------------------------------------ public
+    @property
+    def plan(self) -> TimingPlan:
+        """The plan in force now."""
+        return self._plan
+
+    @property
+    def pending_plan(self) -> TimingPlan | None:
+        """The plan waiting for the next cycle boundary (requested or already committed)."""
+        return self._committed or self._pending
+
+    @property
+    def state(self) -> str:
+        """The signal state in force at the last step."""
+        return self._state
+
+    @property
+    def phase(self) -> int:
+        """Number of the phase currently timing."""
+        return self._order[self._idx].number
+
+    @property
+    def interval(self) -> str:
+        """``green``, ``yellow`` or ``red`` (red clearance)."""
+        return self._kind
+
+    @property
+    def cycle_start(self) -> float:
+        """Time (s) of the current cycle's boundary."""
+        return self._cycle_start / 10.0
+
+    @property
+    def next_boundary(self) -> float:
+        """Time (s) of the next cycle boundary (current cycle length includes any transition)."""
+        return (self._cycle_start + self._cycle_len) / 10.0
+
+    @property
+    def in_transition(self) -> bool:
+        """True while the cycle is being lengthened or shortened to reach a new offset."""
+        return self._coord_state in (ev.COORD_TRANSITION_ADD, ev.COORD_TRANSITION_SUBTRACT)
+
+    def request_plan(self, plan: TimingPlan) -> None:
+        """Queue ``plan`` to take effect at the next cycle boundary (replacing any queued plan).
+
+        Raises UnsafePlanError if the plan breaks a safety rule for this intersection.
+        """
+        self._require_safe(plan)
+        self._pending = plan
+
+    def step(self, now: float, detector_presence: Mapping[str, bool] | None = None) -> str:
+        """Advance to ``now`` (s) and return the state to drive.
+
+        ``detector_presence`` maps detector ids to presence during the step that
+        ends at ``now``; phases without reported detectors are not gapped out.
+        """
+        now_ds = to_ds(now)
+        if now_ds < self._now:
+            raise PlanError(f"time went backwards: {now} s after {self._now / 10.0} s")
+        if detector_presence:
+            self._update_detectors(now_ds, detector_presence)
+        self._advance(now_ds)
+        self._now = now_ds
+        return self._state
+
+    def drain_events(self) -> list[HiResEvent]:
+        """Events emitted since the last call, in time order."""
+        out, self._events = self._events, []
+        return out
+
+    def drain_applied(self) -> list[tuple[float, TimingPlan]]:
+        """Plans that took effect since the last call, with the boundary time (s)."""
+        out, self._applied = self._applied, []
+        return out
+
+    # ---------------------------------------------------------------- plans
+    def _require_safe(self, plan: TimingPlan) -> None:
+        violations = check_plan(plan, self.spec)
+        if violations:
+            raise UnsafePlanError(violations)
+
+    def _set_plan(self, plan: TimingPlan) -> None:
+        self._require_safe(plan)
+        phases = [self._precompute(p) for p in plan.phases]
+        coord_index = next(i for i, p in enumerate(phases) if p.number == plan.splitCoordPhase)
+        # rotate: the phase after the coordinated phase first, the coordinated phase last
+        self._order = phases[coord_index + 1:] + phases[:coord_index + 1]
+        self._plan = plan
+        self._cycle = sum(p.split for p in phases)
+        self._actuated = plan.mode == "actuated"
+
+    def _precompute(self, t: PhaseTiming) -> _Phase:
+        design = self.spec.phase(t.phase)
+        walk, ped_clear = to_ds(t.phaseWalk), to_ds(t.phasePedestrianClear)
+        min_green = max(to_ds(t.phaseMinimumGreen), to_ds(design.min_green_s), walk + ped_clear)
+        green = to_ds(t.splitTime) - to_ds(t.phaseYellowChange) - to_ds(t.phaseRedClear)
+        return _Phase(
+            timing=t, number=t.phase, greens=t.greens, green=green,
+            yellow=to_ds(t.phaseYellowChange), red=to_ds(t.phaseRedClear), split=to_ds(t.splitTime),
+            min_green=min(min_green, green), max_green=max(to_ds(t.phaseMaximum1), min_green),
+            passage=max(1, to_ds(t.phasePassage)), walk=walk, ped_clear=ped_clear,
+        )
+
+    def _boundary_phase(self, plan: TimingPlan) -> int:
+        """Cycle time (tenths) of the engine's cycle boundary for ``plan``: offset + coordinated split."""
+        coord = plan.phase(plan.splitCoordPhase)
+        cycle = sum(to_ds(p.splitTime) for p in plan.phases)
+        return (to_ds(plan.patternOffsetTime) + to_ds(coord.splitTime)) % cycle
+
+    # ---------------------------------------------------------------- timeline
+    def _begin_cycle(self, t: int, *, initial: bool = False) -> None:
+        if self._committed is not None:
+            old = self._plan
+            new = self._committed
+            self._committed = None
+            self._set_plan(new)
+            self._emit_plan_change(t, old, new)
+            self._applied.append((t / 10.0, new))
+        self._cycle_start = t
+        adjust, remaining = (0, 0) if initial else self._transition_adjust(t)
+        self._cycle_len = self._cycle + adjust
+        self._coord_end = t + self._cycle_len - self._order[-1].yellow - self._order[-1].red
+        state = (ev.COORD_IN_STEP if adjust == 0 else
+                 ev.COORD_TRANSITION_ADD if adjust > 0 else ev.COORD_TRANSITION_SUBTRACT)
+        if adjust:
+            self.transitions.append(Transition(t / 10.0, adjust / 10.0, remaining / 10.0))
+        if state != self._coord_state:
+            self._coord_state = state
+            self._emit(t, ev.COORD_CYCLE_STATE, state)
+
+    def _transition_adjust(self, t: int) -> tuple[int, int]:
+        """How much to lengthen (+) or shorten (-) the cycle starting at ``t`` to approach the offset."""
+        cycle = self._cycle
+        late = (self._boundary_phase(self._plan) - t) % cycle   # aligned boundary is `late` tenths later
+        if late == 0:
+            return 0, 0
+        coord = self._order[-1]
+        shorten_cap = min(self._max_step, max(0, coord.green - coord.min_green))
+        lengthen_cap = self._max_step
+        early = cycle - late
+        if lengthen_cap == 0 and shorten_cap == 0:
+            return 0, late
+        cycles_lengthen = math.ceil(late / lengthen_cap) if lengthen_cap else math.inf
+        cycles_shorten = math.ceil(early / shorten_cap) if shorten_cap else math.inf
+        if cycles_lengthen <= cycles_shorten:
+            step = min(late, lengthen_cap)
+            return step, late - step
+        step = min(early, shorten_cap)
+        return -step, early - step
+
+    def _emit_plan_change(self, t: int, old: TimingPlan, new: TimingPlan) -> None:
+        self._emit(t, ev.COORD_PATTERN_CHANGE, new.version & 0xFFFF)
+        if to_ds(old.patternCycleTime) != to_ds(new.patternCycleTime):
+            self._emit(t, ev.CYCLE_LENGTH_CHANGE, int(round(new.patternCycleTime)))
+        if to_ds(old.patternOffsetTime) != to_ds(new.patternOffsetTime):
+            self._emit(t, ev.OFFSET_LENGTH_CHANGE, int(round(new.patternOffsetTime)))
+        old_splits = {p.phase: to_ds(p.splitTime) for p in old.phases}
+        for p in new.phases:
+            if 1 <= p.phase <= 16 and old_splits.get(p.phase) != to_ds(p.splitTime):
+                self._emit(t, ev.SPLIT_CHANGE_BASE + p.phase - 1, int(round(p.splitTime)))
+
+    def _start_green(self, idx: int, t: int) -> None:
+        self._idx = idx
+        phase = self._order[idx]
+        self._kind = KIND_GREEN
+        self._state = phase.greens
+        self._int_start = t
+        self._marks: list[tuple[int, int, int]] = []
+        if phase.walk > 0 or phase.ped_clear > 0:
+            self._marks = [(t + phase.walk, ev.PED_BEGIN_CLEAR, phase.number),
+                           (t + phase.walk + phase.ped_clear, ev.PED_BEGIN_DONT_WALK, phase.number)]
+        self._emit(t, ev.PHASE_BEGIN_GREEN, phase.number)
+        if phase.walk > 0:
+            self._emit(t, ev.PED_BEGIN_WALK, phase.number)
+
+    def _green_end(self, now: int) -> tuple[int, int]:
+        """End time of the current green and the termination code (gap-out / max-out / force-off)."""
+        phase = self._order[self._idx]
+        if self._idx == len(self._order) - 1:
+            return self._coord_end, 0
+        start = self._int_start
+        force_off = start + phase.green
+        if not self._actuated:
+            return force_off, ev.PHASE_FORCE_OFF
+        max_out = start + phase.max_green
+        end, code = (max_out, ev.PHASE_MAX_OUT) if max_out < force_off else (force_off, ev.PHASE_FORCE_OFF)
+        reported = [d for d in self._phase_detectors.get(phase.number, ()) if d in self._det_on]
+        if reported:  # only phases whose detectors the world reports can gap out
+            if any(self._det_on[d] for d in reported):
+                gap = now + phase.passage  # call present: extend at least one passage time
+            else:
+                gap = max(self._last_presence.get(phase.number, start), start) + phase.passage
+            gap = max(gap, start + phase.min_green)
+            if gap < end:
+                end, code = gap, ev.PHASE_GAP_OUT
+        return end, code
+
+    def _advance(self, now: int) -> None:
+        while True:
+            if self._kind == KIND_GREEN:
+                end, code = self._green_end(now)
+            else:
+                end, code = self._int_end, 0
+            if self._marks and self._marks[0][0] <= min(end, now):
+                t, mcode, param = self._marks.pop(0)
+                self._emit(t, mcode, param)
+                continue
+            if end > now:
+                return
+            self._finish(end, code)
+
+    def _finish(self, t: int, code: int) -> None:
+        phase = self._order[self._idx]
+        last = self._idx == len(self._order) - 1
+        if self._kind == KIND_GREEN:
+            for mt, mcode, param in self._marks:   # pedestrian timing never outlives the green
+                self._emit(min(mt, t), mcode, param)
+            self._marks = []
+            if code:
+                self._emit(t, code, phase.number)
+            self._emit(t, ev.PHASE_END_GREEN, phase.number)
+            if last and self._pending is not None:
+                self._committed, self._pending = self._pending, None
+            following = self._following()
+            if phase.yellow > 0:
+                self._kind, self._int_start, self._int_end = KIND_YELLOW, t, t + phase.yellow
+                self._state = yellow_state(phase.greens, following)
+                self._emit(t, ev.PHASE_BEGIN_YELLOW, phase.number)
+                return
+            self._begin_red_or_next(t, phase, following)
+            return
+        if self._kind == KIND_YELLOW:
+            self._emit(t, ev.PHASE_END_YELLOW, phase.number)
+            self._begin_red_or_next(t, phase, self._following())
+            return
+        self._emit(t, ev.PHASE_END_RED_CLEAR, phase.number)
+        self._next_phase(t)
+
+    def _following(self) -> str:
+        """Greens of the phase that will follow the current one (the committed plan's first, at a boundary)."""
+        if self._idx < len(self._order) - 1:
+            return self._order[self._idx + 1].greens
+        if self._committed is not None:
+            plan = self._committed
+            index = next(i for i, p in enumerate(plan.phases) if p.phase == plan.splitCoordPhase)
+            return plan.phases[(index + 1) % len(plan.phases)].greens
+        return self._order[0].greens
+
+    def _begin_red_or_next(self, t: int, phase: _Phase, following: str) -> None:
+        if phase.red > 0:
+            self._kind, self._int_start, self._int_end = KIND_RED, t, t + phase.red
+            self._state = red_clear_state(phase.greens, following)
+            self._emit(t, ev.PHASE_BEGIN_RED_CLEAR, phase.number)
+            return
+        self._next_phase(t)
+
+    def _next_phase(self, t: int) -> None:
+        if self._idx == len(self._order) - 1:
+            self._begin_cycle(t)
+            self._start_green(0, t)
+        else:
+            self._start_green(self._idx + 1, t)
+
+    # ---------------------------------------------------------------- detectors & events
+    def _update_detectors(self, now: int, presence: Mapping[str, bool]) -> None:
+        for det, on in presence.items():
+            phase = self._det_phase.get(det)
+            if phase is None:
+                continue
+            on = bool(on)
+            if on:
+                self._last_presence[phase] = now
+            if self._det_on.get(det, False) != on:
+                self._emit(now, ev.DETECTOR_ON if on else ev.DETECTOR_OFF, self._det_channel[det])
+            self._det_on[det] = on
+
+    def _emit(self, t: int, code: int, param: int) -> None:
+        if self._recording:
+            self._events.append(HiResEvent(t / 10.0, code, param))
+
+    def _emit_raw(self, t: int, code: int, param: int) -> None:
+        self._events.append(HiResEvent(t / 10.0, code, param))
