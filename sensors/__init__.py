@@ -1,0 +1,21 @@
+"""Detector data ingest: MQTT in, PostgreSQL out, plus detector health and rollups.
+
+Public façade; the modules behind it:
+
+* :mod:`sensors.router`  - one message to rows or a dead letter (pure, never raises)
+* :mod:`sensors.store`   - idempotent COPY-based writes (:class:`CountStore`)
+* :mod:`sensors.spool`   - crash-safe local spool for database outages
+* :mod:`sensors.ingest`  - the MQTT service (:class:`IngestService`)
+* :mod:`sensors.health`  - stuck on / stuck off / chattering / missing detectors
+* :mod:`sensors.rollups` - 15-minute counts (``detector_counts_15min``)
+"""
+
+from sensors.ingest import IngestService, IngestStats
+from sensors.records import Batch, CountRow, DeadLetter, EventRow, StatusRow
+from sensors.router import route
+from sensors.store import BatchResult, CountStore
+
+__all__ = [
+    "Batch", "BatchResult", "CountRow", "CountStore", "DeadLetter", "EventRow", "IngestService",
+    "IngestStats", "StatusRow", "route",
+]

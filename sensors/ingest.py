@@ -1,0 +1,499 @@
+"""The MQTT ingest service: detector counts, events and status into PostgreSQL.
+
+Delivery contract (what "no message lost" means here):
+
+* MQTT 5, QoS 1, a persistent session (``clean_start=False`` plus a session
+  expiry), and ``manual_ack``: the broker keeps a message until we
+  acknowledge it, and we acknowledge only after the batch holding it is
+  durable, in the database or in the local spool. A crash before that makes
+  the broker redeliver; the store's natural keys make the redelivery a no-op.
+* Anything malformed is stored in ``dead_letters`` (reason + raw bytes) and
+  acknowledged; one bad message never stops the consumer (every callback is
+  wrapped, decoding lives in :mod:`sensors.router`, which cannot raise).
+* Database outage: the batch goes to the spool, the messages are acknowledged
+  (so the broker's bounded queue never overflows and drops them) and a replay
+  loop writes the spool back in order when the database returns. While the
+  spool is non-empty new batches are spooled too, so order is kept.
+
+Threads: paho's network loop runs the callbacks, which only decode and
+enqueue; one writer thread batches, writes, spools, replays and acks.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from sensors.records import Batch
+from sensors.router import dead_letter, route
+from sensors.spool import Spool
+from sensors.store import BatchResult, CountStore, is_transient
+from traffic import topics
+from traffic.config import Settings
+from traffic.errors import StorageError, TransportError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RECEIVE_MAXIMUM = 1000   # unacknowledged QoS 1 messages the broker may have in flight to us
+DEFAULT_SESSION_EXPIRY_S = 24 * 3600
+_TICK_S = 0.2                    # writer wake-up when idle (stop check, replay timer)
+_IDLE_GAP_S = 0.05               # close a batch early when the stream pauses this long
+_DISK_RETRY_S = 1.0
+
+
+@dataclass(frozen=True)
+class IngestStats:
+    """Counters since start. ``stored``/``duplicates`` count rows (counts + events);
+    ``received``/``dead_lettered`` count messages; ``spooled``/``replayed`` count batches."""
+
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    statuses: int = 0
+    spooled: int = 0
+    replayed: int = 0
+    batches: int = 0
+    quarantined: int = 0
+
+
+@dataclass
+class _Inbound:
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+    batch: Batch
+    seq: int
+
+
+class IngestService:
+    """Consume ``counts``, ``events`` and ``status`` of every controller of one site.
+
+    ``site`` defaults to ``settings.site.site``. ``client_id`` names the
+    persistent session: keep it stable across restarts of the same instance
+    (the default is derived from site, share group and host name) and distinct
+    between instances that share the load.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        dsn: str,
+        site: str | None = None,
+        client_id: str | None = None,
+        receive_maximum: int = DEFAULT_RECEIVE_MAXIMUM,
+        session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S,
+        db_timeout_s: float = 3.0,
+        replay_interval_s: float = 1.0,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
+        self._settings = settings
+        self._dsn = dsn
+        self._site = topics.check_id(site or settings.site.site, "site")
+        self._group = settings.ingest.share_group
+        self._client_id = client_id or f"ingest-{self._site}-{self._group}-{socket.gethostname()}"[:128]
+        self._receive_maximum = max(1, min(receive_maximum, 65535))
+        self._session_expiry_s = session_expiry_s
+        self._db_timeout_s = db_timeout_s
+        self._replay_interval_s = replay_interval_s
+        self._connect_timeout_s = connect_timeout_s
+        self._batch_max_rows = max(1, settings.ingest.batch_max_rows)
+        self._batch_max_delay_s = max(0.0, settings.ingest.batch_max_delay_s)
+        spool_dir = settings.ingest.spool_dir or str(Path(settings.state_dir) / "spool")
+        self._spool = Spool(spool_dir)
+
+        self._queue: queue.Queue[_Inbound] = queue.Queue()
+        self._cv = threading.Condition()
+        self._counters = dict.fromkeys(IngestStats.__dataclass_fields__, 0)
+        self._received_seq = 0
+        self._durable_seq = 0
+        self._spool_pending = bool(self._spool.pending())
+        self._flush_now = threading.Event()
+        self._stopping = threading.Event()
+        self._subscribed = threading.Event()
+        self._connect_error: str | None = None
+        self._store: CountStore | None = None
+        self._client: mqtt.Client | None = None
+        self._writer: threading.Thread | None = None
+
+    # ---- public API -------------------------------------------------------
+    @property
+    def site(self) -> str:
+        return self._site
+
+    @property
+    def spool_dir(self) -> Path:
+        return self._spool.directory
+
+    @property
+    def stats(self) -> IngestStats:
+        with self._cv:
+            return IngestStats(**self._counters)
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and self._client.is_connected()
+
+    def subscriptions(self) -> list[str]:
+        """Topic filters this service subscribes to.
+
+        Counts and events use a shared subscription so instances split the
+        load. Status does not: MQTT 5 never sends retained messages to a
+        shared subscription (spec 4.8.2), and status is retained, so a shared
+        subscriber would not learn the state of controllers that went quiet
+        before it started. Status writes are idempotent, so every instance
+        storing them is harmless.
+        """
+        return [
+            topics.shared(self._group, topics.wildcard(self._site, topics.COUNTS)),
+            topics.shared(self._group, topics.wildcard(self._site, topics.EVENTS)),
+            topics.wildcard(self._site, topics.STATUS),
+        ]
+
+    def start(self) -> None:
+        """Open the store, start the writer, connect and subscribe (TransportError if that fails)."""
+        if self._writer is not None:
+            return
+        self._stopping.clear()
+        self._store = CountStore(self._dsn, min_size=self._settings.database.pool_min,
+                                 max_size=self._settings.database.pool_max, timeout=self._db_timeout_s)
+        self._writer = threading.Thread(target=self._run_writer, name=f"ingest-writer-{self._site}", daemon=True)
+        self._writer.start()
+        self._client = self._make_client()
+        try:
+            self._connect()
+        except TransportError:
+            self.stop(timeout=1.0)
+            raise
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Make what was received durable (bounded by ``timeout``), then disconnect and close.
+
+        Messages not yet durable when the time runs out stay unacknowledged:
+        the broker redelivers them to the session on the next start.
+        """
+        if self._writer is None:
+            return
+        deadline = time.monotonic() + timeout
+        if self._client is not None and self._client.is_connected():
+            self.flush(timeout=max(0.0, deadline - time.monotonic()))
+        if self._client is not None:
+            try:
+                self._client.disconnect()
+            finally:
+                self._client.loop_stop()
+        self._stopping.set()
+        self._writer.join(max(0.1, deadline - time.monotonic()))
+        if self._writer.is_alive():
+            log.warning("ingest writer did not finish within %.1f s", timeout)
+        if self._store is not None:
+            self._store.close()
+        self._writer = None
+        self._client = None
+        self._store = None
+
+    def __enter__(self) -> "IngestService":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """True once everything received so far is durable (database or spool)."""
+        with self._cv:
+            target = self._received_seq
+            return self._cv.wait_for(lambda: self._durable_seq >= target, timeout)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Write the current batch now instead of waiting for it to fill, then :meth:`wait_idle`."""
+        self._flush_now.set()
+        return self.wait_idle(timeout)
+
+    def wait_replayed(self, timeout: float | None = None) -> bool:
+        """True once the spool is empty (everything spooled is in the database)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cv:
+            while self._spool_pending:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cv.wait(remaining if remaining is not None else _TICK_S)
+            return True
+
+    # ---- MQTT ---------------------------------------------------------------
+    def _make_client(self) -> mqtt.Client:
+        mq = self._settings.mqtt
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self._client_id,
+                             protocol=mqtt.MQTTv5, manual_ack=True)
+        if mq.username:
+            client.username_pw_set(mq.username, mq.password or None)
+        if mq.tls:
+            try:
+                client.tls_set(ca_certs=mq.ca_file or None, certfile=mq.cert_file or None,
+                               keyfile=mq.key_file or None)
+            except (OSError, ValueError) as exc:
+                raise TransportError(f"TLS setup failed: {exc}") from exc
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_connect = self._guard(self._on_connect)
+        client.on_subscribe = self._guard(self._on_subscribe)
+        client.on_disconnect = self._guard(self._on_disconnect)
+        client.on_message = self._guard(self._on_message)
+        return client
+
+    def _connect(self) -> None:
+        assert self._client is not None
+        mq = self._settings.mqtt
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self._session_expiry_s
+        props.ReceiveMaximum = self._receive_maximum
+        self._subscribed.clear()
+        self._connect_error = None
+        try:
+            self._client.connect_async(mq.host, mq.port, keepalive=mq.keepalive_s,
+                                       clean_start=False, properties=props)
+            self._client.loop_start()
+        except (OSError, ValueError) as exc:
+            raise TransportError(f"cannot connect to MQTT broker {mq.host}:{mq.port}: {exc}") from exc
+        if not self._subscribed.wait(self._connect_timeout_s):
+            raise TransportError(
+                f"not subscribed to {mq.host}:{mq.port} within {self._connect_timeout_s} s"
+                + (f": {self._connect_error}" if self._connect_error else "")
+            )
+        log.info("ingest for site %s subscribed as %s", self._site, self._client_id)
+
+    @staticmethod
+    def _guard(handler: Any) -> Any:
+        """Wrap a callback so one exception cannot stop paho's network loop."""
+        def wrapped(*args: Any) -> None:
+            try:
+                handler(*args)
+            except Exception:  # noqa: BLE001 - logged; the loop must go on
+                log.exception("ingest callback %s failed", getattr(handler, "__name__", handler))
+        return wrapped
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: ReasonCode,
+                    properties: Any) -> None:
+        if reason_code.is_failure:
+            self._connect_error = f"connect refused: {reason_code}"
+            log.error("MQTT %s", self._connect_error)
+            return
+        qos = max(1, min(self._settings.mqtt.qos, 2))
+        # retainHandling=1: retained status only for a new subscription, not on every reconnect.
+        opts = SubscribeOptions(qos=qos, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
+        result, _mid = client.subscribe([(f, opts) for f in self.subscriptions()])
+        if result != mqtt.MQTT_ERR_SUCCESS:
+            self._connect_error = f"subscribe failed: {mqtt.error_string(result)}"
+            log.error("MQTT %s", self._connect_error)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: list[ReasonCode],
+                      properties: Any) -> None:
+        failed = [str(rc) for rc in reason_codes if rc.is_failure]
+        if failed:
+            self._connect_error = f"subscription refused: {', '.join(failed)}"
+            log.error("MQTT %s", self._connect_error)
+            return
+        self._subscribed.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: ReasonCode,
+                       properties: Any) -> None:
+        if not self._stopping.is_set() and reason_code.is_failure:
+            log.warning("MQTT disconnected (%s); paho reconnects to the persistent session", reason_code)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        received_at = datetime.now(timezone.utc)
+        topic = _topic_of(msg)
+        payload = bytes(msg.payload)
+        batch = route(topic, payload, received_at, site=self._site)
+        with self._cv:
+            self._received_seq += 1
+            self._counters["received"] += 1
+            self._queue.put(_Inbound(msg.mid, msg.qos, topic, payload, batch, self._received_seq))
+
+    # ---- writer thread ------------------------------------------------------
+    def _run_writer(self) -> None:
+        next_replay = 0.0
+        while True:
+            try:
+                items = self._gather()
+                if items:
+                    self._persist(items)
+                if self._spool_pending and time.monotonic() >= next_replay:
+                    if not self._replay():
+                        next_replay = time.monotonic() + self._replay_interval_s
+                if self._stopping.is_set() and self._queue.empty():
+                    return
+            except Exception:  # noqa: BLE001 - the writer must survive anything; messages stay unacked
+                log.exception("ingest writer iteration failed")
+                time.sleep(_TICK_S)
+
+    def _gather(self) -> list[_Inbound]:
+        try:
+            first = self._queue.get(timeout=_TICK_S)
+        except queue.Empty:
+            return []
+        items = [first]
+        rows = len(first.batch)
+        deadline = time.monotonic() + self._batch_max_delay_s
+        while rows < self._batch_max_rows and len(items) < self._receive_maximum:
+            if self._flush_now.is_set() or self._stopping.is_set():
+                # Take what is already queued, then write.
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=min(remaining, _IDLE_GAP_S))
+                except queue.Empty:
+                    break
+            items.append(item)
+            rows += len(item.batch)
+        if self._queue.empty():
+            self._flush_now.clear()
+        return items
+
+    def _persist(self, items: list[_Inbound]) -> None:
+        batch = Batch()
+        for item in items:
+            batch.extend(item.batch)
+        durable = False
+        if not self._spool_pending:
+            try:
+                result = self._store_or_raise().write_batch(batch)
+                self._count(result, batches=1)
+                durable = True
+            except StorageError as exc:
+                if is_transient(exc):
+                    log.warning("database unavailable, spooling batch of %d rows: %s", len(batch), exc)
+                else:
+                    log.error("database refused a batch (%s); storing its messages one by one", exc)
+                    durable = self._isolate(items)
+                    if durable:
+                        self._finish(items)
+                        return
+        if not durable:
+            durable = self._spool_batch(batch)
+        if durable:
+            self._finish(items)
+
+    def _isolate(self, items: list[_Inbound]) -> bool:
+        """Store message by message; one the database refuses becomes a dead letter.
+
+        Returns False (nothing acknowledged) if the database went away meanwhile;
+        the caller then spools the whole batch, which is safe because writes
+        are idempotent.
+        """
+        store = self._store_or_raise()
+        for item in items:
+            try:
+                self._count(store.write_batch(item.batch), batches=1)
+            except StorageError as exc:
+                if is_transient(exc):
+                    return False
+                letter = dead_letter(item.topic, f"rejected by the database: {exc}", item.payload,
+                                     datetime.now(timezone.utc))
+                try:
+                    self._count(store.write_batch(letter), batches=1)
+                except StorageError:
+                    return False
+        return True
+
+    def _spool_batch(self, batch: Batch) -> bool:
+        while True:
+            try:
+                self._spool.append(batch)
+            except StorageError as exc:
+                # Disk trouble: keep the messages unacknowledged and keep trying;
+                # on stop the broker keeps them for the next session.
+                log.error("cannot spool batch: %s", exc)
+                if self._stopping.wait(_DISK_RETRY_S):
+                    return False
+                continue
+            with self._cv:
+                self._spool_pending = True
+                self._counters["spooled"] += 1
+                self._counters["dead_lettered"] += len(batch.dead_letters)
+            return True
+
+    def _finish(self, items: list[_Inbound]) -> None:
+        client = self._client
+        if client is not None:
+            for item in items:
+                if item.qos > 0:
+                    client.ack(item.mid, item.qos)
+        with self._cv:
+            self._durable_seq = max(self._durable_seq, items[-1].seq)
+            self._cv.notify_all()
+
+    def _replay(self) -> bool:
+        """Write spooled batches back in order; False if the database is still away."""
+        store = self._store_or_raise()
+        for path in self._spool.pending():
+            try:
+                batch = self._spool.load(path)
+            except StorageError as exc:
+                log.error("%s", exc)
+                self._spool.quarantine(path)
+                self._count(BatchResult(), quarantined=1)
+                continue
+            try:
+                result = store.write_batch(batch)
+            except StorageError as exc:
+                if is_transient(exc):
+                    return False
+                log.error("database refused spooled batch %s: %s", path.name, exc)
+                self._spool.quarantine(path)
+                self._count(BatchResult(), quarantined=1)
+                continue
+            self._spool.remove(path)
+            # Dead letters of a spooled batch were already counted when spooled.
+            self._count(BatchResult(result.counts_stored, result.counts_duplicate, result.events_stored,
+                                    result.events_duplicate, 0, result.statuses), replayed=1)
+            log.info("replayed spooled batch %s (%d rows)", path.name, len(batch))
+        with self._cv:
+            self._spool_pending = bool(self._spool.pending())
+            self._cv.notify_all()
+            return not self._spool_pending
+
+    def _count(self, result: BatchResult, **extra: int) -> None:
+        with self._cv:
+            c = self._counters
+            c["stored"] += result.counts_stored + result.events_stored
+            c["duplicates"] += result.counts_duplicate + result.events_duplicate
+            c["dead_lettered"] += result.dead_letters
+            c["statuses"] += result.statuses
+            for key, value in extra.items():
+                c[key] += value
+
+    def _store_or_raise(self) -> CountStore:
+        if self._store is None:
+            raise StorageError("ingest service is not started")
+        return self._store
+
+
+def _topic_of(msg: mqtt.MQTTMessage) -> str:
+    """The message topic; a non-UTF-8 topic (broker bug) still reaches the dead letters."""
+    try:
+        return msg.topic
+    except UnicodeDecodeError:
+        return bytes(msg._topic).decode("utf-8", "replace")  # noqa: SLF001 - paho exposes no raw accessor

@@ -1,0 +1,267 @@
+"""The detector-data store: idempotent bulk writes into PostgreSQL.
+
+Rows go in with ``COPY`` into a per-connection temporary staging table and
+then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` into the real table.
+COPY alone cannot skip duplicates, and QoS 1 *will* redeliver: this way a
+redelivered report changes nothing and the write still runs at COPY speed.
+The number of rows the INSERT reports is the number newly stored.
+
+Errors are mapped to :class:`traffic.errors.StorageError`; its
+``transient`` attribute tells the ingest service whether to spool the batch
+and retry (the database is away) or to give up on the data (the database
+refused it, and would again).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg import sql
+
+from sensors.records import Batch, CountRow, DeadLetter, EventRow, StatusRow
+from traffic.errors import StorageError
+from traffic.messages import OFFLINE, StatusMessage
+
+log = logging.getLogger(__name__)
+
+COUNT_COLUMNS = ("controller_id", "detector_id", "interval_start", "interval_s", "vehicle_count",
+                 "occupancy_pct", "motorcycle_count", "received_at")
+EVENT_COLUMNS = ("device_id", "ts", "event_code", "event_param")
+
+_STAGE_COUNTS = "_ingest_stage_counts"
+_STAGE_EVENTS = "_ingest_stage_events"
+
+# Column types of the staging tables, spelled out rather than ``LIKE`` so a
+# pooled connection can be configured before the schema exists.
+_STAGING_DDL = (
+    sql.SQL(
+        "CREATE TEMP TABLE IF NOT EXISTS {} (controller_id text, detector_id text, interval_start timestamptz,"
+        " interval_s integer, vehicle_count integer, occupancy_pct real, motorcycle_count integer,"
+        " received_at timestamptz) ON COMMIT DELETE ROWS"
+    ).format(sql.Identifier(_STAGE_COUNTS)),
+    sql.SQL(
+        "CREATE TEMP TABLE IF NOT EXISTS {} (device_id text, ts timestamptz, event_code smallint,"
+        " event_param integer) ON COMMIT DELETE ROWS"
+    ).format(sql.Identifier(_STAGE_EVENTS)),
+)
+
+# Errors that mean "this data will never go in", as opposed to "not now".
+_PERMANENT = (psycopg.DataError, psycopg.IntegrityError)
+
+
+def storage_error(exc: BaseException, action: str) -> StorageError:
+    """Map a psycopg / pool error to StorageError, marking whether a retry can help."""
+    err = StorageError(f"{action} failed: {type(exc).__name__}: {exc}".strip())
+    err.transient = not isinstance(exc, _PERMANENT)  # type: ignore[attr-defined]
+    err.__cause__ = exc
+    return err
+
+
+def is_transient(exc: StorageError) -> bool:
+    """True when the failure was the database being away, not the data being bad."""
+    return bool(getattr(exc, "transient", True))
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one :meth:`CountStore.write_batch` did (new rows; the rest were duplicates)."""
+
+    counts_stored: int = 0
+    counts_duplicate: int = 0
+    events_stored: int = 0
+    events_duplicate: int = 0
+    dead_letters: int = 0
+    statuses: int = 0
+
+
+class CountStore:
+    """Pooled, idempotent writer for detector counts, events, dead letters and status.
+
+    The pool checks a connection before lending it, so a backend killed by an
+    outage is replaced instead of failing the next batch. ``timeout`` bounds
+    how long a write waits for a connection: the ingest service would rather
+    spool a batch than stall while the database is down.
+    """
+
+    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 4, timeout: float = 3.0) -> None:
+        self._dsn = dsn
+        self._timeout = timeout
+        self._pool = psycopg_pool.ConnectionPool(
+            dsn,
+            min_size=min_size,
+            max_size=max(min_size, max_size),
+            timeout=timeout,
+            open=False,
+            configure=self._configure,
+            check=psycopg_pool.ConnectionPool.check_connection,
+            kwargs={"connect_timeout": max(1, int(timeout))},
+            # Give up a reconnect attempt quickly: the next write asks the pool
+            # to grow again, so recovery follows demand instead of an
+            # ever-longer exponential backoff after a long outage.
+            reconnect_timeout=max(timeout, 1.0),
+            name="sensors-store",
+        )
+        # wait=False: a store opened while the database is down still works
+        # (writes fail transiently until it returns).
+        self._pool.open(wait=False)
+
+    # ---- lifecycle ------------------------------------------------------
+    def close(self) -> None:
+        self._pool.close()
+
+    def __enter__(self) -> "CountStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @staticmethod
+    def _configure(conn: psycopg.Connection) -> None:
+        for ddl in _STAGING_DDL:
+            conn.execute(ddl)
+        conn.commit()
+
+    @contextmanager
+    def _transaction(self, action: str) -> Iterator[psycopg.Connection]:
+        try:
+            with self._pool.connection(timeout=self._timeout) as conn:
+                with conn.transaction():
+                    yield conn
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            raise storage_error(exc, action) from exc
+
+    def ping(self) -> bool:
+        """True if a connection can be had and answers (used by the replay loop)."""
+        try:
+            with self._transaction("ping") as conn:
+                conn.execute("SELECT 1")
+            return True
+        except StorageError:
+            return False
+
+    # ---- writes ---------------------------------------------------------
+    def write_batch(self, batch: Batch) -> BatchResult:
+        """Store a whole batch in one transaction: all of it is durable, or none."""
+        with self._transaction("write batch") as conn:
+            counts = _insert_counts(conn, batch.counts)
+            events = _insert_events(conn, batch.events)
+            dead = _insert_dead_letters(conn, batch.dead_letters)
+            for status in batch.statuses:
+                _upsert_status(conn, status)
+        return BatchResult(counts, len(batch.counts) - counts, events, len(batch.events) - events,
+                           dead, len(batch.statuses))
+
+    def write_counts(self, rows: Sequence[CountRow]) -> int:
+        """Store count rows; return how many were new (a redelivery returns 0)."""
+        with self._transaction("write counts") as conn:
+            return _insert_counts(conn, rows)
+
+    def write_events(self, rows: Sequence[EventRow]) -> int:
+        """Store event rows; return how many were new."""
+        with self._transaction("write events") as conn:
+            return _insert_events(conn, rows)
+
+    def write_dead_letters(self, items: Sequence[DeadLetter]) -> int:
+        with self._transaction("write dead letters") as conn:
+            return _insert_dead_letters(conn, items)
+
+    def upsert_status(self, status: StatusMessage | StatusRow, *, site: str | None = None,
+                      received_at: datetime | None = None) -> None:
+        """Record a status: history row plus the ``controllers`` row (kept at the newest)."""
+        if isinstance(status, StatusMessage):
+            if site is None:
+                raise StorageError("upsert_status needs the site for a StatusMessage")
+            status = StatusRow(site, status.controller_id, status.state, status.mode, status.plan_id,
+                               status.plan_version, status.at, status.detail,
+                               received_at or datetime.now(timezone.utc))
+        with self._transaction("upsert status") as conn:
+            _upsert_status(conn, status)
+
+    # ---- reads (tests, diagnostics) -------------------------------------
+    def count_rows(self, table: str, where: Mapping[str, Any] | None = None) -> int:
+        """``SELECT count(*) FROM table WHERE col = value AND ...`` with safe identifiers."""
+        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
+        params: list[Any] = []
+        if where:
+            query = query + sql.SQL(" WHERE ") + sql.SQL(" AND ").join(
+                sql.SQL("{} = %s").format(sql.Identifier(col)) for col in where
+            )
+            params = list(where.values())
+        with self._transaction(f"count {table}") as conn:
+            row = conn.execute(query, params).fetchone()
+        return int(row[0]) if row else 0
+
+
+# ---------------------------------------------------------------------------
+# statements (one connection, inside the caller's transaction)
+
+def _copy_then_insert(conn: psycopg.Connection, stage: str, table: str, columns: Sequence[str],
+                      rows: Iterable[Sequence[Any]]) -> int:
+    cols = sql.SQL(", ").join(map(sql.Identifier, columns))
+    with conn.cursor() as cur:
+        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(stage), cols)) as copy:
+            for row in rows:
+                copy.write_row(row)
+        cur.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
+            sql.Identifier(table), cols, cols, sql.Identifier(stage)))
+        # Each stage is filled once per transaction; ON COMMIT DELETE ROWS empties it.
+        return max(cur.rowcount, 0)
+
+
+def _insert_counts(conn: psycopg.Connection, rows: Sequence[CountRow]) -> int:
+    if not rows:
+        return 0
+    return _copy_then_insert(conn, _STAGE_COUNTS, "detector_counts", COUNT_COLUMNS, rows)
+
+
+def _insert_events(conn: psycopg.Connection, rows: Sequence[EventRow]) -> int:
+    if not rows:
+        return 0
+    return _copy_then_insert(conn, _STAGE_EVENTS, "controller_events", EVENT_COLUMNS, rows)
+
+
+def _insert_dead_letters(conn: psycopg.Connection, items: Sequence[DeadLetter]) -> int:
+    if not items:
+        return 0
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO dead_letters (topic, reason, payload, received_at) VALUES (%s, %s, %s, %s)",
+            [(d.topic, d.reason, d.payload, d.received_at) for d in items],
+        )
+    return len(items)
+
+
+def _upsert_status(conn: psycopg.Connection, s: StatusRow) -> None:
+    at = s.at or s.received_at
+    online = s.state != OFFLINE
+    # The last will ("offline") knows nothing of mode or plan: keep what we had.
+    # A replayed older status must not overwrite a newer one: compare last_seen.
+    conn.execute(
+        """
+        INSERT INTO controllers (controller_id, site, state, mode, active_plan_id, active_version,
+                                 last_seen, updated_at)
+        VALUES (%(cid)s, %(site)s, %(state)s, %(mode)s, %(plan_id)s, %(plan_version)s, %(at)s, now())
+        ON CONFLICT (controller_id) DO UPDATE SET
+            state = EXCLUDED.state,
+            mode = CASE WHEN %(online)s THEN EXCLUDED.mode ELSE controllers.mode END,
+            active_plan_id = CASE WHEN %(online)s THEN EXCLUDED.active_plan_id ELSE controllers.active_plan_id END,
+            active_version = CASE WHEN %(online)s THEN EXCLUDED.active_version ELSE controllers.active_version END,
+            last_seen = EXCLUDED.last_seen,
+            updated_at = now()
+        WHERE controllers.last_seen IS NULL OR controllers.last_seen <= EXCLUDED.last_seen
+        """,
+        {"cid": s.controller_id, "site": s.site, "state": s.state, "mode": s.mode if online else None,
+         "plan_id": s.plan_id, "plan_version": s.plan_version, "at": at, "online": online},
+    )
+    conn.execute(
+        "INSERT INTO controller_status (controller_id, at, state, mode, plan_id, plan_version, detail)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (controller_id, at) DO NOTHING",
+        (s.controller_id, at, s.state, s.mode, s.plan_id, s.plan_version, s.detail),
+    )
