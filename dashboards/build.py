@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
+
+import yaml
 
 from grafana_foundation_sdk.builders import common as common_b
 from grafana_foundation_sdk.builders import dashboard as dash_b
@@ -190,42 +192,8 @@ def dsn_parts(dsn: str) -> dict[str, Any]:
     }
 
 
-def _yaml_scalar(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return json.dumps(str(value))  # a JSON string is a valid YAML double-quoted scalar
-
-
-def to_yaml(value: Any, indent: int = 0) -> str:
-    """Small block-style YAML writer for the provisioning files (no PyYAML dependency)."""
-    pad = " " * indent
-    lines: list[str] = []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(item, (dict, list)) and item:
-                lines.append(f"{pad}{key}:")
-                lines.append(to_yaml(item, indent + 2))
-            elif isinstance(item, dict):
-                lines.append(f"{pad}{key}: {{}}")
-            elif isinstance(item, list):
-                lines.append(f"{pad}{key}: []")
-            else:
-                lines.append(f"{pad}{key}: {_yaml_scalar(item)}")
-    elif isinstance(value, list):
-        for item in value:
-            if isinstance(item, dict) and item:
-                body = to_yaml(item, indent + 2).splitlines()
-                lines.append(f"{pad}- {body[0].lstrip()}")
-                lines.extend(body[1:])
-            else:
-                lines.append(f"{pad}- {_yaml_scalar(item)}")
-    else:
-        lines.append(pad + _yaml_scalar(value))
-    return "\n".join(lines)
+def _write_yaml(path: Path, data: Mapping[str, Any]) -> None:
+    path.write_text(yaml.safe_dump(dict(data), sort_keys=False, default_flow_style=False))
 
 
 def write_provisioning(
@@ -293,9 +261,9 @@ def write_provisioning(
             ],
         }
         ds_path = ds_dir / "traffic.yaml"
-        ds_path.write_text(to_yaml(datasources) + "\n")
+        _write_yaml(ds_path, datasources)
         prov_path = prov_dir / "traffic.yaml"
-        prov_path.write_text(to_yaml(providers) + "\n")
+        _write_yaml(prov_path, providers)
     except OSError as exc:
         raise ConfigError(f"cannot write dashboards to {out_dir}: {exc}") from exc
     log.info("wrote Grafana dashboards and provisioning under %s", out_dir)

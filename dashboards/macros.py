@@ -50,7 +50,10 @@ def quote_values(values: str | Sequence[str]) -> str:
             raise ConfigError(f"template variable values must be strings, not {type(item).__name__}")
         if "\x00" in item:
             raise ConfigError("template variable value contains a NUL byte")
-        parts.append(sql.Literal(item).as_string(None).strip())
+        try:
+            parts.append(sql.Literal(item).as_string(None).strip())
+        except UnicodeEncodeError as exc:
+            raise ConfigError(f"template variable value {item!r} is not valid UTF-8 text") from exc
     return ", ".join(parts)
 
 
@@ -67,9 +70,9 @@ def expand(
     ``$name``/``${name}`` must be in ``variables``; values are quoted (the
     dashboard's variables are multi-value, which Grafana always quotes).
     """
+    start, end = timestamptz_literal(time_from), timestamptz_literal(time_to)
     if time_to < time_from:
         raise ConfigError(f"time range ends ({time_to}) before it starts ({time_from})")
-    start, end = timestamptz_literal(time_from), timestamptz_literal(time_to)
     variables = dict(variables or {})
     out = _TIME_FILTER.sub(lambda m: f"{m.group(1)} BETWEEN {start} AND {end}", text)
     out = _TIME_FROM.sub(start, out)
