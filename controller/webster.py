@@ -145,9 +145,12 @@ def webster_delay(cycle_s: ArrayLike, green_s: ArrayLike, flow_pcu_h: ArrayLike,
     lam = np.clip(g / c, 1e-6, 1.0)
     x = np.minimum(q / (lam * s), MAX_DEGREE_OF_SATURATION)
     uniform = c * (1.0 - lam) ** 2 / (2.0 * (1.0 - lam * x))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        random = np.where(q > 0, x ** 2 / (2.0 * q * (1.0 - x)), 0.0)
-        correction = np.where(q > 0, 0.65 * np.cbrt(c / q ** 2) * x ** (2.0 + 5.0 * lam), 0.0)
+    # the random terms vanish as q -> 0; below a trickle (0.0036 pcu/h) treat q as zero
+    # rather than evaluate inf * 0 = NaN
+    active = q > 1e-6
+    q_safe = np.where(active, q, 1.0)
+    random = np.where(active, x ** 2 / (2.0 * q_safe * (1.0 - x)), 0.0)
+    correction = np.where(active, 0.65 * np.cbrt(c / q_safe ** 2) * x ** (2.0 + 5.0 * lam), 0.0)
     return np.maximum(uniform + random - correction, 0.0)
 
 

@@ -107,3 +107,11 @@ def test_unpinned_effective_greens_follow_flow_ratios(problem):
         for j in free:
             # g_i / y_i is the same for every phase above its minimum
             assert (splits[i] - lost[i]) * y[j] == pytest.approx((splits[j] - lost[j]) * y[i], rel=1e-6, abs=1e-6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(min_value=20.0, max_value=200.0), st.floats(min_value=0.05, max_value=1.0),
+       st.floats(min_value=0.0, max_value=5000.0, allow_subnormal=True))
+def test_delay_is_finite_and_non_negative(cycle, green_fraction, q):
+    d = float(webster.webster_delay(cycle, cycle * green_fraction, q, 1900.0))
+    assert np.isfinite(d) and d >= 0.0

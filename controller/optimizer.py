@@ -1,0 +1,240 @@
+"""Cycle, splits and offsets from demand: Webster now, with bounded change.
+
+Why bounded: a controller moving from a 60 s to a 140 s cycle in one step
+runs a long transition and disturbs its neighbours' progression; moving at
+most ``max_cycle_step_s`` per epoch keeps every step small and lets the
+simulation gate judge a plan close to what is running.
+
+Every plan this module returns has passed :func:`controller.safety.check_plan`;
+if a bug ever produced an unsafe one it raises :class:`UnsafePlanError` rather
+than return it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Collection, Mapping
+
+import numpy as np
+
+from controller import webster
+from controller.demand import PhaseDemand
+from controller.safety import ensure_safe
+from traffic.config import OptimizerSettings
+from traffic.errors import PlanError
+from traffic.intersection import Corridor, IntersectionSpec
+from traffic.plan import TimingPlan
+
+log = logging.getLogger(__name__)
+
+CREATED_BY = "optimizer"
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A candidate plan and the numbers behind it."""
+
+    plan: TimingPlan
+    explanation: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Sizing:
+    """Webster's quantities for one intersection (internal)."""
+
+    q: np.ndarray
+    s: np.ndarray
+    y: np.ndarray
+    lost: np.ndarray
+    min_split: np.ndarray
+    c0: float
+    min_cycle: float
+    max_cycle: float
+
+
+def _size(spec: IntersectionSpec, demand: PhaseDemand, settings: OptimizerSettings) -> _Sizing:
+    if demand.controller_id != spec.controller_id:
+        raise PlanError(f"demand is for {demand.controller_id!r}, not {spec.controller_id!r}")
+    flows = {p: f for p, f in zip(demand.phases, demand.flow_pcu_h_lane)}
+    q = np.array([float(flows.get(p.phase, 0.0)) for p in spec.phases])
+    if not np.all(np.isfinite(q)) or np.any(q < 0):
+        raise PlanError(f"{spec.controller_id}: demand must be finite and >= 0, got {q.tolist()}")
+    s = np.array([p.saturation_flow_pcu_h_lane or settings.saturation_flow_pcu_per_lane_h for p in spec.phases])
+    y = webster.flow_ratios(q, s)
+    lost = webster.phase_lost_time([p.yellow_s for p in spec.phases], [p.red_clear_s for p in spec.phases],
+                                   min_lost_s=settings.lost_time_per_phase_s)
+    min_split = np.array([p.min_split_s for p in spec.phases])
+    max_cycle = min(settings.max_cycle_s, spec.max_cycle_s)
+    min_cycle = max(settings.min_cycle_s, math.ceil(float(min_split.sum())))
+    if min_cycle > max_cycle:
+        # the design itself needs more than the policy maximum; the spec's own limit still binds
+        max_cycle = spec.max_cycle_s
+        if min_cycle > max_cycle:
+            raise PlanError(f"{spec.controller_id}: minimum splits need {min_cycle} s, max cycle is {max_cycle} s")
+    c0 = float(webster.optimum_cycle(lost.sum(), y.sum(), min_cycle_s=min_cycle, max_cycle_s=max_cycle))
+    return _Sizing(q, s, y, lost, min_split, min(float(math.ceil(c0)), max_cycle), min_cycle, max_cycle)
+
+
+def _bounded(target: float, incumbent_cycle: float, step: float, lo: float, hi: float) -> float:
+    cycle = min(max(target, incumbent_cycle - step), incumbent_cycle + step)
+    return float(min(max(cycle, lo), hi))
+
+
+def _incumbent_delay(incumbent: TimingPlan, spec: IntersectionSpec, sz: _Sizing) -> float | None:
+    """Webster delay of the running plan under today's demand (None if its phases differ from the spec)."""
+    try:
+        greens = np.array([incumbent.phase(p.phase).splitTime for p in spec.phases]) - sz.lost
+    except PlanError:
+        return None
+    cycle = incumbent.patternCycleTime
+    if cycle <= 0 or np.any(greens <= 0):
+        return None
+    return webster.mean_delay(cycle, greens, sz.q, sz.s)
+
+
+def optimize(spec: IntersectionSpec, demand: PhaseDemand, incumbent: TimingPlan, settings: OptimizerSettings, *,
+             version: int, common_cycle: float | None = None, offset_s: float | None = None,
+             reason: str = "") -> Proposal:
+    """A Webster plan for one intersection, moving at most ``max_cycle_step_s`` from ``incumbent``.
+
+    ``common_cycle`` replaces the intersection's own C0 as the target (corridor
+    coordination); ``offset_s`` sets the offset (default: the incumbent's,
+    wrapped into the new cycle).
+    """
+    sz = _size(spec, demand, settings)
+    target = float(common_cycle) if common_cycle is not None else sz.c0
+    cycle = _bounded(target, incumbent.patternCycleTime, settings.max_cycle_step_s, sz.min_cycle, sz.max_cycle)
+    cycle = float(round(cycle, 1))
+    raw = webster.allocate_splits(cycle, sz.y, sz.lost, sz.min_split)
+    try:
+        splits = webster.round_splits(raw, cycle, min_split_s=sz.min_split)
+    except ValueError as exc:
+        raise PlanError(f"{spec.controller_id}: {exc}") from exc
+    coord = incumbent.splitCoordPhase if any(p.phase == incumbent.splitCoordPhase for p in spec.phases) \
+        else spec.phases[0].phase
+    offset = incumbent.patternOffsetTime if offset_s is None else offset_s
+    why = reason or (f"Webster C0={sz.c0:.0f}s target={target:.0f}s cycle={cycle:.0f}s "
+                     f"Y={float(sz.y.sum()):.3f}")
+    plan = spec.plan_from_splits([float(x) for x in splits], offset_s=offset % cycle, created_by=CREATED_BY,
+                                 version=version, reason=why, coord_phase=coord)
+    ensure_safe(plan, spec)
+    greens_after = splits - sz.lost
+    delay_before = _incumbent_delay(incumbent, spec, sz)
+    delay_after = webster.mean_delay(cycle, greens_after, sz.q, sz.s)
+    explanation = {
+        "method": "webster",
+        "phases": [p.phase for p in spec.phases],
+        "flow_pcu_h_lane": _r(sz.q),
+        "saturation_pcu_h_lane": _r(sz.s),
+        "y": _r(sz.y, 4),
+        "Y": round(float(sz.y.sum()), 4),
+        "lost_s": _r(sz.lost),
+        "L": round(float(sz.lost.sum()), 1),
+        "C0": sz.c0,
+        "target_cycle_s": target,
+        "incumbent_cycle_s": incumbent.patternCycleTime,
+        "cycle_s": cycle,
+        "cycle_bounded": abs(cycle - target) > 0.05,
+        "saturated": bool(sz.y.sum() >= webster.SATURATED_Y),
+        "splits_s": _r(splits),
+        "min_splits_s": _r(sz.min_split),
+        "offset_s": plan.patternOffsetTime,
+        "degree_of_saturation": _r(webster.degree_of_saturation(cycle, np.maximum(greens_after, 0.1), sz.q, sz.s), 3),
+        "delay_before_s": None if delay_before is None else round(delay_before, 2),
+        "delay_after_s": round(delay_after, 2),
+        "incumbent_plan_id": incumbent.plan_id,
+        "demand": demand.to_dict(),
+    }
+    return Proposal(plan, explanation)
+
+
+def green_wave_offsets(corridor: Corridor, cycle_s: float,
+                       anchors: Mapping[str, float] | None = None) -> dict[str, float]:
+    """One-direction green-wave offsets: downstream = upstream + distance / speed (mod cycle).
+
+    Walks ``corridor.links`` from every intersection with no upstream link (its
+    offset is taken from ``anchors`` or 0), so a platoon released at the start
+    of one coordinated green reaches the next stop line as its green starts.
+    Intersections not reached by any link keep their anchor (or 0).
+    """
+    anchors = dict(anchors or {})
+    ids = [i.controller_id for i in corridor.intersections]
+    downstream: dict[str, list[tuple[str, float]]] = {c: [] for c in ids}
+    has_upstream: set[str] = set()
+    for up, down, distance, speed in corridor.links:
+        if up not in downstream or down not in downstream:
+            raise PlanError(f"corridor {corridor.name}: link {up}->{down} names an unknown intersection")
+        if speed <= 0 or distance < 0:
+            raise PlanError(f"corridor {corridor.name}: link {up}->{down} needs distance >= 0 and speed > 0")
+        downstream[up].append((down, distance / speed))
+        has_upstream.add(down)
+    offsets: dict[str, float] = {}
+    roots = [c for c in ids if c not in has_upstream] or ids[:1]
+    for root in roots:
+        if root in offsets:
+            continue
+        offsets[root] = anchors.get(root, 0.0) % cycle_s
+        queue = deque([root])
+        while queue:
+            node = queue.popleft()
+            for nxt, travel in downstream[node]:
+                if nxt not in offsets:  # first path wins; a second upstream cannot also be satisfied
+                    offsets[nxt] = (offsets[node] + travel) % cycle_s
+                    queue.append(nxt)
+    for c in ids:
+        offsets.setdefault(c, anchors.get(c, 0.0) % cycle_s)
+    return {c: round(v, 1) % cycle_s for c, v in offsets.items()}
+
+
+def optimize_corridor(corridor: Corridor, demands: Mapping[str, PhaseDemand], incumbents: Mapping[str, TimingPlan],
+                      settings: OptimizerSettings, versions: Mapping[str, int], *,
+                      exclude: Collection[str] = ()) -> dict[str, Proposal]:
+    """Plans for every intersection of the corridor on one common cycle with green-wave offsets.
+
+    The common target is the largest individual C0 (the busiest intersection
+    sets the pace), rounded up to a whole second. When every incumbent can
+    reach one common value within ``max_cycle_step_s`` they all move there
+    together; otherwise each moves its own bounded step towards it (and the
+    explanation says the corridor is still converging). ``exclude`` (locked
+    controllers) are neither sized nor re-planned.
+    """
+    specs = [s for s in corridor.intersections if s.controller_id not in set(exclude)]
+    if not specs:
+        return {}
+    for s in specs:
+        for needed, what in ((demands, "demand"), (incumbents, "incumbent plan"), (versions, "version")):
+            if s.controller_id not in needed:
+                raise PlanError(f"corridor {corridor.name}: no {what} for {s.controller_id}")
+    sizes = {s.controller_id: _size(s, demands[s.controller_id], settings) for s in specs}
+    target = float(math.ceil(max(sz.c0 for sz in sizes.values())))
+    step = settings.max_cycle_step_s
+    lo = max(max(incumbents[c].patternCycleTime - step for c in sizes), max(sz.min_cycle for sz in sizes.values()))
+    hi = min(min(incumbents[c].patternCycleTime + step for c in sizes), min(sz.max_cycle for sz in sizes.values()))
+    common = lo <= hi
+    cycle = float(math.ceil(min(max(target, lo), hi))) if common else None
+    if cycle is not None and cycle > hi:
+        cycle = float(math.floor(hi))
+    anchor_cycle = cycle if cycle is not None else target
+    anchors = {c: incumbents[c].patternOffsetTime for c in sizes}
+    offsets = green_wave_offsets(corridor, anchor_cycle, anchors)
+    out: dict[str, Proposal] = {}
+    for s in specs:
+        cid = s.controller_id
+        proposal = optimize(s, demands[cid], incumbents[cid], settings, version=versions[cid],
+                            common_cycle=cycle if cycle is not None else target, offset_s=offsets[cid],
+                            reason=f"corridor {corridor.name}: common cycle target {target:.0f}s, green wave")
+        proposal.explanation.update({
+            "corridor": corridor.name,
+            "corridor_target_cycle_s": target,
+            "corridor_common": common,
+            "green_wave_offset_s": offsets[cid],
+        })
+        out[cid] = proposal
+    return out
+
+
+def _r(values: np.ndarray, digits: int = 1) -> list[float]:
+    return [round(float(v), digits) for v in values]
