@@ -47,9 +47,11 @@ ARTERIAL_ENTRY_VEH_H = 1000.0   # per direction at demand_scale 1
 SIDE_ENTRY_VEH_H = 220.0        # per side-street approach
 
 #: Options every run of the corridor uses (also written into the .sumocfg).
-#: Sublane resolution 1.6 m: measured ~3x faster than 0.8 m for this corridor
-#: while motorcycles still ride two abreast in a 3.2 m lane.
-LATERAL_RESOLUTION_M = 1.6
+#: Sublane resolution 0.8 m (DESIGN.md): motorcycles filter side by side.
+#: Measured on the 4-signal hour (shared 2-core machine): no sublane 8 s,
+#: 1.6 m 21-23 s, 0.8 m 24 s; the coarser grid saves too little to give up
+#: realism, see the simulation report.
+LATERAL_RESOLUTION_M = 0.8
 CORRIDOR_OPTIONS: tuple[str, ...] = (
     "--lateral-resolution", str(LATERAL_RESOLUTION_M),
     "--ignore-junction-blocker", "20",
