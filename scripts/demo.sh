@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Run the demo: bash scripts/demo.sh [traffic demo args...]
+#
+# Same environment set-up as scripts/test.sh, then the `traffic demo` command.
+# With no broker/database configured (TRAFFIC_MQTT_URL, TRAFFIC_DATABASE_DSN),
+# the demo starts private ones under the state folder (traffic.services).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/_venv.sh
+source scripts/_venv.sh
+traffic_venv
+exec .venv/bin/traffic demo "$@"
