@@ -1,0 +1,490 @@
+"""One field controller: signal program + conflict monitor + MQTT + fallback.
+
+The world (SUMO or synthetic) calls :meth:`FieldEmulator.tick` once per
+simulation step with the detector readings of that step and drives the
+returned state. Everything time-related uses *simulation* seconds; wall-clock
+timestamps on messages are ``clock_origin + seconds`` so a simulated hour
+carries consistent timestamps whatever the speed of the run.
+
+Threads: plan commands arrive on the MQTT network thread, which decodes,
+checks and answers them (ACCEPTED/REJECTED) at once, then hands an accepted
+plan to the tick thread through a locked inbox. Only the tick thread touches
+the signal program, so the program needs no locking and a slow broker can
+never stall a step.
+
+Plan acceptance, in order: decodes (else ``MALFORMED``), expiry
+(``EXPIRED``, against the emulator's clock), a re-send of the plan already
+accepted is acknowledged again (a heartbeat), version must exceed the last
+central plan's (``STALE_VERSION``), then every safety rule of
+:func:`plan_check.check_plan` (``IDENTITY`` ... ``SERVES_ALL``). A malformed
+or unsafe command from the centre means the centre cannot be trusted: the
+controller keeps the heads safe by going (or staying) on its local
+time-of-day plan.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Callable, Mapping
+
+from traffic import messages as msg
+from traffic import topics
+from traffic.config import FieldSettings, MqttSettings
+from traffic.errors import ConfigError, PlanError, UnsafePlanError
+from traffic.intersection import IntersectionSpec
+from traffic.plan import TimingPlan
+
+from field_firmware_stubs import events as ev
+from field_firmware_stubs.conflict_monitor import ConflictMonitor
+from field_firmware_stubs.events import HiResEvent
+from field_firmware_stubs.link import Endpoint, FieldGateway, MqttLink, publish_properties, response_fields
+from field_firmware_stubs.plan_check import check_plan
+from field_firmware_stubs.program import SignalProgram
+
+__all__ = ["DetectorReading", "FieldEmulator", "FieldStats", "MALFORMED", "EXPIRED", "STALE_VERSION"]
+
+log = logging.getLogger(__name__)
+
+MALFORMED = "MALFORMED"
+EXPIRED = "EXPIRED"
+STALE_VERSION = "STALE_VERSION"
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class DetectorReading:
+    """What one loop detector saw during one simulation step."""
+
+    count: int = 0                  # vehicles whose front crossed the loop during the step
+    occupancy_pct: float = 0.0      # share of the step the loop was occupied, 0..100
+    presence: bool | None = None    # None: derived from count and occupancy
+    motorcycles: int | None = None  # None when the detector cannot classify
+
+    @property
+    def occupied(self) -> bool:
+        if self.presence is not None:
+            return self.presence
+        return self.count > 0 or self.occupancy_pct > 0.0
+
+
+@dataclass
+class FieldStats:
+    """Counters for tests, the demo and load benchmarks."""
+
+    counts_published: int = 0
+    count_records: int = 0
+    event_batches: int = 0
+    events_published: int = 0
+    status_published: int = 0
+    plans_accepted: int = 0
+    plans_rejected: int = 0
+    plans_applied: int = 0
+    fallbacks: int = 0
+    publish_failures: int = 0
+    rejected_rules: list[str] = field(default_factory=list)
+
+
+class _NoLink:
+    """Endpoint before start(): nothing is published (offline operation, load tests)."""
+
+    connected = False
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
+                properties: object = None) -> bool:
+        return False
+
+
+class FieldEmulator:
+    """One intersection controller emulator. See the module docstring."""
+
+    def __init__(self, spec: IntersectionSpec, *, site: str, mqtt: MqttSettings,
+                 tod_plan: TimingPlan | None = None, count_interval_s: int = 60,
+                 clock_origin: datetime, settings: FieldSettings | None = None,
+                 gateway: FieldGateway | None = None,
+                 expiry_clock: Callable[[], datetime] | None = None) -> None:
+        if clock_origin.tzinfo is None:
+            raise ConfigError("clock_origin must carry a UTC offset")
+        if not 1 <= count_interval_s <= 3600:
+            raise ConfigError(f"count_interval_s must be 1..3600, got {count_interval_s}")
+        self.spec = spec
+        self.controller_id = topics.check_id(spec.controller_id, "controller id")
+        self.site = topics.check_id(site, "site")
+        self.settings = settings or FieldSettings()
+        self.tod_plan = tod_plan or spec.default_plan()
+        violations = check_plan(self.tod_plan, spec)
+        if violations:
+            raise UnsafePlanError(violations)
+        self.count_interval_s = count_interval_s
+        self.stats = FieldStats()
+        self._mqtt = mqtt
+        self._gateway = gateway
+        self._origin = clock_origin
+        self._expiry_clock = expiry_clock or (lambda: self.clock(self._now))
+        self._topic = {leaf: topics.topic(self.site, self.controller_id, leaf) for leaf in
+                       (topics.COUNTS, topics.EVENTS, topics.STATUS, topics.PLAN_SET, topics.PLAN_RESULT,
+                        topics.PLAN_ACTIVE)}
+        self._link: Endpoint = _NoLink()
+        self._mqtt_link: MqttLink | None = None
+
+        self._monitor = ConflictMonitor(spec)
+        self._program: SignalProgram | None = None
+        self._now = 0.0
+        self._prev_now: float | None = None
+
+        # shared with the MQTT thread (guarded by _lock)
+        self._lock = threading.Lock()
+        self._inbox: list[tuple[TimingPlan, str | None, bytes | None]] = []
+        self._central_version = 0
+        self._accepted_id: str | None = None
+        self._readmit_id: str | None = None  # central plan dropped by a fallback; a re-send restores it
+        self._contact = False
+        self._garbage = False
+        self._link_lost = False
+        self._status_key: tuple | None = None
+
+        # tick-thread state
+        self._central_in_charge = False
+        self._last_contact: float | None = None
+        self._mode = msg.MODE_TOD
+        self._detail = "starting"
+        self._replies: dict[str, tuple[str | None, bytes | None]] = {}
+        self._events: list[HiResEvent] = []
+        self._event_seq = 0
+        self._count_seq = 0
+        self._acc_k: int | None = None
+        self._acc_complete = False
+        self._det_ids = tuple(d.detector_id for d in spec.detectors)
+        self._acc_count = dict.fromkeys(self._det_ids, 0)
+        self._acc_moto: dict[str, int | None] = dict.fromkeys(self._det_ids, 0)
+        self._acc_occ = dict.fromkeys(self._det_ids, 0.0)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def plan(self) -> TimingPlan:
+        """The plan in force (the TOD plan until the first tick)."""
+        return self._program.plan if self._program is not None else self.tod_plan
+
+    @property
+    def mode(self) -> str:
+        """``central``, ``tod`` or ``flash``."""
+        return self._mode
+
+    @property
+    def program(self) -> SignalProgram | None:
+        return self._program
+
+    @property
+    def monitor(self) -> ConflictMonitor:
+        return self._monitor
+
+    @property
+    def connected(self) -> bool:
+        return self._link.connected
+
+    def clock(self, sim_s: float) -> datetime:
+        """Wall-clock timestamp of simulation second ``sim_s``."""
+        return self._origin + timedelta(seconds=round(sim_s, 1))
+
+    def topic(self, leaf: str) -> str:
+        """This controller's topic for ``leaf`` (a traffic.topics constant)."""
+        return self._topic[leaf]
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Connect (own client, or through the gateway) and announce ``online``."""
+        if self._gateway is not None:
+            self._link = self._gateway.register(self.controller_id, self._on_plan_message,
+                                                self._on_connect, self._on_disconnect)
+            return
+        offline = msg.StatusMessage(self.controller_id, msg.OFFLINE, mode=self._mode,
+                                    detail="connection lost").to_json()
+        link = MqttLink(self._mqtt, client_id=f"field-{self.site}-{self.controller_id}",
+                        subscriptions=(self._topic[topics.PLAN_SET],), on_message=self._on_raw_message,
+                        on_connect=self._on_connect, on_disconnect=self._on_disconnect,
+                        will=(self._topic[topics.STATUS], offline))
+        self._mqtt_link = link
+        self._link = link
+        link.start(timeout_s)
+
+    def stop(self, *, discard_session: bool = False) -> None:
+        """Flush pending events, publish retained ``offline`` and disconnect cleanly."""
+        if self._events:
+            self._flush_events()
+        self._publish(self._topic[topics.STATUS], msg.StatusMessage(
+            self.controller_id, msg.OFFLINE, mode=self._mode, plan_id=self.plan.plan_id,
+            plan_version=self.plan.version, at=self.clock(self._now), detail="stopped").to_json(), retain=True)
+        if self._mqtt_link is not None:
+            self._mqtt_link.stop(discard_session=discard_session)
+            self._mqtt_link = None
+        elif self._gateway is not None:
+            self._gateway.unregister(self.controller_id)
+        self._link = _NoLink()
+
+    # ------------------------------------------------------------------ the step
+    def tick(self, now_s: float, detector_readings: Mapping[str, DetectorReading]) -> str:
+        """Advance to simulation second ``now_s`` with this step's readings; return the state to drive."""
+        if self._program is None:
+            self._program = SignalProgram(self.spec, self.tod_plan, start_time=now_s,
+                                          transition_max_step_s=self.settings.transition_max_step_s)
+            self._last_contact = now_s
+            self._detail = "local time-of-day plan"
+        self._now = now_s
+        self._take_inbox(now_s)
+        self._check_fallback(now_s)
+        presence = {d: r.occupied for d, r in detector_readings.items()}
+        state = self._program.step(now_s, presence)
+        driven = self._monitor.observe(now_s, state)
+        self._events.extend(self._program.drain_events())
+        if self._monitor.tripped and self._mode != msg.MODE_FLASH:
+            self._enter_flash(now_s)
+        for at, plan in self._program.drain_applied():
+            self._on_applied(at, plan)
+        self._accumulate(now_s, detector_readings)
+        self._publish_status_if_changed()
+        self._prev_now = now_s
+        return driven
+
+    # ------------------------------------------------------------------ plans (MQTT thread)
+    def _on_raw_message(self, topic: str, payload: bytes, properties: object) -> None:
+        response, correlation = response_fields(properties)  # type: ignore[arg-type]
+        self._on_plan_message(payload, response, correlation)
+
+    def _on_plan_message(self, payload: bytes, response_topic: str | None, correlation: bytes | None) -> None:
+        """Judge one plan command and answer it; runs on the MQTT thread."""
+        try:
+            plan = TimingPlan.from_json(payload)
+        except PlanError as exc:
+            self._reject("?", MALFORMED, str(exc), response_topic, correlation, garbage=True)
+            return
+        except Exception as exc:  # noqa: BLE001 - any undecodable input is answered, never raised
+            self._reject("?", MALFORMED, f"cannot decode plan: {exc}", response_topic, correlation, garbage=True)
+            return
+        try:
+            expired = plan.is_expired(self._expiry_clock())
+        except PlanError as exc:
+            self._reject(plan.plan_id, MALFORMED, str(exc), response_topic, correlation, garbage=True)
+            return
+        if plan.controller_id != self.controller_id:
+            self._reject(plan.plan_id, "IDENTITY", f"plan is for {plan.controller_id!r}, this is "
+                         f"{self.controller_id!r}", response_topic, correlation, garbage=True)
+            return
+        if expired:
+            self._reject(plan.plan_id, EXPIRED, f"plan expired at {plan.expires_at}", response_topic, correlation)
+            return
+        with self._lock:
+            duplicate = plan.plan_id == self._accepted_id
+            readmit = plan.plan_id == self._readmit_id
+            stale = plan.version <= self._central_version and not readmit
+            current = self._central_version
+        if duplicate:
+            with self._lock:
+                self._contact = True
+            self._answer(msg.PlanResult(self.controller_id, plan.plan_id, msg.ACCEPTED,
+                                        reason="already accepted"), response_topic, correlation)
+            return
+        if stale:
+            self._reject(plan.plan_id, STALE_VERSION, f"version {plan.version} is not newer than {current}",
+                         response_topic, correlation)
+            return
+        violations = check_plan(plan, self.spec)
+        if violations:
+            reason = "; ".join(f"{v.rule}: {v.detail}" for v in violations)
+            self._reject(plan.plan_id, violations[0].rule, reason, response_topic, correlation, garbage=True)
+            return
+        with self._lock:
+            self._central_version = max(self._central_version, plan.version)
+            self._accepted_id = plan.plan_id
+            self._readmit_id = None
+            self._inbox.append((plan, response_topic, correlation))
+            self._contact = True
+        self.stats.plans_accepted += 1
+        self._answer(msg.PlanResult(self.controller_id, plan.plan_id, msg.ACCEPTED,
+                                    reason="valid; applies at the next cycle boundary"), response_topic, correlation)
+
+    def _reject(self, plan_id: str, rule: str, reason: str, response_topic: str | None,
+                correlation: bytes | None, *, garbage: bool = False) -> None:
+        log.warning("%s: rejected plan %s: %s %s", self.controller_id, plan_id, rule, reason)
+        self.stats.plans_rejected += 1
+        self.stats.rejected_rules.append(rule)
+        if garbage:
+            with self._lock:
+                self._garbage = True
+        self._answer(msg.PlanResult(self.controller_id, plan_id[:64] or "?", msg.REJECTED, rule=rule,
+                                    reason=reason[:2000]), response_topic, correlation)
+
+    def _answer(self, result: msg.PlanResult, response_topic: str | None, correlation: bytes | None) -> None:
+        if result.at is None:
+            result = msg.PlanResult(result.controller_id, result.plan_id, result.status, result.rule,
+                                    result.reason, self.clock(self._now))
+        self._publish(self._reply_topic(response_topic), result.to_json(),
+                      properties=publish_properties(correlation))
+
+    def _reply_topic(self, response_topic: str | None) -> str:
+        """The MQTT 5 response topic if usable, else this controller's plan/result topic."""
+        if (response_topic and len(response_topic) <= 512 and not set(response_topic) & {"+", "#", "\0"}
+                and not response_topic.startswith("$")):
+            return response_topic
+        return self._topic[topics.PLAN_RESULT]
+
+    # ------------------------------------------------------------------ plans (tick thread)
+    def _take_inbox(self, now: float) -> None:
+        with self._lock:
+            inbox, self._inbox = self._inbox, []
+            contact, self._contact = self._contact, False
+            garbage, self._garbage = self._garbage, False
+            link_lost, self._link_lost = self._link_lost, False
+        if contact:
+            self._last_contact = now
+        if garbage and self._central_in_charge:
+            self._fall_back(now, ev.SOURCE_TOD_REJECTED, "centre sent a malformed or unsafe plan")
+        for plan, response, correlation in inbox:
+            assert self._program is not None
+            try:
+                self._program.request_plan(plan)
+            except UnsafePlanError as exc:  # cannot happen after check_plan; never let it reach the heads
+                log.error("%s: program refused plan %s: %s", self.controller_id, plan.plan_id, exc)
+                continue
+            self._replies[plan.plan_id] = (response, correlation)
+            self._central_in_charge = True
+            self._last_contact = now
+        if link_lost and self._central_in_charge:
+            self._fall_back(now, ev.SOURCE_TOD_LINK_DOWN, "MQTT link lost")
+
+    def _check_fallback(self, now: float) -> None:
+        if (self._central_in_charge and self._last_contact is not None
+                and now - self._last_contact > self.settings.central_silence_timeout_s):
+            self._fall_back(now, ev.SOURCE_TOD_SILENCE,
+                            f"centre silent for {now - self._last_contact:.0f} s")
+
+    def _fall_back(self, now: float, source: int, why: str) -> None:
+        assert self._program is not None
+        log.warning("%s: falling back to the time-of-day plan: %s", self.controller_id, why)
+        self._central_in_charge = False
+        with self._lock:
+            self._readmit_id, self._accepted_id = self._accepted_id, None
+        self.stats.fallbacks += 1
+        self._events.append(HiResEvent(round(now, 1), ev.CONTROL_SOURCE, source))
+        if self._program.plan.plan_id != self.tod_plan.plan_id or self._program.pending_plan is not None:
+            self._program.request_plan(self.tod_plan)
+        if self._mode != msg.MODE_FLASH:
+            self._mode = msg.MODE_TOD
+        self._detail = f"time-of-day fallback: {why}"
+
+    def _on_applied(self, at: float, plan: TimingPlan) -> None:
+        self.stats.plans_applied += 1
+        is_tod = plan.plan_id == self.tod_plan.plan_id
+        if not is_tod:
+            response, correlation = self._replies.pop(plan.plan_id, (None, None))
+            self._answer(msg.PlanResult(self.controller_id, plan.plan_id, msg.APPLIED,
+                                        reason="in force from the cycle boundary", at=self.clock(at)),
+                         response, correlation)
+            self._events.append(HiResEvent(round(at, 1), ev.CONTROL_SOURCE, ev.SOURCE_CENTRAL))
+        if self._mode != msg.MODE_FLASH:
+            self._mode = msg.MODE_TOD if is_tod else msg.MODE_CENTRAL
+            self._detail = "local time-of-day plan" if is_tod else f"central plan v{plan.version}"
+        self._publish(self._topic[topics.PLAN_ACTIVE], plan.to_json(), retain=True)
+
+    def _enter_flash(self, now: float) -> None:
+        self._mode = msg.MODE_FLASH
+        self._detail = f"conflict monitor: {self._monitor.reason}"
+        self._events.append(HiResEvent(round(now, 1), ev.FLASH_STATUS, ev.FLASH_CONFLICT_MONITOR))
+        self._flush_events()
+
+    # ------------------------------------------------------------------ MQTT link events
+    def _on_connect(self) -> None:
+        with self._lock:
+            self._status_key = None
+        self._publish_status()
+
+    def _on_disconnect(self) -> None:
+        with self._lock:
+            self._link_lost = True
+
+    def _publish_status_if_changed(self) -> None:
+        plan = self.plan
+        key = (self._mode, plan.plan_id, self._detail)
+        if key != self._status_key and self._link.connected:
+            self._publish_status()
+
+    def _publish_status(self) -> None:
+        plan = self.plan
+        with self._lock:
+            self._status_key = (self._mode, plan.plan_id, self._detail)
+        status = msg.StatusMessage(self.controller_id, msg.ONLINE, mode=self._mode, plan_id=plan.plan_id,
+                                   plan_version=plan.version, at=self.clock(self._now), detail=self._detail)
+        if self._publish(self._topic[topics.STATUS], status.to_json(), retain=True):
+            self.stats.status_published += 1
+
+    # ------------------------------------------------------------------ counts & events
+    def _accumulate(self, now: float, readings: Mapping[str, DetectorReading]) -> None:
+        if not self._det_ids:
+            if self._events and self._crossed_interval(now):
+                self._flush_events()
+            return
+        interval = self.count_interval_s
+        k = int(math.floor((now - _EPS) / interval))
+        if self._acc_k is None:
+            previous = self._prev_now if self._prev_now is not None else now - 1.0
+            self._acc_k, self._acc_complete = k, previous <= k * interval + _EPS
+        elif k > self._acc_k:  # an interval ended between two ticks
+            self._flush_counts()
+            self._acc_k, self._acc_complete = k, True
+        dt = now - self._prev_now if self._prev_now is not None else 1.0
+        for det in self._det_ids:
+            r = readings.get(det)
+            if r is None:
+                continue
+            self._acc_count[det] += r.count
+            self._acc_occ[det] += min(100.0, max(0.0, r.occupancy_pct)) * dt / 100.0
+            moto = self._acc_moto[det]
+            self._acc_moto[det] = None if (moto is None or r.motorcycles is None) else moto + r.motorcycles
+        if now >= (k + 1) * interval - _EPS:
+            self._flush_counts()
+            self._acc_k, self._acc_complete = k + 1, True
+
+    def _crossed_interval(self, now: float) -> bool:
+        previous = self._prev_now if self._prev_now is not None else now
+        return math.floor((previous + _EPS) / self.count_interval_s) != math.floor((now + _EPS) / self.count_interval_s)
+
+    def _flush_counts(self) -> None:
+        assert self._acc_k is not None
+        interval = self.count_interval_s
+        if self._acc_complete:
+            records = tuple(
+                msg.CountRecord(det, min(self._acc_count[det], 10_000),
+                                round(min(100.0, self._acc_occ[det] / interval * 100.0), 2),
+                                None if self._acc_moto[det] is None else min(self._acc_moto[det], self._acc_count[det]))
+                for det in self._det_ids)
+            report = msg.CountReport(self.controller_id, self._count_seq, self.clock(self._acc_k * interval),
+                                     interval, records)
+            self._count_seq += 1
+            if self._publish(self._topic[topics.COUNTS], report.to_json()):
+                self.stats.counts_published += 1
+                self.stats.count_records += len(records)
+        for det in self._det_ids:
+            self._acc_count[det] = 0
+            self._acc_occ[det] = 0.0
+            self._acc_moto[det] = 0
+        self._flush_events()
+
+    def _flush_events(self) -> None:
+        pending, self._events = self._events, []
+        for start in range(0, len(pending), msg.MAX_EVENTS):
+            chunk = pending[start:start + msg.MAX_EVENTS]
+            batch = msg.EventBatch(self.controller_id, self._event_seq,
+                                   tuple((self.clock(e.time), e.code, e.param) for e in chunk))
+            self._event_seq += 1
+            if self._publish(self._topic[topics.EVENTS], batch.to_json()):
+                self.stats.event_batches += 1
+                self.stats.events_published += len(chunk)
+
+    def _publish(self, topic: str, payload: bytes, *, retain: bool = False, properties: object = None) -> bool:
+        ok = self._link.publish(topic, payload, qos=self._mqtt.qos or 1, retain=retain,
+                                properties=properties)  # type: ignore[arg-type]
+        if not ok and not isinstance(self._link, _NoLink):
+            self.stats.publish_failures += 1
+        return ok

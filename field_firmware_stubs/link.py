@@ -1,0 +1,286 @@
+"""MQTT transport for field emulators: one client per controller, or one gateway for many.
+
+Kept apart from the emulator so the emulator's logic does not depend on how
+many controllers share a connection. paho-mqtt 2.x with the VERSION2
+callback API and MQTT 5:
+
+* ``clean_start=False`` plus a session expiry, so QoS 1 plan commands sent
+  while a controller is briefly offline are delivered when it reconnects;
+* a retained last will ``offline`` on the controller's status topic (single
+  client mode only: a connection has one will, so a :class:`FieldGateway`
+  publishes ``offline`` for its controllers on a clean stop but cannot
+  announce a crash per controller);
+* every callback is wrapped so one exception is logged and cannot stop the
+  network loop.
+
+Limits: one :class:`MqttLink` is a TCP connection plus a paho network thread
+(about 1 thread and ~100 KB each), fine for a demo of a handful of
+controllers; for hundreds in one process use :class:`FieldGateway`, which
+multiplexes all of them over one connection and one thread (plan commands
+are routed by the controller level of the topic).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from typing import Callable, Protocol
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from traffic import topics
+from traffic.config import MqttSettings
+from traffic.errors import MessageError, TransportError
+
+__all__ = ["Endpoint", "PlanHandler", "MqttLink", "FieldGateway", "publish_properties", "response_fields",
+           "DEFAULT_SESSION_EXPIRY_S"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SESSION_EXPIRY_S = 3600
+CONNECT_TIMEOUT_S = 10.0
+
+# (payload, response_topic, correlation_data)
+PlanHandler = Callable[[bytes, "str | None", "bytes | None"], None]
+
+
+class Endpoint(Protocol):
+    """What an emulator needs from its transport."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
+                properties: Properties | None = None) -> bool: ...
+
+
+def publish_properties(correlation_data: bytes | None = None) -> Properties | None:
+    """PUBLISH properties carrying MQTT 5 correlation data (None when there is none)."""
+    if correlation_data is None:
+        return None
+    props = Properties(PacketTypes.PUBLISH)
+    props.CorrelationData = correlation_data
+    return props
+
+
+class MqttLink:
+    """One paho client: connect, keep the session, subscribe, publish, route callbacks."""
+
+    def __init__(self, settings: MqttSettings, *, client_id: str, subscriptions: tuple[str, ...],
+                 on_message: Callable[[str, bytes, Properties | None], None],
+                 on_connect: Callable[[], None] | None = None,
+                 on_disconnect: Callable[[], None] | None = None,
+                 will: tuple[str, bytes] | None = None,
+                 session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S) -> None:
+        self._settings = settings
+        self._subscriptions = subscriptions
+        self._on_message_cb = on_message
+        self._on_connect_cb = on_connect
+        self._on_disconnect_cb = on_disconnect
+        self._session_expiry_s = session_expiry_s
+        self._connected = threading.Event()
+        self._connect_error: str = ""
+        self._started = False
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        client.max_queued_messages_set(0)  # unlimited: QoS 1 telemetry waits out a short outage
+        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        if settings.username:
+            client.username_pw_set(settings.username, settings.password or None)
+        if settings.tls:
+            try:
+                client.tls_set(ca_certs=settings.ca_file or None, certfile=settings.cert_file or None,
+                               keyfile=settings.key_file or None)
+            except (OSError, ValueError) as exc:
+                raise TransportError(f"cannot set up TLS for {client_id}: {exc}") from exc
+        if will is not None:
+            client.will_set(will[0], will[1], qos=1, retain=True)
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+        client.on_message = self._handle_message
+        self._client = client
+        self.client_id = client_id
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+        """Connect and start the network thread; raise TransportError if no CONNACK in time."""
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self._session_expiry_s
+        try:
+            self._client.connect(self._settings.host, self._settings.port, keepalive=self._settings.keepalive_s,
+                                 clean_start=False, properties=props)
+        except (OSError, ValueError) as exc:
+            raise TransportError(f"{self.client_id}: cannot connect to {self._settings.host}:"
+                                 f"{self._settings.port}: {exc}") from exc
+        self._client.loop_start()
+        self._started = True
+        if not self._connected.wait(timeout_s):
+            self.stop()
+            raise TransportError(f"{self.client_id}: no CONNACK from {self._settings.host}:{self._settings.port} "
+                                 f"within {timeout_s} s {self._connect_error}".rstrip())
+
+    def stop(self, *, discard_session: bool = False) -> None:
+        """Disconnect cleanly (no last will) and stop the network thread.
+
+        ``discard_session`` asks the broker to drop the persistent session
+        (tests and decommissioning); a controller restarting keeps it.
+        """
+        if not self._started:
+            return
+        props = None
+        if discard_session:
+            props = Properties(PacketTypes.DISCONNECT)
+            props.SessionExpiryInterval = 0
+        try:
+            self._client.disconnect(properties=props)
+        finally:
+            self._client.loop_stop()
+            self._started = False
+            self._connected.clear()
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
+                properties: Properties | None = None) -> bool:
+        """Queue a message; False if paho refused it (it is then lost, and logged)."""
+        try:
+            info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        except (ValueError, RuntimeError) as exc:
+            log.error("%s: publish to %s failed: %s", self.client_id, topic, exc)
+            return False
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            log.error("%s: publish to %s failed: %s", self.client_id, topic, mqtt.error_string(info.rc))
+            return False
+        return True  # NO_CONN with QoS 1: paho keeps it queued and sends it after reconnecting
+
+    # ---------------------------------------------------------------- callbacks
+    def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        try:
+            if reason_code.is_failure:
+                self._connect_error = f"(refused: {reason_code})"
+                log.error("%s: connection refused: %s", self.client_id, reason_code)
+                return
+            for topic_filter in self._subscriptions:
+                client.subscribe(topic_filter, qos=1)
+            self._connected.set()
+            if self._on_connect_cb:
+                self._on_connect_cb()
+        except Exception:  # noqa: BLE001 - a callback must never kill the network loop
+            log.exception("%s: on_connect handler failed", self.client_id)
+
+    def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        try:
+            self._connected.clear()
+            log.warning("%s: disconnected (%s)", self.client_id, reason_code)
+            if self._on_disconnect_cb:
+                self._on_disconnect_cb()
+        except Exception:  # noqa: BLE001
+            log.exception("%s: on_disconnect handler failed", self.client_id)
+
+    def _handle_message(self, client, userdata, message) -> None:
+        try:
+            self._on_message_cb(message.topic, bytes(message.payload), getattr(message, "properties", None))
+        except Exception:  # noqa: BLE001
+            log.exception("%s: message handler failed for %s", self.client_id, message.topic)
+
+
+def response_fields(properties: Properties | None) -> tuple[str | None, bytes | None]:
+    """MQTT 5 response topic and correlation data of a received message, if any."""
+    if properties is None:
+        return None, None
+    response = getattr(properties, "ResponseTopic", None)
+    correlation = getattr(properties, "CorrelationData", None)
+    return (response or None), (bytes(correlation) if correlation is not None else None)
+
+
+class _GatewayPort:
+    """An emulator's view of a shared gateway connection."""
+
+    def __init__(self, gateway: "FieldGateway") -> None:
+        self._gateway = gateway
+
+    @property
+    def connected(self) -> bool:
+        return self._gateway.connected
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
+                properties: Properties | None = None) -> bool:
+        return self._gateway.link.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+
+
+class FieldGateway:
+    """One MQTT connection shared by many emulators of one site (load tests, big demos).
+
+    Subscribes once to ``tsc/v1/<site>/+/plan/set`` and routes each command
+    to the registered controller. Register emulators (``FieldEmulator(...,
+    gateway=gw)`` does it in ``start()``) before or after :meth:`start`.
+    """
+
+    def __init__(self, mqtt_settings: MqttSettings, *, site: str, client_id: str | None = None,
+                 session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S) -> None:
+        self.site = topics.check_id(site, "site")
+        self._handlers: dict[str, tuple[PlanHandler, Callable[[], None], Callable[[], None]]] = {}
+        self._lock = threading.Lock()
+        self.link = MqttLink(mqtt_settings, client_id=client_id or f"field-gw-{site}-{uuid.uuid4().hex[:8]}",
+                             subscriptions=(topics.wildcard(site, topics.PLAN_SET),),
+                             on_message=self._route, on_connect=self._connected_all,
+                             on_disconnect=self._disconnected_all, session_expiry_s=session_expiry_s)
+
+    @property
+    def connected(self) -> bool:
+        return self.link.connected
+
+    def register(self, controller_id: str, on_plan: PlanHandler, on_connect: Callable[[], None],
+                 on_disconnect: Callable[[], None]) -> Endpoint:
+        """Attach one controller; returns the endpoint it publishes through."""
+        with self._lock:
+            self._handlers[controller_id] = (on_plan, on_connect, on_disconnect)
+        if self.connected:
+            on_connect()
+        return _GatewayPort(self)
+
+    def unregister(self, controller_id: str) -> None:
+        with self._lock:
+            self._handlers.pop(controller_id, None)
+
+    def start(self, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+        self.link.start(timeout_s)
+
+    def stop(self, *, discard_session: bool = False) -> None:
+        self.link.stop(discard_session=discard_session)
+
+    def _route(self, topic: str, payload: bytes, properties: Properties | None) -> None:
+        try:
+            parsed = topics.parse(topic)
+        except MessageError as exc:
+            log.warning("gateway %s: ignoring message on %s: %s", self.site, topic, exc)
+            return
+        with self._lock:
+            handlers = self._handlers.get(parsed.controller_id)
+        if handlers is None:
+            log.warning("gateway %s: plan for unknown controller %s", self.site, parsed.controller_id)
+            return
+        response, correlation = response_fields(properties)
+        handlers[0](payload, response, correlation)
+
+    def _connected_all(self) -> None:
+        with self._lock:
+            callbacks = [h[1] for h in self._handlers.values()]
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception:  # noqa: BLE001
+                log.exception("gateway %s: on_connect of a controller failed", self.site)
+
+    def _disconnected_all(self) -> None:
+        with self._lock:
+            callbacks = [h[2] for h in self._handlers.values()]
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception:  # noqa: BLE001
+                log.exception("gateway %s: on_disconnect of a controller failed", self.site)
