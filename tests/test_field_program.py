@@ -1,0 +1,179 @@
+"""Signal program engine: timing follows the plan, plans change only at boundaries, transitions are bounded."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from field_firmware_stubs import events as ev
+from field_firmware_stubs.conflict_monitor import ConflictMonitor
+from field_firmware_stubs.program import SignalProgram
+from field_firmware_stubs.samples import four_leg
+from traffic.errors import UnsafePlanError
+from traffic.signals import cycle_intervals
+
+SPEC = four_leg()
+
+
+def run(program: SignalProgram, start: float, end: float, dt: float = 0.1, presence=None):
+    """Step from start to end; return the list of (time, state, phase, interval) at each change."""
+    changes = []
+    steps = int(round((end - start) / dt))
+    last = None
+    for k in range(steps + 1):
+        t = round(start + k * dt, 1)
+        state = program.step(t, presence(t) if presence else None)
+        key = (state, program.phase, program.interval)
+        if key != last:
+            changes.append((t, *key))
+            last = key
+    return changes
+
+
+def durations(changes):
+    return [(b[0] - a[0], a[1], a[2], a[3]) for a, b in zip(changes, changes[1:])]
+
+
+def test_pretimed_intervals_last_exactly_what_the_plan_says():
+    plan = SPEC.plan_from_splits([30.3, 12.1, 25.7, 11.9], offset_s=17.3)
+    program = SignalProgram(SPEC, plan, start_time=0.0)
+    changes = run(program, 0.0, 3 * plan.patternCycleTime)
+    observed = [(round(d, 1), state, phase, kind) for d, state, phase, kind in durations(changes)[1:]]
+    expected = [(i.duration, i.state, i.phase, i.kind) for i in cycle_intervals(plan)]
+    # one full cycle of the observed sequence, rotated to start like cycle_intervals
+    first = next(k for k, o in enumerate(observed) if o[1:] == expected[0][1:])
+    assert observed[first:first + len(expected)] == expected
+
+
+def test_coordinated_green_starts_at_the_offset():
+    plan = SPEC.plan_from_splits([30.0, 12.0, 26.0, 12.0], offset_s=23.4, coord_phase=3)
+    program = SignalProgram(SPEC, plan, start_time=5.0)
+    changes = run(program, 5.0, 5.0 + 2 * plan.patternCycleTime)
+    starts = [t for t, state, phase, kind in changes if phase == 3 and kind == "green"]
+    assert starts and all(round((t - 23.4) % plan.patternCycleTime, 1) == 0.0 for t in starts[1:])
+
+
+def test_new_plan_takes_effect_only_at_the_cycle_boundary():
+    plan = SPEC.default_plan(80)
+    program = SignalProgram(SPEC, plan, start_time=0.0)
+    run(program, 0.0, 10.0)
+    new = SPEC.default_plan(80, version=2)
+    new = new.with_splits([25.0, 12.0, 30.0, 13.0], version=2)
+    boundary = program.next_boundary
+    program.request_plan(new)
+    t = 10.0
+    while t < boundary - 0.05:
+        t = round(t + 0.1, 1)
+        program.step(t)
+        if t < boundary:
+            assert program.plan.plan_id == plan.plan_id
+    assert program.plan.plan_id == new.plan_id
+    applied = program.drain_applied()
+    assert applied == [(boundary, new)]
+    codes = [e.code for e in program.drain_events() if e.time == boundary]
+    assert ev.COORD_PATTERN_CHANGE in codes and ev.SPLIT_CHANGE_BASE in codes
+
+
+def test_offset_change_is_reached_in_bounded_steps_never_below_min_green():
+    plan = SPEC.plan_from_splits([30.0, 12.0, 26.0, 12.0], offset_s=0.0)
+    program = SignalProgram(SPEC, plan, start_time=0.0, transition_max_step_s=4.0)
+    new = SPEC.plan_from_splits([30.0, 12.0, 26.0, 12.0], offset_s=37.0, version=2)
+    program.request_plan(new)
+    changes = run(program, 0.0, 12 * 80.0, dt=0.5)
+    assert program.transitions, "an offset change must trigger a transition"
+    assert all(abs(tr.adjust_s) <= 4.0 + 1e-9 for tr in program.transitions)
+    assert program.transitions[-1].remaining_s == 0.0 and not program.in_transition
+    coord_min = SPEC.phase(1).min_green_s
+    coord_greens = [d for d, state, phase, kind in durations(changes) if phase == 1 and kind == "green"]
+    assert min(coord_greens) >= max(coord_min, 7.0 + SPEC.phase(1).ped_clear_s) - 1e-9
+    starts = [t for t, state, phase, kind in changes if phase == 1 and kind == "green"]
+    assert round((starts[-1] - 37.0) % 80.0, 1) == 0.0  # in step with the new offset
+
+
+def test_actuated_gap_out_returns_unused_time_to_the_coordinated_phase():
+    plan = SPEC.plan_from_splits([30.0, 12.0, 26.0, 12.0], mode="actuated", coord_phase=1)
+    program = SignalProgram(SPEC, plan, start_time=0.0)
+    # no vehicles anywhere: every non-coordinated phase gaps out at its minimum green
+    no_cars = lambda t: {d.detector_id: False for d in SPEC.detectors}  # noqa: E731
+    changes = run(program, 0.0, 4 * 80.0, presence=no_cars)
+    greens = {}
+    for d, state, phase, kind in durations(changes)[1:]:
+        if kind == "green":
+            greens.setdefault(phase, []).append(round(d, 1))
+    assert max(greens[2]) == pytest.approx(SPEC.phase(2).min_green_s)
+    assert max(greens[3]) == pytest.approx(7.0 + SPEC.phase(3).ped_clear_s)  # pedestrians still served
+    coord_pretimed = plan.phase(1).green
+    assert min(greens[1][1:]) > coord_pretimed + 5
+    events = program.drain_events()
+    assert any(e.code == ev.PHASE_GAP_OUT for e in events)
+    starts = [t for t, state, phase, kind in changes if phase == 2 and kind == "green"]
+    assert {round(b - a, 1) for a, b in zip(starts, starts[1:])} == {80.0}  # cycle stays fixed
+
+
+def test_actuated_phase_with_steady_demand_runs_to_force_off():
+    plan = SPEC.plan_from_splits([30.0, 12.0, 26.0, 12.0], mode="actuated", coord_phase=1)
+    program = SignalProgram(SPEC, plan, start_time=0.0)
+    busy = lambda t: {d.detector_id: True for d in SPEC.detectors}  # noqa: E731
+    changes = run(program, 0.0, 3 * 80.0, presence=busy)
+    phase3 = [round(d, 1) for d, s, phase, kind in durations(changes)[1:] if phase == 3 and kind == "green"]
+    assert phase3 and set(phase3) == {round(plan.phase(3).green, 1)}
+    assert any(e.code == ev.PHASE_FORCE_OFF and e.param == 3 for e in program.drain_events())
+
+
+def test_events_are_in_time_order_and_follow_the_interval_sequence():
+    plan = SPEC.default_plan(90)
+    program = SignalProgram(SPEC, plan, start_time=0.0)
+    run(program, 0.0, 200.0, dt=1.0)
+    events = program.drain_events()
+    times = [e.time for e in events]
+    assert times == sorted(times)
+    per_phase = [e.code for e in events if e.param == 2 and e.code in (1, 7, 8, 9, 10, 11)]
+    first = per_phase.index(1)
+    assert per_phase[first:first + 6] == [1, 7, 8, 9, 10, 11]
+    walks = [e for e in events if e.code in (21, 22, 23) and e.param == 1]
+    assert [e.code for e in walks][:3] in ([21, 22, 23], [22, 23, 21], [23, 21, 22])
+
+
+def test_unsafe_plan_is_refused_by_the_engine_itself():
+    plan = SPEC.default_plan()
+    program = SignalProgram(SPEC, plan, start_time=0.0)
+    bad = replace(plan, phases=(replace(plan.phases[0], phaseYellowChange=1.0),) + plan.phases[1:])
+    with pytest.raises(UnsafePlanError) as err:
+        program.request_plan(bad)
+    assert "YELLOW" in err.value.rules
+
+
+def test_time_cannot_go_backwards():
+    program = SignalProgram(SPEC, SPEC.default_plan(), start_time=10.0)
+    program.step(12.0)
+    with pytest.raises(Exception, match="backwards"):
+        program.step(11.0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(0, 200), min_size=8, max_size=8), st.sampled_from([0.1, 0.5, 1.0]),
+       st.sampled_from(["pretimed", "actuated"]), st.integers(1, 4), st.integers(0, 3000))
+def test_driven_states_never_trip_the_conflict_monitor(extra, dt, mode, coord, offset_tenths):
+    """Across plan changes (splits, offset, coordinated phase), the output stays safe."""
+    mins = [p.min_split_s for p in SPEC.phases]
+    a = SPEC.plan_from_splits([m + e / 10 for m, e in zip(mins, extra[:4])], mode=mode)
+    b_splits = [m + e / 10 for m, e in zip(mins, extra[4:])]
+    b = SPEC.plan_from_splits(b_splits, offset_s=offset_tenths / 10.0 % sum(b_splits), mode=mode,
+                              coord_phase=coord, version=2)
+    program = SignalProgram(SPEC, a, start_time=3.0, transition_max_step_s=10.0)
+    monitor = ConflictMonitor(SPEC)
+    presence = lambda t: {"d2": int(t) % 7 < 3, "d3": int(t) % 5 == 0}  # noqa: E731
+    t, n = 3.0, 0
+    horizon = 3.0 + 4 * max(a.patternCycleTime, b.patternCycleTime)
+    while t < horizon:
+        t = round(t + dt, 1)
+        n += 1
+        if n == 50:
+            program.request_plan(b)
+        state = program.step(t, presence(t))
+        monitor.observe(t, state)
+        assert not monitor.tripped, monitor.reason
+    assert program.plan.plan_id == b.plan_id
