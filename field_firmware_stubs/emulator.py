@@ -441,7 +441,8 @@ class FieldEmulator:
             self._acc_count[det] += r.count
             self._acc_occ[det] += min(100.0, max(0.0, r.occupancy_pct)) * dt / 100.0
             moto = self._acc_moto[det]
-            self._acc_moto[det] = None if (moto is None or r.motorcycles is None) else moto + r.motorcycles
+            if moto is not None and r.count:  # an empty step says nothing about classification
+                self._acc_moto[det] = None if r.motorcycles is None else moto + r.motorcycles
         if now >= (k + 1) * interval - _EPS:
             self._flush_counts()
             self._acc_k, self._acc_complete = k + 1, True

@@ -85,6 +85,7 @@ class MqttLink:
         self._connected = threading.Event()
         self._connect_error: str = ""
         self._started = False
+        self._last_info: mqtt.MQTTMessageInfo | None = None
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         client.max_queued_messages_set(0)  # unlimited: QoS 1 telemetry waits out a short outage
         client.reconnect_delay_set(min_delay=1, max_delay=10)
@@ -133,6 +134,12 @@ class MqttLink:
         """
         if not self._started:
             return
+        last = self._last_info
+        if last is not None and self.connected:
+            try:  # let queued QoS 1 messages (the final "offline" status) reach the broker first
+                last.wait_for_publish(timeout=2.0)
+            except (RuntimeError, ValueError):
+                log.warning("%s: last message not acknowledged before disconnect", self.client_id)
         props = None
         if discard_session:
             props = Properties(PacketTypes.DISCONNECT)
@@ -155,6 +162,7 @@ class MqttLink:
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             log.error("%s: publish to %s failed: %s", self.client_id, topic, mqtt.error_string(info.rc))
             return False
+        self._last_info = info
         return True  # NO_CONN with QoS 1: paho keeps it queued and sends it after reconnecting
 
     # ---------------------------------------------------------------- callbacks
