@@ -157,6 +157,21 @@ def test_postgres_restart_reuses_the_cluster(state_dir, need_postgres):
     assert not port_open(second.port) and not port_open(first_port)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands the cluster to the postgres user")
+def test_postgres_as_root_in_a_private_folder_falls_back_to_a_reachable_one(state_dir, need_postgres):
+    hidden = state_dir / "home"
+    hidden.mkdir(mode=0o700)
+    server = PrivatePostgres(hidden / "state")
+    try:
+        with server:
+            assert not server.data_dir.is_relative_to(hidden)
+            with psycopg.connect(server.dsn) as conn:
+                assert conn.execute("SELECT current_user").fetchone() == ("postgres",)
+        assert PrivatePostgres(hidden / "state").data_dir.parent == hidden.resolve() / "state"
+    finally:
+        shutil.rmtree(server.data_dir.parent, ignore_errors=True)
+
+
 def test_broker_bad_config_raises_service_error_with_log_tail(state_dir):
     _need("mosquitto")
     broker = PrivateBroker(state_dir, config_lines=["no_such_option 42"])

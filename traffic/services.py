@@ -15,7 +15,9 @@ and restarted with the current configuration.
 
 PostgreSQL refuses to run as root: when the effective uid is 0 its commands
 run as the ``postgres`` system user via ``runuser`` and its folders are
-handed to that user. Mosquitto, as root, likewise drops to the
+handed to that user; if that user cannot reach the state folder (a clone
+under a 0700 home), the cluster lives in ``$TMPDIR/traffic-pg-<hash>``
+instead, still re-used from run to run. Mosquitto, as root, likewise drops to the
 ``mosquitto`` user when that user can reach its folder.
 """
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import glob
+import hashlib
 import logging
 import os
 import pwd
@@ -377,10 +380,10 @@ class PrivatePostgres(_Service):
         database: str = DEFAULT_DATABASE,
         startup_timeout_s: float = 60.0,
     ) -> None:
-        base = Path(state_dir).resolve()
-        self.data_dir = base / "pg"
-        self.run_dir = base / "pg-run"
-        self.log_path = self.run_dir / "server.log"
+        self.data_dir: Path
+        self.run_dir: Path
+        self.log_path: Path
+        self._set_base(Path(state_dir).resolve())
         self.database = database
         self._requested_port = port
         self.port = port or 0
@@ -467,23 +470,42 @@ class PrivatePostgres(_Service):
             raise ServiceError("private PostgreSQL is not running")
         return f"postgresql://{PG_SUPERUSER}@{LOCALHOST}:{self.port}/{database}"
 
+    def _set_base(self, base: Path) -> None:
+        self.data_dir = base / "pg"
+        self.run_dir = base / "pg-run"
+        self.log_path = self.run_dir / "server.log"
+
     def _prepare_dirs(self) -> None:
+        user: pwd.struct_passwd | None = None
+        if _is_root():
+            user = _system_user("postgres")
+            if user is None:
+                raise ServiceError("running as root but there is no 'postgres' system user to run PostgreSQL as")
+            self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+            if not _reachable_by(self.data_dir, user):
+                # e.g. a clone under /root (0700): keep the cluster in a reachable
+                # folder that is stable per state dir, so restarts still re-use it
+                digest = hashlib.sha1(str(self.data_dir.parent).encode()).hexdigest()[:12]
+                fallback = Path(tempfile.gettempdir()) / f"traffic-pg-{digest}"
+                fallback.mkdir(mode=0o755, exist_ok=True)
+                if fallback.is_symlink() or fallback.stat().st_uid not in (0, user.pw_uid):
+                    raise ServiceError(f"refusing to use {fallback}: it belongs to another user")
+                log.warning(
+                    "the 'postgres' user cannot reach %s; keeping the private cluster in %s instead",
+                    self.data_dir.parent,
+                    fallback,
+                )
+                self._set_base(fallback)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._socket_dir = self.run_dir
         if len(str(self.run_dir)) > _SOCKET_PATH_MAX - len("/.s.PGSQL.65535"):
             self._temp_socket_dir = Path(tempfile.mkdtemp(prefix="tpg-"))
             self._socket_dir = self._temp_socket_dir
-        if _is_root():
-            user = _system_user("postgres")
-            if user is None:
-                raise ServiceError("running as root but there is no 'postgres' system user to run PostgreSQL as")
+        if user is not None:
             for path in (self.data_dir, self.run_dir, self._socket_dir):
                 if not _reachable_by(path, user):
-                    raise ServiceError(
-                        f"the 'postgres' user cannot reach {path}: an enclosing folder is not searchable "
-                        "by others (chmod o+x it, or set state_dir somewhere like /var/tmp)"
-                    )
+                    raise ServiceError(f"the 'postgres' user cannot reach {path}: an enclosing folder is not searchable")
                 _hand_to(path, user)
             self._as_user = user
         else:
