@@ -1,0 +1,368 @@
+"""The central loop: demand -> optimise -> check -> simulate -> dispatch -> record.
+
+One epoch (:meth:`CentralService.run_epoch`) walks every plan through its
+life and records each step in the plan store, so the history always says who
+did what, when, why and with which numbers:
+
+1. reconcile late answers from the field (a plan applied after we stopped
+   waiting becomes ``active``; an epoch that died half-way leaves ``failed``);
+2. incumbent per controller: the store's active plan, else the plan the field
+   reports on ``plan/active``, else ``spec.default_plan()`` (recorded as a
+   bootstrap);
+3. demand for the last window, Webster on a common corridor cycle;
+4. the central safety check (``checked`` or ``rejected`` with the rules);
+5. the simulation gate on the whole corridor (``simulated`` with the verdict
+   numbers, or ``rejected``); no gate configured: straight to dispatch;
+6. dispatch (``dispatched``), then ``accepted`` / ``active`` / ``rejected``
+   from the field's answers; no answer: ``failed`` and the incumbent stays.
+
+Locked controllers (engineer override) are skipped entirely. Any error in one
+epoch is logged and reported; :meth:`serve` carries on with the next.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Mapping, Protocol
+
+import psycopg
+
+from controller import locks as lock_store
+from controller import plan_store as store
+from controller.demand import PhaseDemand, phase_demand
+from controller.dispatch import Dispatcher
+from controller.optimizer import optimize_corridor
+from controller.safety import check_plan
+from traffic import db, messages, topics
+from traffic.config import Settings
+from traffic.errors import DispatchError, PlanError, TrafficError, TransportError, UnsafePlanError
+from traffic.intersection import Corridor, IntersectionSpec
+from traffic.plan import TimingPlan
+
+log = logging.getLogger(__name__)
+
+ACTOR = "central"
+BOOTSTRAP_ACTOR = "bootstrap"
+STALE_STATES = (store.PROPOSED, store.CHECKED, store.SIMULATED)
+PENDING_STATES = (store.DISPATCHED, store.ACCEPTED, store.FAILED)
+
+
+class Verdict(Protocol):
+    """What a gate returns (``simulation``'s verdict satisfies this)."""
+
+    accepted: bool
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class EpochContext:
+    """Everything the gate may need to rebuild the epoch's demand in a simulation."""
+
+    now: datetime
+    window_s: int
+    epoch: int
+    corridor: Corridor
+    demands: Mapping[str, PhaseDemand]
+    explanations: Mapping[str, dict[str, Any]]
+    settings: Settings
+
+    @property
+    def start(self) -> datetime:
+        return self.now - timedelta(seconds=self.window_s)
+
+
+Gate = Callable[[dict[str, TimingPlan], dict[str, TimingPlan], EpochContext], Verdict]
+
+
+@dataclass
+class EpochReport:
+    """Counts and outcomes of one epoch (``outcome`` per controller: its plan's last state)."""
+
+    now: datetime
+    epoch: int
+    proposed: int = 0
+    checked: int = 0
+    simulated: int = 0
+    dispatched: int = 0
+    acknowledged: int = 0
+    applied: int = 0
+    rejected: int = 0
+    failed: int = 0
+    locked: tuple[str, ...] = ()
+    bootstrapped: tuple[str, ...] = ()
+    plans: dict[str, TimingPlan] = field(default_factory=dict)
+    outcome: dict[str, str] = field(default_factory=dict)
+    verdict: dict[str, Any] | None = None
+    errors: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "now": self.now.isoformat(), "epoch": self.epoch, "proposed": self.proposed, "checked": self.checked,
+            "simulated": self.simulated, "dispatched": self.dispatched, "acknowledged": self.acknowledged,
+            "applied": self.applied, "rejected": self.rejected, "failed": self.failed,
+            "locked": list(self.locked), "bootstrapped": list(self.bootstrapped),
+            "plans": {c: p.plan_id for c, p in self.plans.items()}, "outcome": dict(self.outcome),
+            "verdict": self.verdict, "errors": list(self.errors), "duration_s": round(self.duration_s, 3),
+        }
+
+
+class CentralService:
+    """Runs the closed loop for one corridor."""
+
+    def __init__(self, settings: Settings, corridor: Corridor, *, dsn: str, gate: Gate | None,
+                 dispatcher: Dispatcher, apply_timeout_s: float | None = None, actor: str = ACTOR) -> None:
+        self.settings = settings
+        self.corridor = corridor
+        self.specs: dict[str, IntersectionSpec] = corridor.by_id()
+        self._dsn = dsn
+        self._gate = gate
+        self._dispatcher = dispatcher
+        self._actor = actor
+        # how long to wait for "applied" after "accepted": the field applies at a cycle boundary
+        self._apply_timeout_s = (apply_timeout_s if apply_timeout_s is not None
+                                 else settings.control.ack_timeout_s)
+        self._previous: dict[str, PhaseDemand] = {}
+        self._registered = False
+        self._epoch = 0
+
+    # ---- engineer overrides ------------------------------------------------
+    def lock(self, controller_id: str, reason: str, actor: str) -> lock_store.Lock:
+        """Keep ``controller_id`` on its current plan: the optimizer skips it until unlocked."""
+        self._known(controller_id)
+        with db.connect(self._dsn, autocommit=True) as conn:
+            return lock_store.lock(conn, controller_id, reason, actor)
+
+    def unlock(self, controller_id: str, actor: str, reason: str = "") -> bool:
+        """Hand ``controller_id`` back to the optimizer; False if it was not locked."""
+        self._known(controller_id)
+        with db.connect(self._dsn, autocommit=True) as conn:
+            return lock_store.unlock(conn, controller_id, actor, reason)
+
+    # ---- the loop --------------------------------------------------------------
+    def serve(self, stop_event: threading.Event) -> None:
+        """Run an epoch every ``settings.control.epoch_s`` on the wall clock until ``stop_event`` is set.
+
+        Epochs end on multiples of ``count_interval_s`` so the demand window
+        holds whole count intervals. An epoch that raises is logged; the loop goes on.
+        """
+        epoch_s = self.settings.control.epoch_s
+        interval = max(1, self.settings.control.count_interval_s)
+        while not stop_event.is_set():
+            started = time.monotonic()
+            now = datetime.now(timezone.utc)
+            now = now - timedelta(seconds=now.timestamp() % interval)
+            try:
+                report = self.run_epoch(now, epoch_s)
+                log.info("epoch %d: %s", report.epoch, report.to_dict())
+            except Exception:  # noqa: BLE001 - one bad epoch must not stop the service
+                log.exception("epoch failed")
+            stop_event.wait(max(0.0, epoch_s - (time.monotonic() - started)))
+
+    def run_epoch(self, now: datetime, window_s: int) -> EpochReport:
+        """One pass of the loop over the corridor; see the module docstring."""
+        if now.tzinfo is None:
+            raise TrafficError("epoch time must carry a UTC offset")
+        started = time.monotonic()
+        self._epoch += 1
+        report = EpochReport(now=now, epoch=self._epoch)
+        with db.connect(self._dsn, autocommit=True) as conn:
+            try:
+                self._run(conn, now, window_s, report)
+            except TrafficError as exc:
+                log.exception("epoch %d stopped", self._epoch)
+                report.errors.append(f"{type(exc).__name__}: {exc}")
+        report.duration_s = time.monotonic() - started
+        return report
+
+    def _run(self, conn: psycopg.Connection, now: datetime, window_s: int, report: EpochReport) -> None:
+        if not self._registered:
+            for spec in self.specs.values():
+                store.register_controller(conn, spec)
+            self._registered = True
+        self._reconcile(conn)
+        report.locked = tuple(sorted(set(lock_store.locked(conn)) & set(self.specs)))
+        free = [c for c in self.specs if c not in report.locked]
+        for cid in report.locked:
+            report.outcome[cid] = "locked"
+        if not free:
+            return
+        incumbents: dict[str, TimingPlan] = {}
+        for cid in free:
+            incumbents[cid], bootstrapped = self._incumbent(conn, self.specs[cid])
+            if bootstrapped:
+                report.bootstrapped += (cid,)
+        start = now - timedelta(seconds=window_s)
+        demands = {cid: phase_demand(conn, self.specs[cid], start=start, end=now, settings=self.settings,
+                                     previous=self._previous.get(cid)) for cid in free}
+        self._previous.update(demands)
+        versions = {cid: store.next_version(conn, cid) for cid in free}
+        proposals = optimize_corridor(self.corridor, demands, incumbents, self.settings.optimizer, versions,
+                                      exclude=report.locked)
+
+        candidates: dict[str, TimingPlan] = {}
+        for cid, proposal in proposals.items():
+            plan = proposal.plan
+            report.plans[cid] = plan
+            store.record_proposed(conn, plan, "optimizer", plan.reason, detail={"explanation": proposal.explanation})
+            report.proposed += 1
+            violations = check_plan(plan, self.specs[cid])
+            store.set_safety(conn, plan.plan_id, violations)
+            if violations:
+                self._step(conn, plan, store.REJECTED, report, stage="safety",
+                           rules=[v.rule for v in violations], violations=[v.to_dict() for v in violations])
+                continue
+            self._step(conn, plan, store.CHECKED, report)
+            report.checked += 1
+            candidates[cid] = plan
+        if not candidates:
+            return
+        context = EpochContext(now, window_s, self._epoch, self.corridor, demands,
+                               {c: p.explanation for c, p in proposals.items()}, self.settings)
+        if not self._simulate(conn, candidates, incumbents, context, report):
+            return
+        self._dispatch(conn, candidates, report)
+
+    # ---- steps -------------------------------------------------------------------
+    def _simulate(self, conn: psycopg.Connection, candidates: dict[str, TimingPlan],
+                  incumbents: dict[str, TimingPlan], context: EpochContext, report: EpochReport) -> bool:
+        if self._gate is None:
+            return True
+        try:
+            verdict = self._gate(dict(candidates), {c: incumbents[c] for c in candidates}, context)
+            numbers = dict(verdict.to_dict())
+        except Exception as exc:  # noqa: BLE001 - a crashed gate is a failed step, never a pass
+            log.exception("validation gate failed")
+            report.errors.append(f"gate: {type(exc).__name__}: {exc}")
+            for plan in candidates.values():
+                store.set_verdict(conn, plan.plan_id, {"accepted": False, "error": str(exc)})
+                self._step(conn, plan, store.FAILED, report, stage="gate", error=str(exc))
+            return False
+        report.verdict = numbers
+        for plan in candidates.values():
+            store.set_verdict(conn, plan.plan_id, numbers)
+        if not verdict.accepted:
+            for plan in candidates.values():
+                self._step(conn, plan, store.REJECTED, report, stage="gate", reason=verdict.reason, verdict=numbers)
+            return False
+        for plan in candidates.values():
+            self._step(conn, plan, store.SIMULATED, report, verdict=numbers)
+            report.simulated += 1
+        return True
+
+    def _dispatch(self, conn: psycopg.Connection, candidates: dict[str, TimingPlan], report: EpochReport) -> None:
+        control = self.settings.control
+        for cid, plan in candidates.items():
+            self._step(conn, plan, store.DISPATCHED, report, expiry_s=control.plan_expiry_s,
+                       topic=topics.topic(self._dispatcher.site, cid, topics.PLAN_SET))
+            report.dispatched += 1
+
+        def send(cid: str) -> messages.PlanResult | Exception:
+            status = self._dispatcher.field_status(cid)
+            if status is not None and status.state == messages.OFFLINE:
+                return DispatchError(f"{cid} is offline")
+            try:
+                return self._dispatcher.dispatch(candidates[cid], self.specs[cid], expiry_s=control.plan_expiry_s,
+                                                 timeout_s=control.ack_timeout_s)
+            except (DispatchError, TransportError, UnsafePlanError) as exc:
+                return exc
+
+        # controllers answer independently: wait for all of them at once, record in this thread
+        with ThreadPoolExecutor(max_workers=min(16, len(candidates))) as pool:
+            answers = dict(zip(candidates, pool.map(send, candidates)))
+        waiting: list[TimingPlan] = []
+        for cid, answer in answers.items():
+            plan = candidates[cid]
+            if isinstance(answer, Exception):
+                state = store.REJECTED if isinstance(answer, UnsafePlanError) else store.FAILED
+                self._step(conn, plan, state, report, stage="dispatch", error=str(answer))
+                continue
+            if answer.status == messages.REJECTED:
+                self._step(conn, plan, store.REJECTED, report, stage="field", rule=answer.rule, reason=answer.reason)
+                continue
+            report.acknowledged += 1
+            if answer.status == messages.APPLIED:
+                self._step(conn, plan, store.ACTIVE, report, at=_iso(answer.at))
+                report.applied += 1
+            else:
+                self._step(conn, plan, store.ACCEPTED, report)
+                waiting.append(plan)
+        deadline = time.monotonic() + self._apply_timeout_s
+        for plan in waiting:
+            try:
+                result = self._dispatcher.await_applied(plan.plan_id, max(0.0, deadline - time.monotonic()))
+            except DispatchError:
+                log.info("plan %s accepted, not applied yet; the next epoch reconciles it", plan.plan_id)
+                continue
+            if result.status == messages.APPLIED:
+                self._step(conn, plan, store.ACTIVE, report, at=_iso(result.at), reason=result.reason)
+                report.applied += 1
+            else:
+                self._step(conn, plan, store.REJECTED, report, stage="field", rule=result.rule, reason=result.reason)
+
+    def _step(self, conn: psycopg.Connection, plan: TimingPlan, state: str, report: EpochReport,
+              **detail: Any) -> None:
+        store.record_state(conn, plan.plan_id, state, self._actor, detail)
+        report.outcome[plan.controller_id] = state
+        if state == store.REJECTED:
+            report.rejected += 1
+        elif state == store.FAILED:
+            report.failed += 1
+
+    # ---- incumbents and reconciliation -----------------------------------------------
+    def _incumbent(self, conn: psycopg.Connection, spec: IntersectionSpec) -> tuple[TimingPlan, bool]:
+        """(plan in force, whether it had to be bootstrapped into the store)."""
+        cid = spec.controller_id
+        stored = store.active_plan(conn, cid)
+        reported = self._dispatcher.field_active(cid)
+        if reported is not None and (stored is None or reported.plan_id != stored.plan_id):
+            record = store.get_plan(conn, reported.plan_id, with_events=False)
+            if record is None:
+                adopted = reported if reported.version >= store.next_version(conn, cid) \
+                    else replace(reported, version=store.next_version(conn, cid))
+                store.record_proposed(conn, adopted, BOOTSTRAP_ACTOR, "plan the field reports on plan/active")
+                store.record_state(conn, adopted.plan_id, store.ACTIVE, BOOTSTRAP_ACTOR,
+                                   {"bootstrap": True, "source": "field plan/active"})
+                return adopted, True
+            try:
+                store.record_state(conn, record.plan_id, store.ACTIVE, self._actor, {"source": "field plan/active"})
+            except PlanError as exc:
+                log.warning("%s: field runs plan %s but the store cannot follow (%s)", cid, record.plan_id, exc)
+            return record.plan, False
+        if stored is not None:
+            return stored, False
+        default = spec.default_plan(version=store.next_version(conn, cid), created_by=BOOTSTRAP_ACTOR)
+        store.record_proposed(conn, default, BOOTSTRAP_ACTOR, "no plan known: the spec's default plan")
+        store.record_state(conn, default.plan_id, store.ACTIVE, BOOTSTRAP_ACTOR,
+                           {"bootstrap": True, "source": "spec.default_plan"})
+        return default, True
+
+    def _reconcile(self, conn: psycopg.Connection) -> None:
+        """Follow answers that arrived after an epoch stopped waiting; close plans an epoch left behind."""
+        for cid in self.specs:
+            for record in store.plans_in_state(conn, cid, STALE_STATES):
+                if record.created_by == "optimizer":
+                    store.record_state(conn, record.plan_id, store.FAILED, self._actor,
+                                       {"stage": "reconcile", "error": "epoch ended before this plan was dispatched"})
+            for record in store.plans_in_state(conn, cid, PENDING_STATES):
+                results = self._dispatcher.results(record.plan_id)
+                active = self._dispatcher.field_active(cid)
+                if any(r.status == messages.APPLIED for r in results) or (active and active.plan_id == record.plan_id):
+                    store.record_state(conn, record.plan_id, store.ACTIVE, self._actor, {"source": "late answer"})
+                elif record.state != store.FAILED and any(r.status == messages.REJECTED for r in results):
+                    store.record_state(conn, record.plan_id, store.REJECTED, self._actor, {"source": "late answer"})
+
+    def _known(self, controller_id: str) -> None:
+        if controller_id not in self.specs:
+            raise PlanError(f"{controller_id!r} is not in corridor {self.corridor.name}")
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return ts.isoformat() if ts is not None else None

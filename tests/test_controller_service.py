@@ -1,0 +1,167 @@
+"""The central loop end to end: real database, real broker, fake field, stub gate."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from controller import plan_store as store
+from controller.dispatch import Dispatcher
+from controller.examples import uniform_corridor
+from controller.safety import check_plan
+from controller.service import CentralService, EpochContext
+from test_controller_dispatch import FakeField  # the tiny fake field responder
+from traffic import db
+from traffic.config import ControlSettings, MqttSettings, Settings
+from traffic.errors import PlanError
+
+NOW = datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc)
+CORRIDOR = uniform_corridor(2, spacing_m=400.0, speed_mps=12.5)
+SETTINGS = Settings(control=ControlSettings(ack_timeout_s=2.0, plan_expiry_s=60))
+
+
+@dataclass
+class StubVerdict:
+    accepted: bool
+    reason: str
+
+    def to_dict(self):
+        return {"accepted": self.accepted, "reason": self.reason, "delay_candidate_s": 21.5, "delay_incumbent_s": 25.0}
+
+
+class StubGate:
+    def __init__(self, accept: bool = True, explode: bool = False):
+        self.accept, self.explode, self.calls = accept, explode, []
+
+    def __call__(self, candidates, incumbents, context: EpochContext):
+        self.calls.append((candidates, incumbents, context))
+        if self.explode:
+            raise RuntimeError("sumo crashed")
+        return StubVerdict(self.accept, "better" if self.accept else "worse than incumbent")
+
+
+def _counts(dsn):
+    rows = []
+    for minute in range(10):
+        ts = NOW - timedelta(minutes=10 - minute)
+        for cid, heavy in (("c0", 14), ("c1", 20)):
+            for det, n in (("d1", heavy), ("d2", heavy // 2), ("d3", heavy // 2), ("d4", 6), ("d5", 5)):
+                rows.append((cid, det, ts, 60, n, 10.0, None))
+    with db.connect(dsn, autocommit=True) as conn, conn.cursor() as cur:
+        cur.executemany("INSERT INTO detector_counts (controller_id, detector_id, interval_start, interval_s,"
+                        " vehicle_count, occupancy_pct, motorcycle_count) VALUES (%s, %s, %s, %s, %s, %s, %s)", rows)
+
+
+@pytest.fixture
+def rig(pg_dsn, mqtt_url, site, request):
+    mode = getattr(request, "param", "accept")
+    _counts(pg_dsn)
+    fields = [FakeField(mqtt_url, site, cid, mode) for cid in ("c0", "c1")]
+    dispatcher = Dispatcher(MqttSettings(url=mqtt_url), site, client_id=f"central-{uuid.uuid4().hex[:8]}").connect()
+    yield pg_dsn, dispatcher, fields
+    dispatcher.close()
+    for f in fields:
+        f.close()
+
+
+def _service(rig, gate):
+    dsn, dispatcher, _ = rig
+    return CentralService(SETTINGS, CORRIDOR, dsn=dsn, gate=gate, dispatcher=dispatcher)
+
+
+def test_epoch_happy_path(rig):
+    dsn, dispatcher, fields = rig
+    gate = StubGate()
+    report = _service(rig, gate).run_epoch(NOW, 600)
+    assert report.errors == []
+    assert (report.proposed, report.checked, report.simulated, report.dispatched, report.acknowledged,
+            report.applied, report.rejected, report.failed) == (2, 2, 2, 2, 2, 2, 0, 0)
+    assert set(report.bootstrapped) == {"c0", "c1"}
+    candidates, incumbents, context = gate.calls[0]
+    assert set(candidates) == {"c0", "c1"} and context.demands["c1"].flow(1) > context.demands["c0"].flow(1)
+    assert all(incumbents[c].created_by == "bootstrap" for c in incumbents)
+    with db.connect(dsn, autocommit=True) as conn:
+        for cid, plan in report.plans.items():
+            assert store.active_plan(conn, cid) == plan
+            assert check_plan(plan, CORRIDOR.by_id()[cid]) == []
+            record = store.get_plan(conn, plan.plan_id)
+            assert [e.state for e in record.events] == ["proposed", "checked", "simulated", "dispatched",
+                                                        "accepted", "active"]
+            assert record.verdict["delay_candidate_s"] == 21.5 and record.safety == []
+            assert "explanation" in record.events[0].detail
+            assert [e.state for e in store.history(conn, cid)[1].events] == ["proposed", "active", "superseded"]
+    # one common cycle, downstream offset = 400 m / 12.5 m/s = 32 s after upstream (mod cycle)
+    p0, p1 = report.plans["c0"], report.plans["c1"]
+    assert p0.patternCycleTime == p1.patternCycleTime
+    assert (p1.patternOffsetTime - p0.patternOffsetTime) % p0.patternCycleTime == pytest.approx(32.0)
+    # the field got exactly these plans
+    assert [p.plan_id for f in fields for p, _ in f.received] == [p0.plan_id, p1.plan_id]
+
+
+def test_second_epoch_builds_on_the_active_plan(rig):
+    service = _service(rig, None)  # no gate configured: checked plans go straight to dispatch
+    first = service.run_epoch(NOW, 600)
+    second = service.run_epoch(NOW + timedelta(minutes=10), 600)
+    assert first.simulated == 0 and first.applied == 2
+    assert second.bootstrapped == () and second.applied == 2
+    for cid in ("c0", "c1"):
+        assert second.plans[cid].version == first.plans[cid].version + 1
+        explanation_incumbent = second.plans[cid]
+        assert abs(explanation_incumbent.patternCycleTime - first.plans[cid].patternCycleTime) <= \
+            SETTINGS.optimizer.max_cycle_step_s
+
+
+def test_gate_rejection_keeps_incumbents(rig):
+    dsn, _, fields = rig
+    report = _service(rig, StubGate(accept=False)).run_epoch(NOW, 600)
+    assert (report.proposed, report.checked, report.simulated, report.dispatched, report.rejected) == (2, 2, 0, 0, 2)
+    assert all(not f.received for f in fields)
+    with db.connect(dsn, autocommit=True) as conn:
+        for cid, plan in report.plans.items():
+            assert store.get_plan(conn, plan.plan_id).state == "rejected"
+            assert store.active_plan(conn, cid).created_by == "bootstrap"
+
+
+def test_gate_crash_is_a_failure_not_a_pass(rig):
+    _, _, fields = rig
+    report = _service(rig, StubGate(explode=True)).run_epoch(NOW, 600)
+    assert report.failed == 2 and report.dispatched == 0
+    assert any("sumo crashed" in e for e in report.errors)
+    assert all(not f.received for f in fields)
+
+
+@pytest.mark.parametrize("rig", ["reject"], indirect=True)
+def test_field_rejection_recorded_with_rule(rig):
+    dsn, _, _ = rig
+    report = _service(rig, StubGate()).run_epoch(NOW, 600)
+    assert report.dispatched == 2 and report.rejected == 2 and report.acknowledged == 0
+    with db.connect(dsn, autocommit=True) as conn:
+        record = store.get_plan(conn, report.plans["c0"].plan_id)
+        assert record.state == "rejected" and record.events[-1].detail["rule"] == "YELLOW"
+        assert store.active_plan(conn, "c0").created_by == "bootstrap"
+
+
+@pytest.mark.parametrize("rig", ["silent"], indirect=True)
+def test_silent_field_marks_failed_and_keeps_incumbent(rig):
+    dsn, _, _ = rig
+    report = _service(rig, StubGate()).run_epoch(NOW, 600)
+    assert report.dispatched == 2 and report.failed == 2 and report.acknowledged == 0
+    assert report.outcome == {"c0": "failed", "c1": "failed"}
+    with db.connect(dsn, autocommit=True) as conn:
+        assert store.active_plan(conn, "c1").created_by == "bootstrap"
+
+
+def test_locked_controller_is_not_reoptimised(rig):
+    _, _, fields = rig
+    service = _service(rig, StubGate())
+    service.lock("c1", "road works", "engineer:anh")
+    report = service.run_epoch(NOW, 600)
+    assert report.locked == ("c1",) and set(report.plans) == {"c0"}
+    assert not fields[1].received
+    assert service.unlock("c1", "engineer:anh") is True
+    assert set(service.run_epoch(NOW + timedelta(minutes=10), 600).plans) == {"c0", "c1"}
+    with pytest.raises(PlanError):
+        service.lock("zz", "x", "y")
