@@ -1,0 +1,246 @@
+"""A SUMO world for field emulators: loops are SUMO induction loops, heads are SUMO traffic lights.
+
+Each simulation second the world reads every bound E1 detector, hands the
+readings to that intersection's :class:`FieldEmulator` and drives the state
+it returns with ``trafficlight.setRedYellowGreenState`` (so SUMO's own
+program never decides anything). libsumo is used when it is free in this
+process (8-11x faster than TraCI); otherwise TraCI with a private label, which
+also lets several worlds coexist. :meth:`SumoWorld.close` always ends the
+simulation, so no SUMO process outlives the world.
+
+Counting: an E1 reports the vehicles on it during the last step, so a
+vehicle standing on a loop for several steps would be counted several times
+by summing ``getLastStepVehicleNumber``. The world instead counts vehicle ids
+not seen on that loop in the previous step, i.e. vehicles whose front
+entered it during the step, and classifies only those (motorcycles by
+``vClass``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from traffic.errors import ScenarioError, SimulationError
+
+from field_firmware_stubs.emulator import DetectorReading, FieldEmulator
+
+__all__ = ["SumoWorld", "sumo_binary"]
+
+log = logging.getLogger(__name__)
+
+_labels = itertools.count()
+MOTORCYCLE = "motorcycle"
+
+
+def sumo_binary(name: str = "sumo") -> str:
+    """Path of a SUMO binary: the one on PATH (venv) or the eclipse-sumo wheel's."""
+    found = shutil.which(name)
+    if found:
+        return found
+    try:
+        import sumo  # the eclipse-sumo wheel
+
+        candidate = Path(sumo.SUMO_HOME) / "bin" / name
+    except ImportError as exc:
+        raise SimulationError(f"no {name} binary: install eclipse-sumo") from exc
+    if not candidate.exists():
+        raise SimulationError(f"no {name} binary at {candidate}")
+    return str(candidate)
+
+
+def _sumo_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = []
+    try:
+        import traci.exceptions as te
+
+        errors += [te.TraCIException, te.FatalTraCIError]
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import libsumo
+
+        errors += [libsumo.TraCIException, libsumo.FatalTraCIError]
+    except (ImportError, AttributeError):  # pragma: no cover
+        pass
+    return tuple(errors) or (RuntimeError,)
+
+
+class SumoWorld:
+    """Runs a SUMO scenario with every listed traffic light driven by its emulator.
+
+    ``emulators`` maps SUMO tls ids to emulators. Detector ``d`` of controller
+    ``c`` binds to the E1 named ``c.d`` in the scenario's additional files, or
+    failing that to the E1 lying on ``d.lane_id``.
+    """
+
+    def __init__(self, scenario_cfg: Path, *, emulators: Mapping[str, FieldEmulator], seed: int, begin: int,
+                 end: int, options: Sequence[str] = (), tripinfo: Path | None = None,
+                 backend: str = "auto") -> None:
+        if backend not in ("auto", "libsumo", "traci"):
+            raise SimulationError(f"backend must be auto, libsumo or traci, got {backend!r}")
+        self.scenario_cfg = Path(scenario_cfg)
+        if not self.scenario_cfg.exists():
+            raise ScenarioError(f"scenario {self.scenario_cfg} does not exist")
+        self.emulators = dict(emulators)
+        self.begin, self.end = begin, end
+        self._errors = _sumo_errors()
+        cmd = [sumo_binary(), "-c", str(self.scenario_cfg), "--seed", str(seed), "--begin", str(begin),
+               "--end", str(end), "--step-length", "1", "--no-step-log", "true", "--duration-log.disable", "true"]
+        if tripinfo is not None:
+            cmd += ["--tripinfo-output", str(tripinfo), "--tripinfo-output.write-undeparted", "true"]
+        cmd += list(options)
+        self.command = cmd
+        self._api: Any = None
+        self._libsumo = False
+        self._closed = False
+        self._start(cmd, backend)
+        try:
+            self._bind()
+            self._now = float(self._api.simulation.getTime())
+            self._drive({})
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ lifecycle
+    def _start(self, cmd: list[str], backend: str) -> None:
+        use_libsumo = backend == "libsumo"
+        if backend == "auto":
+            try:
+                import libsumo
+
+                use_libsumo = not libsumo.simulation.isLoaded()
+            except ImportError:
+                use_libsumo = False
+        try:
+            if use_libsumo:
+                import libsumo
+
+                libsumo.start(cmd)
+                self._api, self._libsumo = libsumo, True
+            else:
+                import traci
+
+                label = f"field-world-{next(_labels)}"
+                traci.start(cmd, label=label, stdout=None)
+                self._api = traci.getConnection(label)
+        except self._errors as exc:
+            raise SimulationError(f"SUMO did not start ({' '.join(cmd)}): {exc}") from exc
+        except OSError as exc:
+            raise SimulationError(f"SUMO did not start ({cmd[0]}): {exc}") from exc
+        log.info("SUMO started with %s", "libsumo" if self._libsumo else "TraCI")
+
+    def close(self) -> None:
+        """End the simulation (idempotent; tripinfo is complete afterwards)."""
+        if self._closed or self._api is None:
+            self._closed = True
+            return
+        self._closed = True
+        try:
+            self._api.close()
+        except self._errors as exc:
+            log.warning("SUMO close reported: %s", exc)
+
+    def __enter__(self) -> "SumoWorld":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ binding
+    def _bind(self) -> None:
+        api = self._api
+        tls_ids = set(api.trafficlight.getIDList())
+        loops = list(api.inductionloop.getIDList())
+        loop_lane = {loop: api.inductionloop.getLaneID(loop) for loop in loops}
+        self._bindings: dict[str, list[tuple[str, str]]] = {}
+        self._last_state: dict[str, str] = {}
+        self._seen: dict[str, set[str]] = {}
+        self._vclass_by_type: dict[str, str] = {}
+        for tls, emulator in self.emulators.items():
+            if tls not in tls_ids:
+                raise ScenarioError(f"traffic light {tls!r} is not in {self.scenario_cfg}")
+            links = len(api.trafficlight.getRedYellowGreenState(tls))
+            if links != emulator.spec.link_count:
+                raise ScenarioError(f"traffic light {tls!r} has {links} signal groups, "
+                                    f"{emulator.controller_id} expects {emulator.spec.link_count}")
+            bound = []
+            for det in emulator.spec.detectors:
+                loop_id = f"{emulator.controller_id}.{det.detector_id}"
+                if loop_id not in loop_lane:
+                    on_lane = [loop for loop, lane in loop_lane.items() if lane == det.lane_id]
+                    if not on_lane:
+                        raise ScenarioError(f"no induction loop {loop_id!r} and none on lane {det.lane_id!r} "
+                                            f"for detector {det.detector_id} of {emulator.controller_id}")
+                    loop_id = sorted(on_lane)[0]
+                bound.append((det.detector_id, loop_id))
+                self._seen[loop_id] = set()
+            self._bindings[tls] = bound
+
+    # ------------------------------------------------------------------ stepping
+    @property
+    def time(self) -> float:
+        """Current simulation time (s)."""
+        return self._now
+
+    @property
+    def backend(self) -> str:
+        return "libsumo" if self._libsumo else "traci"
+
+    @property
+    def api(self) -> Any:
+        """The libsumo module or TraCI connection (for KPIs and tests)."""
+        return self._api
+
+    def step(self) -> None:
+        """Advance one second: read detectors, tick every emulator, drive the heads."""
+        if self._closed:
+            raise SimulationError("the SUMO world is closed")
+        try:
+            self._api.simulationStep()
+            self._now = float(self._api.simulation.getTime())
+            self._drive(self._read_detectors())
+        except self._errors as exc:
+            raise SimulationError(f"SUMO failed at {self._now:.0f} s: {exc}") from exc
+
+    def run_until(self, t: float) -> None:
+        """Step until simulation time ``t`` (or the scenario's end)."""
+        while self._now < min(t, self.end) - 1e-9:
+            self.step()
+
+    def _read_detectors(self) -> dict[str, dict[str, DetectorReading]]:
+        loops = self._api.inductionloop
+        out: dict[str, dict[str, DetectorReading]] = {}
+        for tls, bound in self._bindings.items():
+            readings = {}
+            for det_id, loop_id in bound:
+                ids = loops.getLastStepVehicleIDs(loop_id)
+                occupancy = loops.getLastStepOccupancy(loop_id)
+                previous = self._seen[loop_id]
+                new = [v for v in ids if v not in previous]
+                self._seen[loop_id] = set(ids)
+                readings[det_id] = DetectorReading(
+                    count=len(new), occupancy_pct=max(0.0, min(100.0, occupancy)),
+                    presence=bool(ids) or occupancy > 0.0,
+                    motorcycles=sum(1 for v in new if self._vclass(v) == MOTORCYCLE))
+            out[tls] = readings
+        return out
+
+    def _vclass(self, vehicle_id: str) -> str:
+        type_id = self._api.vehicle.getTypeID(vehicle_id)
+        vclass = self._vclass_by_type.get(type_id)
+        if vclass is None:
+            vclass = self._api.vehicletype.getVehicleClass(type_id)
+            self._vclass_by_type[type_id] = vclass
+        return vclass
+
+    def _drive(self, readings: Mapping[str, Mapping[str, DetectorReading]]) -> None:
+        for tls, emulator in self.emulators.items():
+            state = emulator.tick(self._now, readings.get(tls, {}))
+            if state != self._last_state.get(tls):
+                self._api.trafficlight.setRedYellowGreenState(tls, state)
+                self._last_state[tls] = state
