@@ -86,6 +86,7 @@ class MqttLink:
         self._connect_error: str = ""
         self._started = False
         self._last_info: mqtt.MQTTMessageInfo | None = None
+        self._closing = False
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         client.max_queued_messages_set(0)  # unlimited: QoS 1 telemetry waits out a short outage
         client.reconnect_delay_set(min_delay=1, max_delay=10)
@@ -134,6 +135,7 @@ class MqttLink:
         """
         if not self._started:
             return
+        self._closing = True
         last = self._last_info
         if last is not None and self.connected:
             try:  # let queued QoS 1 messages (the final "offline" status) reach the broker first
@@ -183,7 +185,8 @@ class MqttLink:
     def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         try:
             self._connected.clear()
-            log.warning("%s: disconnected (%s)", self.client_id, reason_code)
+            level = logging.INFO if self._closing or not reason_code.is_failure else logging.WARNING
+            log.log(level, "%s: disconnected (%s)", self.client_id, reason_code)
             if self._on_disconnect_cb:
                 self._on_disconnect_cb()
         except Exception:  # noqa: BLE001
