@@ -16,11 +16,13 @@ Every traffic light system (TLS) becomes an
 * **clearance width** is the larger side of the junction shape's bounding box
   (stop line to far side, conservative for every movement).
 * **pedestrian crossing length**: with modelled crossings, the longest
-  crossing that is green in the phase. Without them (most SUMO scenarios)
-  pedestrians are assumed to walk beside the phase's through movements, across
-  the widest arm that is red in the phase: that arm's incoming plus outgoing
-  vehicle lanes times their widths. Phases without a protected through
-  movement (for example protected lefts) serve no pedestrians.
+  crossing whose green ends with the phase (its clearance must fit in that
+  phase). Without them (most SUMO scenarios) pedestrians are assumed to walk
+  beside a protected through movement, across an arm whose traffic is red
+  and into which only right-turners (who yield) drive; the length is that
+  arm's incoming plus outgoing vehicle lanes times their widths, and each
+  arm's crosswalk is served once per cycle, by the eligible phase with the
+  longest green in the approved program. Protected-left stages serve none.
 * **detectors** are the scenario's E1 loops on lanes feeding the TLS, or, if a
   lane has none, a loop placed 40 m before the stop line (mid-lane on short
   lanes); :func:`write_detectors_additional` writes them for SUMO with the ids
@@ -236,66 +238,105 @@ def _is_vehicle_lane(lane) -> bool:
         return True
 
 
-def _arm_width(view: _TlsView, red_from_nodes: set[str]) -> float:
-    """Widest arm (incoming + outgoing vehicle lanes) among arms whose traffic is red in a phase."""
-    best = 0.0
+def _arms(view: _TlsView) -> dict[tuple[str, str], float]:
+    """Arms of the TLS's junctions, keyed by (junction, neighbour node): vehicle-lane width in + out."""
+    arms: dict[tuple[str, str], float] = defaultdict(float)
     for node in view.nodes.values():
-        by_neighbour: dict[str, float] = defaultdict(float)
         for edge in node.getIncoming():
-            if edge.getFunction() == "internal" or edge.getID().startswith(":"):
-                continue
-            other = edge.getFromNode().getID()
-            by_neighbour[other] += sum(l.getWidth() for l in edge.getLanes() if _is_vehicle_lane(l))
+            if not edge.getID().startswith(":"):
+                arms[(node.getID(), edge.getFromNode().getID())] += sum(
+                    lane.getWidth() for lane in edge.getLanes() if _is_vehicle_lane(lane))
         for edge in node.getOutgoing():
-            if edge.getID().startswith(":"):
+            if not edge.getID().startswith(":"):
+                arms[(node.getID(), edge.getToNode().getID())] += sum(
+                    lane.getWidth() for lane in edge.getLanes() if _is_vehicle_lane(lane))
+    return {k: round(v, 1) for k, v in arms.items() if v > 0}
+
+
+def _estimated_crossings(view: _TlsView, stages: list[tuple[str, float]]) -> dict[int, float]:
+    """Phase index -> length of the crosswalk(s) it serves, for networks without modelled crossings.
+
+    Pedestrians walk beside a protected through movement and cross an arm
+    whose own traffic is red and into which no protected movement other than
+    a right turn (right-turners yield to pedestrians) is driving. Every arm's
+    crosswalk is served once per cycle, by the eligible phase with the longest
+    green in the approved program (a controller serves a crosswalk once, not in
+    every stage it could).
+    """
+    arms = _arms(view)
+    best: dict[tuple[str, str], tuple[float, int]] = {}
+    for index, (greens, duration) in enumerate(stages):
+        in_green: set[tuple[str, str]] = set()
+        into_blocked: set[tuple[str, str]] = set()
+        through = False
+        for link, ch in enumerate(greens):
+            if ch not in _GREEN:
                 continue
-            other = edge.getToNode().getID()
-            by_neighbour[other] += sum(l.getWidth() for l in edge.getLanes() if _is_vehicle_lane(l))
-        for other, width in by_neighbour.items():
-            if other in red_from_nodes:
-                best = max(best, width)
-    return round(best, 1)
+            for conn in view.vehicle_links(link):
+                edge_in = conn.getFromLane().getEdge()
+                edge_out = conn.getToLane().getEdge()
+                node = edge_in.getToNode().getID()
+                in_green.add((node, edge_in.getFromNode().getID()))
+                direction = conn.getDirection()
+                if ch == "G" and direction == "s":
+                    through = True
+                if ch == "G" and direction not in ("r", "R"):
+                    into_blocked.add((node, edge_out.getToNode().getID()))
+        if not through:
+            continue
+        for arm in arms:
+            if arm in in_green or arm in into_blocked:
+                continue
+            if arm not in best or duration > best[arm][0]:
+                best[arm] = (duration, index)
+    out: dict[int, float] = defaultdict(float)
+    for arm, (_duration, index) in best.items():
+        out[index] = max(out[index], arms[arm])
+    return dict(out)
+
+
+def _modelled_crossings(view: _TlsView, stages: list[tuple[str, float]]) -> dict[int, float]:
+    """Phase index -> longest modelled crossing whose green ends with this phase (needs clearance then)."""
+    out: dict[int, float] = {}
+    for index, (greens, _duration) in enumerate(stages):
+        following = stages[(index + 1) % len(stages)][0]
+        length = 0.0
+        for link in view.ped_links:
+            if greens[link] in _GREEN and (following[link] not in _GREEN or len(stages) == 1):
+                length = max(length, max(c.getToLane().getLength() for c in view.links[link]))
+        if length > 0:
+            out[index] = round(length, 1)
+    return out
 
 
 def _phases(view: _TlsView, stages: list[tuple[str, float]], clearance_w: float,
             pedestrians: str) -> tuple[PhaseSpec, ...]:
     out: list[PhaseSpec] = []
-    has_crossings = bool(view.ped_links)
-    all_from_nodes = {c.getFromLane().getEdge().getFromNode().getID()
-                      for i in view.links for c in view.vehicle_links(i)}
-    for number, (greens, _duration) in enumerate(stages, start=1):
+    if pedestrians == "none":
+        crossings: dict[int, float] = {}
+    elif view.ped_links:
+        crossings = _modelled_crossings(view, stages)
+    else:
+        crossings = _estimated_crossings(view, stages)
+    all_speeds = [c.getFromLane().getSpeed() for i in view.links for c in view.vehicle_links(i)]
+    for index, (greens, _duration) in enumerate(stages):
         speeds: list[float] = []
         lanes: set[str] = set()
-        green_from_nodes: set[str] = set()
-        through = False
-        ped_len = 0.0
-        for index, ch in enumerate(greens):
+        for link, ch in enumerate(greens):
             if ch not in _GREEN:
                 continue
-            if index in view.ped_links:
-                for conn in view.links[index]:
-                    ped_len = max(ped_len, conn.getToLane().getLength())
-                continue
-            for conn in view.vehicle_links(index):
+            for conn in view.vehicle_links(link):
                 lane = conn.getFromLane()
                 speeds.append(lane.getSpeed())
                 lanes.add(lane.getID())
-                green_from_nodes.add(lane.getEdge().getFromNode().getID())
-                if ch == "G" and conn.getDirection() == "s":
-                    through = True
-        if not speeds:  # a pedestrian-only stage (scramble): clear with walking speed of traffic
-            speeds = [max((c.getFromLane().getSpeed() for i in view.links for c in view.vehicle_links(i)),
-                          default=13.89)]
-        if pedestrians == "none":
-            ped_len = 0.0
-        elif not has_crossings:
-            ped_len = _arm_width(view, all_from_nodes - green_from_nodes) if through else 0.0
+        if not speeds:  # a pedestrian-only stage (scramble): clear for the fastest approach
+            speeds = [max(all_speeds, default=13.89)]
         out.append(PhaseSpec(
-            phase=number,
+            phase=index + 1,
             greens=greens,
             approach_speed_mps=round(max(speeds), 2),
             clearance_width_m=clearance_w,
-            ped_crossing_m=round(ped_len, 1),
+            ped_crossing_m=crossings.get(index, 0.0),
             lanes=max(1, len(lanes)),
         ))
     return tuple(out)
@@ -351,7 +392,7 @@ def _detectors(view: _TlsView, controller_id: str, phases: tuple[PhaseSpec, ...]
 def _starts_at_fringe(edge) -> bool:
     """True when the edge starts at a network boundary (a node with no other way in)."""
     node = edge.getFromNode()
-    if node.getType() == "dead_end" or getattr(node, "getFringe", lambda: None)() in ("outer", "inner"):
+    if node.getType() == "dead_end" or getattr(node, "getFringe", lambda: None)() == "outer":
         return True
     upstream = [e for e in node.getIncoming() if not e.getID().startswith(":")]
     return all(e.getFromNode().getID() == edge.getToNode().getID() for e in upstream)
