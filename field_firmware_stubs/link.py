@@ -83,6 +83,8 @@ class MqttLink:
         self._on_disconnect_cb = on_disconnect
         self._session_expiry_s = session_expiry_s
         self._connected = threading.Event()
+        self._subscribed = threading.Event()
+        self._pending_mids: set[int] = set()
         self._connect_error: str = ""
         self._started = False
         self._last_info: mqtt.MQTTMessageInfo | None = None
@@ -103,6 +105,7 @@ class MqttLink:
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
+        client.on_subscribe = self._handle_subscribe
         self._client = client
         self.client_id = client_id
 
@@ -122,10 +125,11 @@ class MqttLink:
                                  f"{self._settings.port}: {exc}") from exc
         self._client.loop_start()
         self._started = True
-        if not self._connected.wait(timeout_s):
+        # wait for the subscriptions too: a command sent right after start() must not be lost
+        if not (self._connected.wait(timeout_s) and self._subscribed.wait(timeout_s)):
             self.stop()
-            raise TransportError(f"{self.client_id}: no CONNACK from {self._settings.host}:{self._settings.port} "
-                                 f"within {timeout_s} s {self._connect_error}".rstrip())
+            raise TransportError(f"{self.client_id}: no CONNACK/SUBACK from {self._settings.host}:"
+                                 f"{self._settings.port} within {timeout_s} s {self._connect_error}".rstrip())
 
     def stop(self, *, discard_session: bool = False) -> None:
         """Disconnect cleanly (no last will) and stop the network thread.
@@ -174,13 +178,29 @@ class MqttLink:
                 self._connect_error = f"(refused: {reason_code})"
                 log.error("%s: connection refused: %s", self.client_id, reason_code)
                 return
-            for topic_filter in self._subscriptions:
-                client.subscribe(topic_filter, qos=1)
+            if self._subscriptions:
+                result, mid = client.subscribe([(f, 1) for f in self._subscriptions])
+                if result == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
+                    self._pending_mids.add(mid)
+            else:
+                self._subscribed.set()
             self._connected.set()
             if self._on_connect_cb:
                 self._on_connect_cb()
         except Exception:  # noqa: BLE001 - a callback must never kill the network loop
             log.exception("%s: on_connect handler failed", self.client_id)
+
+    def _handle_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        try:
+            failed = [str(rc) for rc in reason_codes if rc.is_failure]
+            if failed:
+                log.error("%s: subscription refused: %s", self.client_id, ", ".join(failed))
+                return
+            self._pending_mids.discard(mid)
+            if not self._pending_mids:
+                self._subscribed.set()
+        except Exception:  # noqa: BLE001
+            log.exception("%s: on_subscribe handler failed", self.client_id)
 
     def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         try:

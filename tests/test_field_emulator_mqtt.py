@@ -296,3 +296,51 @@ def test_gateway_serves_several_controllers_over_one_connection(mqtt_url, site, 
         for e in emus:
             e.stop()
         gateway.stop(discard_session=True)
+
+
+def test_link_loss_publishes_the_will_falls_back_and_recovers(mqtt_url, site, observer):
+    emu = make_emulator(mqtt_url, site)
+    emu.start()
+    try:
+        spec = four_leg()
+        reply = topics.topic(site, "c1", topics.PLAN_RESULT)
+        plan = spec.plan_from_splits([30.0, 12.0, 26.0, 12.0], version=2)
+        observer.send_plan(topics.topic(site, "c1", topics.PLAN_SET), plan.to_json(), response=reply,
+                           correlation=b"l")
+        result_on(observer, reply, msg.ACCEPTED, plan.plan_id)
+        t = 0
+        while emu.mode != msg.MODE_CENTRAL and t < 300:
+            t += 1
+            emu.tick(float(t), {})
+        assert emu.mode == msg.MODE_CENTRAL
+        # fault injection: cut the TCP connection under paho (no DISCONNECT packet, as in a cable cut)
+        emu._mqtt_link._client.socket().close()  # noqa: SLF001
+        status_topic = topics.topic(site, "c1", topics.STATUS)
+        observer.wait_for(lambda m: m[0] == status_topic and msg.decode_status(m[1]).state == msg.OFFLINE
+                          and msg.decode_status(m[1]).detail == "connection lost", timeout=10)
+        t += 1
+        emu.tick(float(t), {})
+        assert emu.stats.fallbacks == 1 and emu.mode == msg.MODE_TOD
+        # paho reconnects by itself and the controller announces itself again
+        n_online = len([m for m in observer.on(status_topic) if msg.decode_status(m[1]).state == msg.ONLINE])
+        observer.wait_for(lambda m: len([x for x in observer.on(status_topic)
+                                         if msg.decode_status(x[1]).state == msg.ONLINE]) > n_online, timeout=15)
+    finally:
+        emu.stop(discard_session=True)
+
+
+def test_a_plan_sent_while_the_controller_is_offline_is_delivered_on_reconnect(mqtt_url, site, observer):
+    first = make_emulator(mqtt_url, site)
+    first.start()
+    first.stop()  # clean stop, session kept by the broker
+    plan = four_leg().plan_from_splits([30.0, 12.0, 26.0, 12.0], version=2)
+    reply = topics.topic(site, "c1", topics.PLAN_RESULT)
+    observer.send_plan(topics.topic(site, "c1", topics.PLAN_SET), plan.to_json(), response=reply,
+                       correlation=b"queued")
+    second = make_emulator(mqtt_url, site)  # same controller, same client id: resumes the session
+    second.start()
+    try:
+        accepted = result_on(observer, reply, msg.ACCEPTED, plan.plan_id)
+        assert accepted[2].CorrelationData == b"queued"
+    finally:
+        second.stop(discard_session=True)
