@@ -146,6 +146,40 @@ class CentralService:
         with db.connect(self._dsn, autocommit=True) as conn:
             return lock_store.unlock(conn, controller_id, actor, reason)
 
+    def override(self, plan: TimingPlan, actor: str, reason: str, *, lock: bool = True) -> EpochReport:
+        """Send an engineer's plan: recorded, safety-checked, dispatched, and (by default) locked.
+
+        The simulation gate is skipped (the engineer is the judge of intent) but
+        the safety check is not: an unsafe plan is recorded as rejected and
+        raises :class:`UnsafePlanError`. The version is raised to the next free
+        one if needed. Locking keeps the optimizer from replacing the plan at
+        the next epoch; :meth:`unlock` hands the controller back.
+        """
+        spec = self._known(plan.controller_id)
+        cid = plan.controller_id
+        report = EpochReport(now=datetime.now(timezone.utc), epoch=self._epoch)
+        with db.connect(self._dsn, autocommit=True) as conn:
+            if not self._registered:
+                store.register_controller(conn, spec)
+            version = store.next_version(conn, cid)
+            if plan.version < version:
+                plan = replace(plan, version=version)
+            store.record_proposed(conn, plan, actor, reason)
+            report.proposed += 1
+            report.plans[cid] = plan
+            violations = check_plan(plan, spec)
+            store.set_safety(conn, plan.plan_id, violations)
+            if violations:
+                self._step(conn, plan, store.REJECTED, report, stage="safety", rules=[v.rule for v in violations])
+                raise UnsafePlanError(violations)
+            self._step(conn, plan, store.CHECKED, report)
+            report.checked += 1
+            if lock:
+                lock_store.lock(conn, cid, reason or "engineer plan", actor)
+                report.locked = (cid,)
+            self._dispatch(conn, {cid: plan}, report)
+        return report
+
     # ---- the loop --------------------------------------------------------------
     def serve(self, stop_event: threading.Event) -> None:
         """Run an epoch every ``settings.control.epoch_s`` on the wall clock until ``stop_event`` is set.
@@ -351,17 +385,26 @@ class CentralService:
                 if record.created_by == "optimizer":
                     store.record_state(conn, record.plan_id, store.FAILED, self._actor,
                                        {"stage": "reconcile", "error": "epoch ended before this plan was dispatched"})
-            for record in store.plans_in_state(conn, cid, PENDING_STATES):
+            active = self._dispatcher.field_active(cid)
+            # oldest first, so that when several were applied late the newest ends up active
+            for record in reversed(store.plans_in_state(conn, cid, PENDING_STATES)):
                 results = self._dispatcher.results(record.plan_id)
-                active = self._dispatcher.field_active(cid)
                 if any(r.status == messages.APPLIED for r in results) or (active and active.plan_id == record.plan_id):
                     store.record_state(conn, record.plan_id, store.ACTIVE, self._actor, {"source": "late answer"})
                 elif record.state != store.FAILED and any(r.status == messages.REJECTED for r in results):
                     store.record_state(conn, record.plan_id, store.REJECTED, self._actor, {"source": "late answer"})
+            current = store.active_plan(conn, cid)
+            for record in store.plans_in_state(conn, cid, (store.ACCEPTED,)):
+                if current is not None and record.version < current.version:
+                    store.record_state(conn, record.plan_id, store.FAILED, self._actor,
+                                       {"stage": "reconcile", "error": f"never applied; plan v{current.version} "
+                                                                        "is in force"})
 
-    def _known(self, controller_id: str) -> None:
-        if controller_id not in self.specs:
+    def _known(self, controller_id: str) -> IntersectionSpec:
+        spec = self.specs.get(controller_id)
+        if spec is None:
             raise PlanError(f"{controller_id!r} is not in corridor {self.corridor.name}")
+        return spec
 
 
 def _iso(ts: datetime | None) -> str | None:

@@ -165,3 +165,57 @@ def test_locked_controller_is_not_reoptimised(rig):
     assert set(service.run_epoch(NOW + timedelta(minutes=10), 600).plans) == {"c0", "c1"}
     with pytest.raises(PlanError):
         service.lock("zz", "x", "y")
+
+
+@pytest.mark.parametrize("rig", ["silent"], indirect=True)
+def test_late_answer_is_reconciled_next_epoch(rig):
+    import time
+
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from traffic import messages
+
+    dsn, dispatcher, fields = rig
+    service = _service(rig, None)
+    first = service.run_epoch(NOW, 600)
+    late = first.plans["c0"]
+    assert first.outcome["c0"] == "failed"
+    # the field applies it after all (say it came back from a network partition) and says so
+    _, props_in = fields[0].received[0]
+    props = Properties(PacketTypes.PUBLISH)
+    props.CorrelationData = props_in.CorrelationData
+    applied = messages.PlanResult("c0", late.plan_id, messages.APPLIED, at=NOW)
+    fields[0].client.publish(props_in.ResponseTopic, applied.to_json(), qos=1, properties=props).wait_for_publish(2)
+    deadline = time.monotonic() + 5
+    while not dispatcher.results(late.plan_id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    service.run_epoch(NOW + timedelta(minutes=10), 600)
+    with db.connect(dsn, autocommit=True) as conn:
+        record = store.get_plan(conn, late.plan_id)
+        assert [e.state for e in record.events][-2:] == ["failed", "active"]
+        assert store.active_plan(conn, "c0").plan_id == late.plan_id
+        assert store.active_plan(conn, "c1").created_by == "bootstrap"
+
+
+def test_engineer_override_is_checked_dispatched_and_locked(rig):
+    from traffic.errors import UnsafePlanError
+
+    dsn, _, fields = rig
+    service = _service(rig, StubGate())
+    spec = CORRIDOR.by_id()["c1"]
+    mine = spec.plan_from_splits([50.0, 30.0], created_by="engineer:anh", reason="festival")
+    report = service.override(mine, "engineer:anh", "festival")
+    assert report.outcome == {"c1": "active"} and report.locked == ("c1",)
+    assert [p.plan_id for p, _ in fields[1].received] == [mine.plan_id]
+    # an unsafe engineer plan is refused before it reaches the broker, and recorded
+    phases = (replace(mine.phases[0], phaseRedClear=0.5), mine.phases[1])
+    bad = replace(mine, phases=phases, plan_id=uuid.uuid4().hex)
+    with pytest.raises(UnsafePlanError):
+        service.override(bad, "engineer:anh", "typo")
+    assert len(fields[1].received) == 1
+    with db.connect(dsn, autocommit=True) as conn:
+        assert store.get_plan(conn, bad.plan_id).state == "rejected"
+        assert store.active_plan(conn, "c1").plan_id == mine.plan_id
+    # the optimizer now leaves c1 alone
+    assert "c1" not in service.run_epoch(NOW, 600).plans
