@@ -263,3 +263,43 @@ def test_sigterm_leaves_no_stray_processes(state_dir, need_postgres):
         time.sleep(0.05)
     assert not _pid_alive(broker_pid) and not _pid_alive(pg_pid)
     assert not port_open(broker_port) and not port_open(pg_port)
+
+
+def test_after_kill_9_broker_dies_and_next_run_takes_over_the_cluster(state_dir, need_postgres):
+    """SIGKILL skips every cleanup: the broker still dies (parent-death signal) and the
+    postmaster left behind is stopped and restarted by the next run on the same folder."""
+    _need("mosquitto")
+    child = textwrap.dedent(
+        f"""
+        import time
+        from dataclasses import replace
+        from traffic.config import Settings
+        from traffic.services import ensure_services
+        h = ensure_services(replace(Settings(), state_dir={str(state_dir)!r}))
+        print(h.broker.pid, h.postgres.pid, flush=True)
+        time.sleep(60)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    try:
+        broker_pid, orphan_pid = (int(x) for x in proc.stdout.readline().split())
+    finally:
+        proc.kill()
+        proc.wait()
+    try:
+        deadline = time.monotonic() + 5
+        while _pid_alive(broker_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _pid_alive(broker_pid)
+        assert _pid_alive(orphan_pid)  # pg_ctl daemonised it: only the next run can clean up
+        with PrivatePostgres(state_dir) as server:
+            assert not _pid_alive(orphan_pid)
+            assert server.pid != orphan_pid
+            with psycopg.connect(server.dsn) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+            new_pid = server.pid
+        assert new_pid is not None and not _pid_alive(new_pid)
+    finally:  # never leave our own processes behind when an assertion fails
+        for pid, sig in ((broker_pid, signal.SIGTERM), (orphan_pid, signal.SIGINT)):
+            if _pid_alive(pid):
+                os.kill(pid, sig)

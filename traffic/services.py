@@ -17,8 +17,8 @@ PostgreSQL refuses to run as root: when the effective uid is 0 its commands
 run as the ``postgres`` system user via ``runuser`` and its folders are
 handed to that user; if that user cannot reach the state folder (a clone
 under a 0700 home), the cluster lives in ``$TMPDIR/traffic-pg-<hash>``
-instead, still re-used from run to run. Mosquitto, as root, likewise drops to the
-``mosquitto`` user when that user can reach its folder.
+instead, still re-used from run to run. Mosquitto, as root, is started as the
+``mosquitto`` user (via ``setpriv``) when that user can reach its folder.
 """
 
 from __future__ import annotations
@@ -238,6 +238,7 @@ class PrivateBroker(_Service):
         self.conf_path = self.state_dir / "mosquitto.conf"
         self.log_path = self.state_dir / "mosquitto.log"
         self._proc: subprocess.Popen[bytes] | None = None
+        self._run_as: pwd.struct_passwd | None = None
 
     @property
     def url(self) -> str:
@@ -265,15 +266,40 @@ class PrivateBroker(_Service):
             "log_type warning",
             "log_type notice",
         ]
-        if _is_root():
-            user = _system_user("mosquitto")
-            if user is not None and _reachable_by(self.state_dir, user):
-                _hand_to(self.state_dir, user, 0o755)
-            else:
-                # no unprivileged user can reach the folder: stay root (local demo only)
-                lines.append("user root")
+        if _is_root() and self._run_as is None:
+            # no unprivileged user can reach the folder (or setpriv is missing):
+            # stay root rather than lose the parent-death signal (local demo only)
+            lines.append("user root")
         lines.extend(self.config_lines)
         return "\n".join(lines) + "\n"
+
+    def _argv(self, exe: str) -> list[str]:
+        """The command line; as root, drop to ``mosquitto`` *before* exec.
+
+        Why not let mosquitto drop privileges itself: the kernel clears the
+        parent-death signal on a credential change, so a broker that drops by
+        itself would outlive a killed parent. ``setpriv --pdeathsig`` sets it
+        again after the switch.
+        """
+        self._run_as = None
+        argv = [exe, "-c", str(self.conf_path)]
+        if not _is_root():
+            return argv
+        user = _system_user("mosquitto")
+        setpriv = shutil.which("setpriv")
+        if user is None or setpriv is None or not _reachable_by(self.state_dir, user):
+            return argv
+        _hand_to(self.state_dir, user, 0o755)
+        self._run_as = user
+        return [
+            setpriv,
+            f"--reuid={user.pw_uid}",
+            f"--regid={user.pw_gid}",
+            "--init-groups",
+            "--pdeathsig=TERM",
+            "--",
+            *argv,
+        ]
 
     def start(self) -> None:
         """Write the config, start mosquitto as a child, wait for the port to accept."""
@@ -286,11 +312,12 @@ class PrivateBroker(_Service):
         self.port = self._requested_port or find_free_port()
         if not port_free(self.port):
             raise ServiceError(f"cannot start mosquitto: port {self.port} on {LOCALHOST} is already in use")
+        argv = self._argv(exe)
         self.conf_path.write_text(self._config_text())
         log_file = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
         try:
             self._proc = subprocess.Popen(
-                [exe, "-c", str(self.conf_path)],
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -456,7 +483,8 @@ class PrivatePostgres(_Service):
         self._started = False
         self._unregister_cleanup()
         try:
-            self._pg_ctl(postgres_bindir(), "stop", "-m", "fast", "-w", "-t", "60")
+            if self.pid is not None:  # no postmaster.pid: it never came up, nothing to stop
+                self._pg_ctl(postgres_bindir(), "stop", "-m", "fast", "-w", "-t", "60")
         finally:
             if self._temp_socket_dir is not None:
                 shutil.rmtree(self._temp_socket_dir, ignore_errors=True)
