@@ -142,8 +142,13 @@ class SumoWorld:
         self._closed = True
         try:
             self._api.close()
-        except self._errors as exc:
+        except (*self._errors, OSError) as exc:
             log.warning("SUMO close reported: %s", exc)
+        finally:
+            process = None if self._libsumo else getattr(self._api, "_process", None)
+            if process is not None and process.poll() is None:  # never leave a SUMO process behind
+                process.kill()
+                process.wait(timeout=10)
 
     def __enter__(self) -> "SumoWorld":
         return self

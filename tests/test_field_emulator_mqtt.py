@@ -344,3 +344,24 @@ def test_a_plan_sent_while_the_controller_is_offline_is_delivered_on_reconnect(m
         assert accepted[2].CorrelationData == b"queued"
     finally:
         second.stop(discard_session=True)
+
+
+def test_conflict_in_the_driven_state_forces_flash_and_reports_it(mqtt_url, site, observer):
+    emu = make_emulator(mqtt_url, site)
+    emu.start()
+    try:
+        emu.tick(1.0, {})
+        real_step = emu.program.step
+        emu.program.step = lambda now, presence=None: "GgGgGgGg"  # fault injection: a corrupted output
+        assert emu.tick(2.0, {}) == "r" * 8
+        emu.program.step = real_step
+        assert emu.tick(3.0, {}) == "r" * 8  # latched
+        assert emu.mode == msg.MODE_FLASH
+        status_topic = topics.topic(site, "c1", topics.STATUS)
+        flash = observer.wait_for(lambda m: m[0] == status_topic and msg.decode_status(m[1]).mode == msg.MODE_FLASH)
+        assert "conflict" in msg.decode_status(flash[1]).detail
+        events_topic = topics.topic(site, "c1", topics.EVENTS)
+        observer.wait_for(lambda m: m[0] == events_topic and any(
+            code == 173 for _, code, _ in msg.decode_events(m[1]).events))
+    finally:
+        emu.stop(discard_session=True)

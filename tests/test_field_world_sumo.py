@@ -124,3 +124,18 @@ def test_missing_detector_is_a_scenario_error_and_sumo_is_closed(scenario, tmp_p
     with SumoWorld(scenario, emulators={}, seed=1, begin=0, end=10) as world:
         world.run_until(5)
         assert world.time == 5.0
+
+
+def test_traci_backend_drives_the_lights_and_leaves_no_process(scenario, tmp_path):
+    spec = spec_from(tmp_path / "net.net.xml")
+    emulator = FieldEmulator(spec, site="t", mqtt=MqttSettings(), clock_origin=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    world = SumoWorld(scenario, emulators={"C": emulator}, seed=2, begin=0, end=60, backend="traci")
+    try:
+        assert world.backend == "traci"
+        process = world.api._process  # noqa: SLF001 - checking the child process itself
+        world.run_until(60)
+        assert world.api.trafficlight.getRedYellowGreenState("C") == emulator.program.state
+        assert world.time == 60.0
+    finally:
+        world.close()
+    assert process.poll() is not None
