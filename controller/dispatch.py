@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import socket
 import threading
 import time
 from dataclasses import replace
@@ -48,6 +49,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DECISIONS = (messages.ACCEPTED, messages.REJECTED, messages.APPLIED)
 FINAL = (messages.APPLIED, messages.REJECTED)
+
+
+def _no_delay(client: paho.Client) -> None:
+    """Disable Nagle's algorithm: paho does not, and a small plan/answer exchange
+    otherwise waits on delayed ACKs (about 40 ms per hop on Linux)."""
+    sock = client.socket()
+    if isinstance(sock, socket.socket):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:  # not TCP (unix socket, websockets proxy): nothing to tune
+            log.debug("TCP_NODELAY not set: %s", exc)
 
 
 def _guarded(handler: F) -> F:
@@ -223,6 +235,7 @@ class Dispatcher:
                 self._cond.notify_all()
             return
         self._connected = True
+        _no_delay(client)
         options = SubscribeOptions(qos=1)
         result, mid = client.subscribe([
             (topics.wildcard(self.site, topics.PLAN_RESULT), options),
