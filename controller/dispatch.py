@@ -167,7 +167,7 @@ class Dispatcher:
         deadline = time.monotonic() + timeout_s
         try:
             info = self._client.publish(topics.topic(self.site, cid, topics.PLAN_SET), plan.to_json(),
-                                        qos=self._settings.qos or 1, retain=False, properties=props)
+                                        qos=1, retain=False, properties=props)  # plans are always QoS 1
             info.wait_for_publish(timeout_s)
         except (ValueError, RuntimeError) as exc:
             raise TransportError(f"cannot publish plan {plan.plan_id} to {cid}: {exc}") from exc

@@ -133,6 +133,11 @@ class CentralService:
         self._registered = False
         self._epoch = 0
 
+    @property
+    def epochs_run(self) -> int:
+        """How many epochs this service has started."""
+        return self._epoch
+
     # ---- engineer overrides ------------------------------------------------
     def lock(self, controller_id: str, reason: str, actor: str) -> lock_store.Lock:
         """Keep ``controller_id`` on its current plan: the optimizer skips it until unlocked."""

@@ -143,3 +143,15 @@ def test_vectorised_sizing_is_fast_enough_to_matter():
     splits = webster.allocate_splits(c0, y, lost, np.full(4, 12.0))
     assert splits.shape == (1000, 4)
     assert np.allclose(splits.sum(axis=1), c0)
+
+
+def test_unsafe_result_raises_instead_of_returning():
+    # a spec whose approved phase-2 greens break its own conflict matrix: no plan built from it is safe
+    from traffic.errors import UnsafePlanError
+
+    spec = four_leg("c1")
+    bad_phase = replace(spec.phases[1], greens="GrrrGgGg")
+    spec = replace(spec, phases=(spec.phases[0], bad_phase))
+    with pytest.raises(UnsafePlanError) as info:
+        optimize(spec, demand(spec, [500.0, 500.0]), spec.default_plan(), OPT, version=2)
+    assert "CONFLICT" in info.value.rules

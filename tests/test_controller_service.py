@@ -219,3 +219,24 @@ def test_engineer_override_is_checked_dispatched_and_locked(rig):
         assert store.active_plan(conn, "c1").plan_id == mine.plan_id
     # the optimizer now leaves c1 alone
     assert "c1" not in service.run_epoch(NOW, 600).plans
+
+
+def test_serve_runs_epochs_until_stopped(rig):
+    import threading
+    import time
+
+    dsn, dispatcher, _ = rig
+    fast = replace(SETTINGS, control=replace(SETTINGS.control, epoch_s=1, count_interval_s=1))
+    service = CentralService(fast, CORRIDOR, dsn=dsn, gate=None, dispatcher=dispatcher)
+    stop = threading.Event()
+    worker = threading.Thread(target=service.serve, args=(stop,))
+    worker.start()
+    deadline = time.monotonic() + 10
+    while service.epochs_run < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    worker.join(5)
+    assert not worker.is_alive()
+    assert service.epochs_run >= 2
+    with db.connect(dsn, autocommit=True) as conn:
+        assert store.active_plan(conn, "c0").created_by == "optimizer"
