@@ -1,0 +1,28 @@
+"""SUMO side of the system: scenarios, network-to-controller mapping, batch runs, KPIs, the gate.
+
+Public façade; the modules underneath are split by responsibility:
+
+* :mod:`simulation.corridor` - generate the Hanoi-like test corridor
+* :mod:`simulation.scenario` - :class:`Scenario`, :func:`load_scenario` for any ``.sumocfg``
+* :mod:`simulation.network` - TLS -> :class:`~traffic.intersection.IntersectionSpec`, detector files
+* :mod:`simulation.tls_program` - timing plans as SUMO ``tlLogic`` programs
+* :mod:`simulation.runner` - headless ``sumo`` runs (one process each), in parallel
+* :mod:`simulation.kpi` - KPIs from tripinfo (undeparted vehicles charged)
+* :mod:`simulation.demand` - demand from detector counts
+* :mod:`simulation.gate` - candidate vs incumbent validation verdict
+"""
+
+from simulation.corridor import generate_corridor
+from simulation.demand import entry_flows_from_counts, scale_routes
+from simulation.gate import Verdict, validate
+from simulation.kpi import Kpis, read_tripinfo
+from simulation.network import corridor_from_net, loop_id, write_detectors_additional
+from simulation.runner import RunJob, run, run_many
+from simulation.scenario import Scenario, load_scenario
+from simulation.tls_program import plan_to_tllogic_xml, write_plans_additional
+
+__all__ = [
+    "Kpis", "RunJob", "Scenario", "Verdict", "corridor_from_net", "entry_flows_from_counts", "generate_corridor",
+    "load_scenario", "loop_id", "plan_to_tllogic_xml", "read_tripinfo", "run", "run_many", "scale_routes",
+    "validate", "write_detectors_additional", "write_plans_additional",
+]

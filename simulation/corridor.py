@@ -104,7 +104,7 @@ def _write_plain(out_dir: Path, n: int, spacing: float, side: float) -> tuple[Pa
 
 def _od_rates(n: int, demand_scale: float) -> list[tuple[str, str, float]]:
     """(entry edge, exit edge, veh/h at peak-shape 1.0): arterial heavy, side streets light."""
-    first, last = "J1", f"J{n}"
+    last = f"J{n}"
     art_entries = {"W_J1": f"{last}_E", f"E_{last}": "J1_W"}
     side_exits = [f"J{k}_{s}{k}" for k in range(1, n + 1) for s in "NS"]
     out: list[tuple[str, str, float]] = []
@@ -122,7 +122,6 @@ def _od_rates(n: int, demand_scale: float) -> list[tuple[str, str, float]]:
                         weights[f"J{j}_{t}{j}"] = 0.1
             total = sum(weights.values())
             out += [(entry, x, SIDE_ENTRY_VEH_H * w / total) for x, w in weights.items()]
-    del first
     return [(a, b, r * demand_scale) for a, b, r in out if r * demand_scale > 0]
 
 

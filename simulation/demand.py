@@ -82,23 +82,18 @@ def _rate_per_s(flow: ET.Element, begin: float, end: float) -> float:
     raise SimulationError(f"flow {flow.get('id')} has no rate (vehsPerHour, period, probability or number)")
 
 
-def _set_rate(flow: ET.Element, rate: float, begin: float, end: float) -> None:
+def _set_rate(flow: ET.Element, rate: float) -> None:
     """Write ``rate`` (veh/s) back in the flow's own style, keeping Poisson flows Poisson."""
-    for attr in ("vehsPerHour", "perHour", "probability", "period", "number"):
-        if flow.get(attr) is not None:
-            style = attr
-            break
-    else:
-        style = "vehsPerHour"
+    probability = flow.get("probability")
+    poisson = _EXP.match(flow.get("period") or "") is not None
     for attr in ("vehsPerHour", "perHour", "probability", "period", "number"):
         flow.attrib.pop(attr, None)
-    if style == "probability" and rate <= 1.0:
+    if probability is not None and rate <= 1.0:
         flow.set("probability", f"{rate:.6f}")
-    elif style == "period" and _EXP.match(flow.get("_orig_period", "")):
+    elif poisson:
         flow.set("period", f"exp({rate:.6f})")
     else:
         flow.set("vehsPerHour", f"{rate * 3600.0:.3f}")
-    flow.attrib.pop("_orig_period", None)
 
 
 def _first_edge(flow: ET.Element, routes: Mapping[str, str]) -> str | None:
@@ -107,6 +102,13 @@ def _first_edge(flow: ET.Element, routes: Mapping[str, str]) -> str | None:
     route = flow.find("route")
     edges = route.get("edges") if route is not None else routes.get(flow.get("route", ""))
     return edges.split()[0] if edges else None
+
+
+def _start_time(el: ET.Element) -> float:
+    try:
+        return float(el.get("begin", el.get("depart", "0")))
+    except ValueError:
+        return 0.0  # triggered departures sort first; SUMO decides their time
 
 
 def scale_routes(scenario: Scenario, edge_flows_veh_h: Mapping[str, float], out_path: Path, *,
@@ -138,15 +140,22 @@ def scale_routes(scenario: Scenario, edge_flows_veh_h: Mapping[str, float], out_
                     named_routes[el.get("id", "")] = el.get("edges", "")
                 out.append(el)
             elif el.tag == "flow":
-                f_begin = float(el.get("begin", "0"))
-                f_end = float(el.get("end", str(end)))
+                try:
+                    f_begin = float(el.get("begin", "0"))
+                    f_end = float(el.get("end", str(end)))
+                    rate = _rate_per_s(el, f_begin, f_end)
+                except ValueError as exc:
+                    raise SimulationError(f"{route_file}: flow {el.get('id')} has a bad time or rate: {exc}") from exc
                 lo, hi = max(f_begin, begin), min(f_end, end)
-                if hi <= lo:
-                    continue
-                rate = _rate_per_s(el, f_begin, f_end)
-                flows.append((el, None, rate, lo, hi))
+                if hi > lo:
+                    flows.append((el, None, rate, lo, hi))
             elif el.tag in ("vehicle", "trip"):
-                if begin <= float(el.get("depart", "0")) < end:
+                try:
+                    depart = float(el.get("depart", "0"))
+                except ValueError:  # "triggered", "containerTriggered", "begin": keep as is
+                    singles.append(el)
+                    continue
+                if begin <= depart < end:
                     singles.append(el)
     flows = [(el, _first_edge(el, named_routes), rate, lo, hi) for el, _, rate, lo, hi in flows]
     modelled: dict[str, float] = defaultdict(float)  # vehicles in the window per entry edge
@@ -166,9 +175,7 @@ def scale_routes(scenario: Scenario, edge_flows_veh_h: Mapping[str, float], out_
         new_rate = rate * factors.get(edge or "", 1.0)
         if new_rate <= 0:
             continue
-        if el.get("period") is not None:
-            el.set("_orig_period", el.get("period", ""))
-        _set_rate(el, new_rate, lo, hi)
+        _set_rate(el, new_rate)
         el.set("begin", f"{lo:.0f}" if lo == int(lo) else f"{lo}")
         el.set("end", f"{hi:.0f}" if hi == int(hi) else f"{hi}")
         out.append(el)
@@ -177,8 +184,7 @@ def scale_routes(scenario: Scenario, edge_flows_veh_h: Mapping[str, float], out_
     # SUMO wants departures sorted: flows by begin
     children = list(out)
     head = [c for c in children if c.tag not in ("flow", "vehicle", "trip")]
-    tail = sorted((c for c in children if c.tag in ("flow", "vehicle", "trip")),
-                  key=lambda c: float(c.get("begin", c.get("depart", "0"))))
+    tail = sorted((c for c in children if c.tag in ("flow", "vehicle", "trip")), key=_start_time)
     out[:] = head + tail
     ET.indent(out)
     out_path = Path(out_path)

@@ -16,6 +16,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+from simulation.network import corridor_from_net, missing_loops, write_detectors_additional
 from traffic.errors import ScenarioError
 from traffic.intersection import Corridor
 
@@ -93,8 +94,6 @@ def load_scenario(path: Path, *, site: str = "hanoi", detectors_dir: Path | None
     the scenario's additional files so SUMO and the field world see the same
     loops, named ``<controller_id>.<detector_id>``.
     """
-    from simulation.network import corridor_from_net, missing_loops, write_detectors_additional
-
     cfg = find_sumocfg(path)
     try:
         root = ET.parse(cfg).getroot()
