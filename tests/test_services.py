@@ -57,14 +57,30 @@ def state_dir():
         shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture
-def need_postgres():
+@pytest.fixture(scope="session")
+def _pg_template():
+    """One initialised cluster per session, copied into each test's state dir (initdb costs seconds)."""
     try:
         postgres_bindir()
     except ServiceError as exc:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(str(exc))
         pytest.skip(str(exc))
+    base = Path(tempfile.mkdtemp(prefix="traffic-svc-template-"))
+    base.chmod(0o755)
+    try:
+        with PrivatePostgres(base) as template:  # initdb + the traffic database
+            assert template.initialised
+        yield base / "pg"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def need_postgres(_pg_template, state_dir):
+    """A state dir that already holds an initialised cluster (a copy of the session template)."""
+    # cp -a keeps ownership (the cluster belongs to 'postgres' when we run as root)
+    subprocess.run(["cp", "-a", str(_pg_template), str(state_dir / "pg")], check=True)
 
 
 def _mqtt_roundtrip(url: str) -> bytes:

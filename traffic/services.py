@@ -581,6 +581,7 @@ class PrivatePostgres(_Service):
                 "--auth=trust",
                 "--encoding=UTF8",
                 "--no-instructions",
+                "--no-sync",  # a local demo/test cluster; saves seconds on the first run
             ],
             "initdb",
         )
