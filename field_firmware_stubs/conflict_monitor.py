@@ -55,6 +55,7 @@ class ConflictMonitor:
         self._prev: str | None = None
         self._prev_time: float | None = None
         self._yellow_since: list[float | None] = [None] * self._n
+        self._safe_states: set[str] = set()
 
     def observe(self, now: float, state: str) -> str:
         """Check ``state`` (to be driven at ``now``) and return what may actually be driven.
@@ -63,6 +64,9 @@ class ConflictMonitor:
         """
         if self.tripped:
             return self.flash_state
+        if state == self._prev:  # nothing changed: every check below already passed for this state
+            self._prev_time = now
+            return state
         fault = self._fault(now, state)
         if fault:
             self.tripped, self.reason, self.tripped_at = True, fault, now
@@ -79,6 +83,15 @@ class ConflictMonitor:
 
     # ------------------------------------------------------------------
     def _fault(self, now: float, state: str) -> str:
+        if state not in self._safe_states:
+            fault = self._static_fault(state)
+            if fault:
+                return fault
+            self._safe_states.add(state)
+        return self._transition_fault(now, state)
+
+    def _static_fault(self, state: str) -> str:
+        """Faults visible in one state alone (cached per state: a cycle shows a handful of states)."""
         if len(state) != self._n:
             return f"state {state!r} has {len(state)} signal groups, expected {self._n}"
         if set(state) - _VALID:
@@ -89,6 +102,10 @@ class ConflictMonitor:
         for i, j in self._foes:
             if state[i] == "G" and state[j] == "G":
                 return f"foe groups {i} and {j} both protected green in {state!r}"
+        return ""
+
+    def _transition_fault(self, now: float, state: str) -> str:
+        """Faults in the change from the previous state: green to red without yellow, short yellow."""
         prev = self._prev
         if prev is None:
             for i, c in enumerate(state):

@@ -255,6 +255,10 @@ class FieldEmulator:
 
     def _on_plan_message(self, payload: bytes, response_topic: str | None, correlation: bytes | None) -> None:
         """Judge one plan command and answer it; runs on the MQTT thread."""
+        if len(payload) > msg.MAX_PAYLOAD_BYTES:
+            self._reject("?", MALFORMED, f"payload too large ({len(payload)} bytes)", response_topic, correlation,
+                         garbage=True)
+            return
         try:
             plan = TimingPlan.from_json(payload)
         except PlanError as exc:
@@ -434,15 +438,17 @@ class FieldEmulator:
             self._flush_counts()
             self._acc_k, self._acc_complete = k, True
         dt = now - self._prev_now if self._prev_now is not None else 1.0
-        for det in self._det_ids:
-            r = readings.get(det)
-            if r is None:
+        counts, occupancy, motos = self._acc_count, self._acc_occ, self._acc_moto
+        for det, r in readings.items():
+            if det not in counts:
                 continue
-            self._acc_count[det] += r.count
-            self._acc_occ[det] += min(100.0, max(0.0, r.occupancy_pct)) * dt / 100.0
-            moto = self._acc_moto[det]
-            if moto is not None and r.count:  # an empty step says nothing about classification
-                self._acc_moto[det] = None if r.motorcycles is None else moto + r.motorcycles
+            if r.count:
+                counts[det] += r.count
+                moto = motos[det]
+                if moto is not None:  # an empty step says nothing about classification
+                    motos[det] = None if r.motorcycles is None else moto + r.motorcycles
+            if r.occupancy_pct:
+                occupancy[det] += min(100.0, max(0.0, r.occupancy_pct)) * dt / 100.0
         if now >= (k + 1) * interval - _EPS:
             self._flush_counts()
             self._acc_k, self._acc_complete = k + 1, True
