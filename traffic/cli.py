@@ -1,0 +1,167 @@
+"""The ``traffic`` console script: one subcommand per user task.
+
+    traffic demo        closed loop on an embedded default, before/after table
+    traffic migrate     apply database migrations
+    traffic ingest      run the MQTT → PostgreSQL ingest service
+    traffic plan check  check a plan file against an intersection's safety rules
+    traffic corridor    generate the demo corridor scenario (SUMO files)
+    traffic dashboards  build Grafana dashboards and provisioning files
+
+Configuration comes from ``traffic.toml`` / ``$TRAFFIC_CONFIG`` and
+``TRAFFIC_*`` environment variables (see ``traffic.config``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Sequence
+
+from traffic.config import load_settings
+from traffic.errors import TrafficError
+from traffic.logging_setup import configure
+
+log = logging.getLogger("traffic.cli")
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from traffic.demo import run_demo
+
+    settings = load_settings(args.config)
+    summary = run_demo(settings, json_path=args.json, seed=args.seed, minutes=args.minutes,
+                       intersections=args.intersections)
+    return 0 if summary["adaptive"]["completed"] > 0 else 1
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from traffic import db
+
+    settings = load_settings(args.config)
+    dsn = args.dsn or settings.database.dsn
+    if not dsn:
+        raise TrafficError("no database: set TRAFFIC_DATABASE_DSN or pass --dsn")
+    applied = db.migrate(dsn)
+    log.info("applied %s", applied)
+    sys.stdout.write(("applied: " + ", ".join(applied) if applied else "schema up to date") + "\n")
+    return 0
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from sensors.ingest import IngestService
+    from traffic import db
+
+    settings = load_settings(args.config)
+    if not settings.database.dsn or not settings.mqtt.url:
+        raise TrafficError("ingest needs TRAFFIC_DATABASE_DSN and TRAFFIC_MQTT_URL")
+    db.migrate(settings.database.dsn)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    service = IngestService(settings, dsn=settings.database.dsn)
+    service.start()
+    try:
+        while not stop.wait(5.0):
+            log.info("ingest: %s", service.stats)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        service.stop()
+    return 0
+
+
+def _cmd_plan_check(args: argparse.Namespace) -> int:
+    from controller.safety import check_plan
+    from traffic.intersection import IntersectionSpec
+    from traffic.plan import TimingPlan
+
+    spec = IntersectionSpec.from_dict(json.loads(Path(args.spec).read_text()))
+    plan = TimingPlan.from_json(Path(args.plan).read_bytes())
+    violations = check_plan(plan, spec)
+    for v in violations:
+        sys.stdout.write(f"{v.rule}\tphase {v.phase}\t{v.detail}\n")
+    if not violations:
+        sys.stdout.write(f"plan {plan.plan_id} v{plan.version} is safe for {spec.controller_id}\n")
+    return 1 if violations else 0
+
+
+def _cmd_corridor(args: argparse.Namespace) -> int:
+    from simulation.corridor import generate_corridor
+
+    scenario = generate_corridor(args.out, n_intersections=args.intersections, duration_s=args.minutes * 60)
+    for spec in scenario.corridor.intersections:
+        (Path(args.out) / f"{spec.controller_id}.spec.json").write_text(spec.to_json())
+    sys.stdout.write(f"{scenario.sumocfg}\n")
+    return 0
+
+
+def _cmd_dashboards(args: argparse.Namespace) -> int:
+    from dashboards.build import build_all
+
+    settings = load_settings(args.config)
+    for path in build_all(Path(args.out), settings):
+        sys.stdout.write(f"{path}\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="traffic", description="Open smart-traffic signal control.")
+    parser.add_argument("-c", "--config", type=Path, default=None, help="TOML configuration file")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the closed loop on an embedded default and print before/after")
+    demo.add_argument("--json", type=Path, default=None, help="also write the summary as JSON")
+    demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument("--minutes", type=int, default=60, help="simulated minutes (default 60)")
+    demo.add_argument("--intersections", type=int, default=4, help="signals on the corridor (3-5)")
+    demo.set_defaults(func=_cmd_demo)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument("--dsn", default=None)
+    migrate.set_defaults(func=_cmd_migrate)
+
+    ingest = sub.add_parser("ingest", help="run the MQTT to PostgreSQL ingest service")
+    ingest.set_defaults(func=_cmd_ingest)
+
+    plan = sub.add_parser("plan", help="plan tools")
+    plan_sub = plan.add_subparsers(dest="plan_command", required=True)
+    check = plan_sub.add_parser("check", help="check a plan JSON against an intersection spec JSON")
+    check.add_argument("plan", type=Path)
+    check.add_argument("--spec", type=Path, required=True)
+    check.set_defaults(func=_cmd_plan_check)
+
+    corridor = sub.add_parser("corridor", help="generate the demo corridor (SUMO files + specs)")
+    corridor.add_argument("--out", type=Path, required=True)
+    corridor.add_argument("--intersections", type=int, default=4)
+    corridor.add_argument("--minutes", type=int, default=60)
+    corridor.set_defaults(func=_cmd_corridor)
+
+    dashboards = sub.add_parser("dashboards", help="Grafana dashboards as code")
+    dash_sub = dashboards.add_subparsers(dest="dash_command", required=True)
+    build = dash_sub.add_parser("build", help="write dashboard JSON and provisioning YAML")
+    build.add_argument("--out", type=Path, required=True)
+    build.set_defaults(func=_cmd_dashboards)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure(args.verbose)
+    try:
+        return int(args.func(args))
+    except TrafficError as exc:
+        log.debug("failed", exc_info=True)
+        sys.stderr.write(f"traffic: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("traffic: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
