@@ -17,12 +17,12 @@ from simulation.demand import entry_flows_from_counts, scale_routes
 from simulation.gate import Verdict, validate
 from simulation.kpi import Kpis, read_tripinfo
 from simulation.network import corridor_from_net, loop_id, write_detectors_additional
-from simulation.runner import RunJob, run, run_many
+from simulation.runner import RunJob, plans_by_tls, run, run_many
 from simulation.scenario import Scenario, load_scenario
 from simulation.tls_program import plan_to_tllogic_xml, write_plans_additional
 
 __all__ = [
     "Kpis", "RunJob", "Scenario", "Verdict", "corridor_from_net", "entry_flows_from_counts", "generate_corridor",
-    "load_scenario", "loop_id", "plan_to_tllogic_xml", "read_tripinfo", "run", "run_many", "scale_routes",
+    "load_scenario", "loop_id", "plan_to_tllogic_xml", "plans_by_tls", "read_tripinfo", "run", "run_many", "scale_routes",
     "validate", "write_detectors_additional", "write_plans_additional",
 ]

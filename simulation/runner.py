@@ -18,7 +18,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from simulation.binaries import sumo_binary
 from simulation.kpi import Kpis, read_teleports, read_tripinfo
@@ -45,6 +45,33 @@ class RunJob:
     route_files: tuple[Path, ...] | None = None
     workdir: Path | None = None
     extra_options: tuple[str, ...] = ()
+
+
+def plans_by_tls(scenario: Scenario, plans: Iterable[TimingPlan]) -> dict[str, TimingPlan]:
+    """Key plans (which name their ``controller_id``) by SUMO tls id, as :func:`run` wants them."""
+    specs = scenario.corridor.by_id()
+    out: dict[str, TimingPlan] = {}
+    for plan in plans:
+        spec = specs.get(plan.controller_id)
+        if spec is None:
+            raise SimulationError(f"plan {plan.plan_id} is for unknown controller {plan.controller_id!r}")
+        if spec.tls_id in out:
+            raise SimulationError(f"two plans for controller {plan.controller_id!r}")
+        out[spec.tls_id] = plan
+    return out
+
+
+def _check_plans(scenario: Scenario, plans: Mapping[str, TimingPlan]) -> None:
+    by_tls = {s.tls_id: s for s in scenario.corridor.intersections}
+    unknown = sorted(set(plans) - set(by_tls))
+    if unknown:
+        raise SimulationError(f"plans for unknown TLS {unknown} (known: {sorted(by_tls)})")
+    for tls_id, plan in plans.items():
+        spec = by_tls[tls_id]
+        for phase in plan.phases:
+            if len(phase.greens) != spec.link_count:
+                raise SimulationError(f"plan {plan.plan_id} phase {phase.phase}: {len(phase.greens)} signal groups, "
+                                      f"TLS {tls_id} has {spec.link_count}")
 
 
 def merge_options(*option_lists: Sequence[str]) -> list[str]:
@@ -111,10 +138,7 @@ def run(scenario: Scenario, *, seed: int, plans: Mapping[str, TimingPlan] | None
     for p in routes:
         if not p.exists():
             raise SimulationError(f"route file {p} does not exist")
-    known = {s.tls_id for s in scenario.corridor.intersections}
-    unknown = sorted(set(plans or {}) - known)
-    if unknown:
-        raise SimulationError(f"plans for unknown TLS {unknown} (known: {sorted(known)})")
+    _check_plans(scenario, plans or {})
     own_dir = workdir is None
     out_dir = Path(tempfile.mkdtemp(prefix="traffic-sumo-")) if own_dir else Path(workdir)
     out_dir.mkdir(parents=True, exist_ok=True)

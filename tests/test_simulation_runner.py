@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from simulation.corridor import generate_corridor
-from simulation.runner import RunJob, build_command, merge_options, run, run_many
+from simulation.runner import RunJob, build_command, merge_options, plans_by_tls, run, run_many
 from traffic.errors import SimulationError
 
 
@@ -60,10 +60,27 @@ def test_failures_are_simulation_errors(scenario, tmp_path: Path) -> None:
         run(scenario, seed=1, end=60, route_files=[tmp_path / "missing.rou.xml"])
     with pytest.raises(SimulationError, match="unknown TLS"):
         run(scenario, seed=1, end=60, plans={"X9": scenario.corridor.intersections[0].default_plan()})
+    spec = scenario.corridor.intersections[0]
+    short = spec.plan_from_splits([40.0, 40.0])
+    from dataclasses import replace
+    short = replace(short, phases=tuple(replace(p, greens=p.greens[:-1]) for p in short.phases))
+    with pytest.raises(SimulationError, match="signal groups"):
+        run(scenario, seed=1, end=60, plans={spec.tls_id: short})
     with pytest.raises(SimulationError):
         run(scenario, seed=1, begin=100, end=50)
     with pytest.raises(SimulationError):
         run_many([RunJob(scenario, seed=1, end=60, route_files=(bad,))], processes=1)
+
+
+def test_plans_by_tls(scenario) -> None:
+    plans = [s.default_plan() for s in scenario.corridor.intersections]
+    keyed = plans_by_tls(scenario, plans)
+    assert {k: p.controller_id for k, p in keyed.items()} == {"J1": "j1", "J2": "j2"}
+    with pytest.raises(SimulationError, match="two plans"):
+        plans_by_tls(scenario, plans + plans[:1])
+    from dataclasses import replace
+    with pytest.raises(SimulationError, match="unknown controller"):
+        plans_by_tls(scenario, [replace(plans[0], controller_id="zz")])
 
 
 def test_workdir_keeps_outputs(scenario, tmp_path: Path) -> None:
