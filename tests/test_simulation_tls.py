@@ -6,6 +6,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simulation.corridor import generate_corridor
 from simulation.tls_program import plan_to_tllogic_xml, write_plans_additional
@@ -75,3 +77,21 @@ def test_sumo_runs_the_written_program(scenario, tmp_path: Path) -> None:
     assert len(starts) >= 3
     for got, want in zip(starts, expected):
         assert want <= got <= want + 1.0 + 1e-6
+
+
+@settings(max_examples=50, deadline=None)
+@given(extra=st.lists(st.floats(0, 60), min_size=2, max_size=2), offset=st.floats(0, 500))
+def test_tllogic_cycle_and_offset_properties(scenario, extra, offset) -> None:
+    spec = scenario.corridor.intersections[0]
+    splits = [p.min_split_s + e for p, e in zip(spec.phases, extra)]
+    plan = spec.plan_from_splits(splits, offset_s=offset)
+    el = ET.fromstring(plan_to_tllogic_xml(plan, spec.tls_id, "p"))
+    durations = [float(p.get("duration")) for p in el.findall("phase")]
+    assert sum(durations) == pytest.approx(plan.patternCycleTime, abs=0.051)
+    assert 0.0 <= float(el.get("offset")) < plan.patternCycleTime + 0.05
+    assert all(len(p.get("state")) == spec.link_count for p in el.findall("phase"))
+    # no signal group jumps from green straight to red: a yellow always comes between
+    states = [p.get("state") for p in el.findall("phase")]
+    for a, b in zip(states, states[1:] + states[:1]):
+        for x, y in zip(a, b):
+            assert not (x in "Gg" and y == "r")
