@@ -99,7 +99,18 @@ class _NoLink:
 
 
 class FieldEmulator:
-    """One intersection controller emulator. See the module docstring."""
+    """One intersection controller emulator. See the module docstring.
+
+    ``spec`` is the intersection as its database knows it; ``tod_plan`` the
+    local time-of-day plan (default ``spec.default_plan()``, checked here so
+    an unsafe fallback is refused at construction); ``count_interval_s`` the
+    detector count interval, aligned to ``clock_origin`` (tz-aware: the
+    wall-clock time of simulation second 0); ``settings`` the fallback
+    timeout and transition step. With ``gateway`` the emulator shares that
+    connection instead of opening its own. ``expiry_clock`` overrides the
+    clock used to judge plan expiry (default: the simulated clock).
+    Without :meth:`start` the emulator runs offline and publishes nothing.
+    """
 
     def __init__(self, spec: IntersectionSpec, *, site: str, mqtt: MqttSettings,
                  tod_plan: TimingPlan | None = None, count_interval_s: int = 60,

@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
-from traffic.clearance import MAX_YELLOW_S, MIN_WALK_S, TOLERANCE_S, ceil_tenth, red_clearance_s, yellow_change_s
-from traffic.clearance import WALKING_SPEED_MPS
+from traffic.clearance import (MAX_YELLOW_S, MIN_WALK_S, TOLERANCE_S, WALKING_SPEED_MPS, ceil_tenth,
+                               red_clearance_s, yellow_change_s)
 from traffic.intersection import IntersectionSpec, PhaseSpec
 from traffic.plan import PhaseTiming, TimingPlan, Violation
 
