@@ -52,6 +52,7 @@ DEFAULT_LANE_WIDTH_M = 3.2
 _GREEN = frozenset("Gg")
 _NOT_GREEN_STAGE = frozenset("yYu")  # yellow or red-yellow: a change interval, not a stage
 _RANK = {"G": 2, "g": 1, "r": 0}
+_DETECTOR_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")  # same rule as traffic.topics.check_id
 
 
 def sanitize_id(raw: str) -> str:
@@ -161,7 +162,7 @@ def green_stages(program: Sequence[tuple[float, str]], ped_links: frozenset[int]
 class _TlsView:
     """Everything about one TLS the mapping needs, read once from sumolib."""
 
-    def __init__(self, net, tls) -> None:
+    def __init__(self, tls) -> None:
         self.tls = tls
         self.tls_id: str = tls.getID()
         self.links: dict[int, list] = defaultdict(list)   # tls index -> [Connection]
@@ -374,8 +375,9 @@ def _detectors(view: _TlsView, controller_id: str, phases: tuple[PhaseSpec, ...]
         placed = by_lane.get(lane_id) or [_Loop("", lane_id, max(0.0, length - DETECTOR_DISTANCE_M)
                                                  if length > 2 * DETECTOR_DISTANCE_M else length / 2)]
         for loop in sorted(placed, key=lambda lp: lp.pos):
-            if loop.sumo_id.startswith(prefix) and loop.sumo_id[len(prefix):] not in used:
-                det_id = loop.sumo_id[len(prefix):]
+            own = loop.sumo_id[len(prefix):] if loop.sumo_id.startswith(prefix) else ""
+            if own and _DETECTOR_ID.match(own) and own not in used:
+                det_id = own
             else:
                 counter += 1
                 det_id = f"d{counter:02d}"
@@ -398,7 +400,7 @@ def _starts_at_fringe(edge) -> bool:
     return all(e.getFromNode().getID() == edge.getToNode().getID() for e in upstream)
 
 
-def _links(net, views: dict[str, _TlsView], controller_of: dict[str, str]) -> tuple[tuple[str, str, float, float], ...]:
+def _links(views: dict[str, _TlsView], controller_of: dict[str, str]) -> tuple[tuple[str, str, float, float], ...]:
     node_tls: dict[str, str] = {}
     for view in views.values():
         for node_id in view.nodes:
@@ -409,10 +411,15 @@ def _links(net, views: dict[str, _TlsView], controller_of: dict[str, str]) -> tu
             for edge in node.getOutgoing():
                 if edge.getID().startswith(":"):
                     continue
-                # depth-first along edge chains until a signal, the fringe or the search limit
-                stack = [(edge, edge.getLength(), edge.getLength() / max(edge.getSpeed(), 0.1), node.getID())]
+                # depth-first along edge chains until a signal, the fringe or the search limit;
+                # an edge is expanded again only when reached by a shorter path (bounded on city networks)
+                stack = [(edge, edge.getLength(), edge.getLength() / max(edge.getSpeed(), 0.1))]
+                shortest: dict[str, float] = {}
                 while stack:
-                    e, dist, tt, came_from = stack.pop()
+                    e, dist, tt = stack.pop()
+                    if shortest.get(e.getID(), float("inf")) <= dist:
+                        continue
+                    shortest[e.getID()] = dist
                     to = e.getToNode()
                     owner = node_tls.get(to.getID())
                     if owner is not None:
@@ -426,8 +433,7 @@ def _links(net, views: dict[str, _TlsView], controller_of: dict[str, str]) -> tu
                     for nxt in to.getOutgoing():
                         if nxt.getID().startswith(":") or nxt.getToNode().getID() == e.getFromNode().getID():
                             continue
-                        stack.append((nxt, dist + nxt.getLength(), tt + nxt.getLength() / max(nxt.getSpeed(), 0.1),
-                                      to.getID()))
+                        stack.append((nxt, dist + nxt.getLength(), tt + nxt.getLength() / max(nxt.getSpeed(), 0.1)))
     return tuple(sorted((controller_of[a], controller_of[b], round(d, 1), round(v, 2))
                         for (a, b), (d, v) in found.items()))
 
@@ -447,7 +453,7 @@ def corridor_from_net(net_file: Path, *, site: str, additional_files: Sequence[P
     views: dict[str, _TlsView] = {}
     for tls in sorted(net.getTrafficLights(), key=lambda t: t.getID()):
         try:
-            views[tls.getID()] = _TlsView(net, tls)
+            views[tls.getID()] = _TlsView(tls)
         except ScenarioError as exc:
             log.warning("skipping TLS %s: %s", tls.getID(), exc)
     controller_of: dict[str, str] = {}
@@ -490,7 +496,7 @@ def corridor_from_net(net_file: Path, *, site: str, additional_files: Sequence[P
     if not specs:
         raise ScenarioError(f"network {net_file} has no usable traffic lights")
     kept = {s.tls_id for s in specs}
-    links = tuple(l for l in _links(net, {k: v for k, v in views.items() if k in kept}, controller_of))
+    links = tuple(l for l in _links({k: v for k, v in views.items() if k in kept}, controller_of))
     return Corridor(name=name or Path(net_file).name.split(".")[0], intersections=tuple(specs), links=links)
 
 

@@ -12,11 +12,10 @@ from hypothesis import strategies as st
 
 from simulation.binaries import sumo_binary
 from simulation.corridor import generate_corridor
-from simulation.network import (corridor_from_net, green_stages, loop_id, missing_loops, sanitize_id,
-                                write_detectors_additional)
+from simulation.network import corridor_from_net, green_stages, loop_id, missing_loops, sanitize_id
 from simulation.scenario import load_scenario
 from traffic.errors import MessageError, ScenarioError
-from traffic.intersection import Corridor, IntersectionSpec
+from traffic.intersection import IntersectionSpec
 from traffic.topics import check_id
 
 GREEN = set("Gg")
