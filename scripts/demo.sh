@@ -8,5 +8,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/_venv.sh
 source scripts/_venv.sh
+# shellcheck source=scripts/_system.sh
+source scripts/_system.sh
+traffic_system_packages
 traffic_venv
 exec .venv/bin/traffic demo "$@"
