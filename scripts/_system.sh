@@ -10,6 +10,9 @@ traffic_system_packages() {
     if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v pg_config >/dev/null 2>&1; then
         packages+=(postgresql postgresql-client)
     fi
+    if [ ! -x .venv/bin/python ] && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        packages+=(python3-venv)
+    fi
     if [ "${#packages[@]}" -eq 0 ]; then
         return 0
     fi
