@@ -67,9 +67,12 @@ def rig(pg_dsn, mqtt_url, site, request):
         f.close()
 
 
-def _service(rig, gate):
+SILENT = replace(SETTINGS, control=replace(SETTINGS.control, ack_timeout_s=0.5))  # nobody will answer
+
+
+def _service(rig, gate, settings=SETTINGS):
     dsn, dispatcher, _ = rig
-    return CentralService(SETTINGS, CORRIDOR, dsn=dsn, gate=gate, dispatcher=dispatcher)
+    return CentralService(settings, CORRIDOR, dsn=dsn, gate=gate, dispatcher=dispatcher)
 
 
 def test_epoch_happy_path(rig):
@@ -147,7 +150,7 @@ def test_field_rejection_recorded_with_rule(rig):
 @pytest.mark.parametrize("rig", ["silent"], indirect=True)
 def test_silent_field_marks_failed_and_keeps_incumbent(rig):
     dsn, _, _ = rig
-    report = _service(rig, StubGate()).run_epoch(NOW, 600)
+    report = _service(rig, StubGate(), SILENT).run_epoch(NOW, 600)
     assert report.dispatched == 2 and report.failed == 2 and report.acknowledged == 0
     assert report.outcome == {"c0": "failed", "c1": "failed"}
     with db.connect(dsn, autocommit=True) as conn:
@@ -177,7 +180,7 @@ def test_late_answer_is_reconciled_next_epoch(rig):
     from traffic import messages
 
     dsn, dispatcher, fields = rig
-    service = _service(rig, None)
+    service = _service(rig, None, SILENT)
     first = service.run_epoch(NOW, 600)
     late = first.plans["c0"]
     assert first.outcome["c0"] == "failed"
