@@ -361,6 +361,9 @@ class CentralService:
         cid = spec.controller_id
         stored = store.active_plan(conn, cid)
         reported = self._dispatcher.field_active(cid)
+        if reported is not None and reported.controller_id != cid:
+            log.warning("%s: plan/active carries a plan for %s; ignored", cid, reported.controller_id)
+            reported = None
         if reported is not None and (stored is None or reported.plan_id != stored.plan_id):
             record = store.get_plan(conn, reported.plan_id, with_events=False)
             if record is None:

@@ -243,3 +243,28 @@ def test_serve_runs_epochs_until_stopped(rig):
     assert service.epochs_run >= 2
     with db.connect(dsn, autocommit=True) as conn:
         assert store.active_plan(conn, "c0").created_by == "optimizer"
+
+
+def test_incumbent_from_the_fields_plan_active(rig):
+    import time
+
+    from traffic import topics
+
+    dsn, dispatcher, fields = rig
+    spec = CORRIDOR.by_id()["c0"]
+    tod = spec.default_plan(75.0, offset_s=10.0, version=1)  # what the cabinet runs on its own
+    fields[0].client.publish(topics.topic(dispatcher.site, "c0", topics.PLAN_ACTIVE), tod.to_json(), qos=1,
+                             retain=True).wait_for_publish(2)
+    deadline = time.monotonic() + 5
+    while dispatcher.field_active("c0") is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    gate = StubGate()
+    report = _service(rig, gate).run_epoch(NOW, 600)
+    _, incumbents, _ = gate.calls[0]
+    assert incumbents["c0"].plan_id == tod.plan_id and incumbents["c0"].patternCycleTime == 75.0
+    assert incumbents["c1"].created_by == "bootstrap" and incumbents["c1"].plan_id != tod.plan_id
+    with db.connect(dsn, autocommit=True) as conn:
+        adopted = store.get_plan(conn, tod.plan_id)
+        assert adopted.created_by == "bootstrap" and adopted.reason.startswith("plan the field reports")
+        assert adopted.state == "superseded"  # the optimizer's plan was applied on top of it
+    assert report.applied == 2
