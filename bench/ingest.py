@@ -36,7 +36,7 @@ from psycopg import sql
 
 from sensors.ingest import IngestService
 from sensors.records import CountRow
-from sensors.store import COUNT_COLUMNS, CountStore
+from sensors.store import COUNT_COLUMNS, COUNT_TYPES, CountStore
 from traffic import db, topics
 from traffic.config import IngestSettings, MqttSettings, Settings
 from traffic.messages import CountRecord, CountReport
@@ -105,7 +105,9 @@ def bench_raw_copy(dsn: str, rows: list[CountRow]) -> float:
     cols = sql.SQL(", ").join(map(sql.Identifier, COUNT_COLUMNS))
     with psycopg.connect(dsn) as conn:
         t0 = time.perf_counter()
-        with conn.cursor() as cur, cur.copy(sql.SQL("COPY detector_counts ({}) FROM STDIN").format(cols)) as copy:
+        query = sql.SQL("COPY detector_counts ({}) FROM STDIN (FORMAT BINARY)").format(cols)
+        with conn.cursor() as cur, cur.copy(query) as copy:
+            copy.set_types(list(COUNT_TYPES))
             for row in rows:
                 copy.write_row(row)
         conn.commit()
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             ("IngestService end to end (MQTT QoS 1 -> COPY + dedupe)", bench_service(dsn, args.mqtt_url, reports,
                                                                                      args.window)),
             ("CountStore.write_counts (COPY staging + ON CONFLICT), 5000-row batches", bench_store(dsn, rows, 5000)),
-            ("raw COPY into detector_counts (one COPY)", bench_raw_copy(dsn, rows)),
+            ("raw binary COPY into detector_counts (one COPY)", bench_raw_copy(dsn, rows)),
         ]
     finally:
         db.drop_database(args.admin_dsn, name)

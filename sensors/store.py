@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 COUNT_COLUMNS = ("controller_id", "detector_id", "interval_start", "interval_s", "vehicle_count",
                  "occupancy_pct", "motorcycle_count", "received_at")
 EVENT_COLUMNS = ("device_id", "ts", "event_code", "event_param")
+# Binary COPY needs the PostgreSQL type of each column; it is several times
+# cheaper per row on the Python side than text COPY.
+COUNT_TYPES = ("text", "text", "timestamptz", "int4", "int4", "float4", "int4", "timestamptz")
+EVENT_TYPES = ("text", "timestamptz", "int2", "int4")
 
 _STAGE_COUNTS = "_ingest_stage_counts"
 _STAGE_EVENTS = "_ingest_stage_events"
@@ -51,6 +55,8 @@ _STAGING_DDL = (
         " event_param integer) ON COMMIT DELETE ROWS"
     ).format(sql.Identifier(_STAGE_EVENTS)),
 )
+
+_INT_LIMITS = {"int2": 2**15, "int4": 2**31}
 
 # Errors that mean "this data will never go in", as opposed to "not now".
 _PERMANENT = (psycopg.DataError, psycopg.IntegrityError)
@@ -202,11 +208,31 @@ class CountStore:
 # ---------------------------------------------------------------------------
 # statements (one connection, inside the caller's transaction)
 
+def _check_int_ranges(rows: Sequence[Sequence[Any]], columns: Sequence[str], types: Sequence[str]) -> None:
+    """Refuse integers the column cannot hold.
+
+    Binary COPY does not check this: psycopg packs an out-of-range int into
+    the column width and PostgreSQL stores the wrapped value (2**40 arrives
+    as 0). Text COPY would raise; binary must be guarded here.
+    """
+    checks = [(i, _INT_LIMITS[t]) for i, t in enumerate(types) if t in _INT_LIMITS]
+    for row in rows:
+        for i, limit in checks:
+            value = row[i]
+            if value is not None and not -limit <= value < limit:
+                err = StorageError(f"{columns[i]} = {value} does not fit the column ({types[i]})")
+                err.transient = False  # type: ignore[attr-defined]
+                raise err
+
+
 def _copy_then_insert(conn: psycopg.Connection, stage: str, table: str, columns: Sequence[str],
-                      rows: Iterable[Sequence[Any]]) -> int:
+                      types: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+    _check_int_ranges(rows, columns, types)
     cols = sql.SQL(", ").join(map(sql.Identifier, columns))
     with conn.cursor() as cur:
-        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(stage), cols)) as copy:
+        query = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(sql.Identifier(stage), cols)
+        with cur.copy(query) as copy:
+            copy.set_types(list(types))
             for row in rows:
                 copy.write_row(row)
         cur.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
@@ -218,13 +244,13 @@ def _copy_then_insert(conn: psycopg.Connection, stage: str, table: str, columns:
 def _insert_counts(conn: psycopg.Connection, rows: Sequence[CountRow]) -> int:
     if not rows:
         return 0
-    return _copy_then_insert(conn, _STAGE_COUNTS, "detector_counts", COUNT_COLUMNS, rows)
+    return _copy_then_insert(conn, _STAGE_COUNTS, "detector_counts", COUNT_COLUMNS, COUNT_TYPES, rows)
 
 
 def _insert_events(conn: psycopg.Connection, rows: Sequence[EventRow]) -> int:
     if not rows:
         return 0
-    return _copy_then_insert(conn, _STAGE_EVENTS, "controller_events", EVENT_COLUMNS, rows)
+    return _copy_then_insert(conn, _STAGE_EVENTS, "controller_events", EVENT_COLUMNS, EVENT_TYPES, rows)
 
 
 def _insert_dead_letters(conn: psycopg.Connection, items: Sequence[DeadLetter]) -> int:

@@ -71,6 +71,9 @@ def test_errors_are_mapped_and_say_whether_a_retry_can_help(pg_dsn):
         bad = CountRow("c1", "d1", T0, 60, 2**40, 1.0, None, T0)  # integer out of range: never storable
         with pytest.raises(StorageError) as info:
             store.write_counts([bad])
+        assert not is_transient(info.value) and "vehicle_count" in str(info.value)
+        with pytest.raises(StorageError) as info:                # PostgreSQL text cannot hold NUL
+            store.write_counts([CountRow("c1", "d\x00", T0, 60, 1, 1.0, None, T0)])
         assert not is_transient(info.value) and isinstance(info.value.__cause__, psycopg.DataError)
         assert store.count_rows("detector_counts") == 0
     with CountStore("postgresql://postgres@127.0.0.1:1/none", timeout=0.5) as down:
