@@ -14,7 +14,8 @@ never stall a step.
 
 Plan acceptance, in order: decodes (else ``MALFORMED``), expiry
 (``EXPIRED``, against the emulator's clock), a re-send of the plan already
-accepted is acknowledged again (a heartbeat), version must exceed the last
+accepted is answered again (``applied`` once in force) and counts as the
+centre's heartbeat, version must exceed the last
 central plan's (``STALE_VERSION``), then every safety rule of
 :func:`plan_check.check_plan` (``IDENTITY`` ... ``SERVES_ALL``). A malformed
 or unsafe command from the centre means the centre cannot be trusted: the
@@ -152,6 +153,7 @@ class FieldEmulator:
         self._central_version = 0
         self._accepted_id: str | None = None
         self._readmit_id: str | None = None  # central plan dropped by a fallback; a re-send restores it
+        self._applied_at: dict[str, float] = {}  # central plan in force -> boundary time (s)
         self._contact = False
         self._garbage = False
         self._link_lost = False
@@ -295,11 +297,16 @@ class FieldEmulator:
             readmit = plan.plan_id == self._readmit_id
             stale = plan.version <= self._central_version and not readmit
             current = self._central_version
-        if duplicate:
+        if duplicate:  # a re-send (the centre's heartbeat): answer what is true now, change nothing
             with self._lock:
                 self._contact = True
-            self._answer(msg.PlanResult(self.controller_id, plan.plan_id, msg.ACCEPTED,
-                                        reason="already accepted"), response_topic, correlation)
+                applied_at = self._applied_at.get(plan.plan_id)
+            if applied_at is not None:
+                self._answer(msg.PlanResult(self.controller_id, plan.plan_id, msg.APPLIED, reason="already in force",
+                                            at=self.clock(applied_at)), response_topic, correlation)
+            else:
+                self._answer(msg.PlanResult(self.controller_id, plan.plan_id, msg.ACCEPTED,
+                                            reason="already accepted"), response_topic, correlation)
             return
         if stale:
             self._reject(plan.plan_id, STALE_VERSION, f"version {plan.version} is not newer than {current}",
@@ -392,6 +399,8 @@ class FieldEmulator:
     def _on_applied(self, at: float, plan: TimingPlan) -> None:
         self.stats.plans_applied += 1
         is_tod = plan.plan_id == self.tod_plan.plan_id
+        with self._lock:
+            self._applied_at = {} if is_tod else {plan.plan_id: at}
         if not is_tod:
             response, correlation = self._replies.pop(plan.plan_id, (None, None))
             self._answer(msg.PlanResult(self.controller_id, plan.plan_id, msg.APPLIED,

@@ -178,6 +178,13 @@ def test_emulator_publishes_status_counts_events_and_applies_a_valid_plan(mqtt_u
         emu.tick(float(t + 1), readings(t + 1))
         observer.wait_for(lambda m: m[0] == status_topic and msg.decode_status(m[1]).mode == msg.MODE_CENTRAL)
         assert emu.stats.plans_accepted == 1 and emu.stats.plans_applied == 1
+        # the centre's heartbeat: re-sending the plan in force is answered "applied" and changes nothing
+        observer.send_plan(topics.topic(site, "c1", topics.PLAN_SET), plan.to_json(), response=reply,
+                           correlation=b"corr-hb")
+        again = observer.wait_for(lambda m: m[0] == reply and m[2].CorrelationData == b"corr-hb")
+        assert msg.decode_result(again[1]).status == msg.APPLIED
+        assert msg.decode_result(again[1]).at == msg.decode_result(applied[1]).at
+        assert emu.stats.plans_accepted == 1
 
         # an unsafe plan (short yellow) is rejected with its rule; the centre is no longer trusted
         bad = plan.with_splits(plan.splits, version=3)
@@ -217,11 +224,15 @@ def test_silence_timeout_falls_back_to_tod_and_a_new_plan_recovers(mqtt_url, sit
             t += 1
             emu.tick(float(t), {})
         assert emu.mode == msg.MODE_CENTRAL
-        accepted_at = 1
+        last_contact = 1
         while emu.mode == msg.MODE_CENTRAL and t < 600:
             t += 1
+            if t == 100:  # a heartbeat (re-send of the plan in force) restarts the silence timer
+                observer.send_plan(plan_topic, plan.to_json(), response=reply, correlation=b"hb")
+                observer.wait_for(lambda m: m[0] == reply and m[2].CorrelationData == b"hb")
+                last_contact = t
             emu.tick(float(t), {})
-        assert emu.mode == msg.MODE_TOD and 120 < t - accepted_at <= 125
+        assert emu.mode == msg.MODE_TOD and 120 < t - last_contact <= 122
         assert emu.stats.fallbacks == 1
         status_topic = topics.topic(site, "c1", topics.STATUS)
         observer.wait_for(lambda m: m[0] == status_topic and "silent" in msg.decode_status(m[1]).detail)
