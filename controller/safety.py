@@ -41,6 +41,8 @@ RULES = (IDENTITY, PHASES, CYCLE_SUM, CYCLE_RANGE, OFFSET, COORD_PHASE, MIN_GREE
          YELLOW, RED_CLEAR, PED_WALK, PED_CLEAR, CONFLICT, SERVES_ALL)
 
 GREEN_CHARS = frozenset("Gg")
+_TIMING_FIELDS = ("splitTime", "phaseMinimumGreen", "phaseMaximum1", "phasePassage", "phaseYellowChange",
+                  "phaseRedClear", "phaseWalk", "phasePedestrianClear")
 # Rules with no stated tolerance (MIN_GREEN, MAX_GREEN) still compare sums of
 # 0.1 s values; this absorbs binary float noise only, never a real shortfall.
 _FLOAT_EPS = 1e-6
@@ -92,6 +94,12 @@ def _check_structure(plan: TimingPlan, spec: IntersectionSpec,
         bad = set(p.greens) - SIGNAL_CHARS
         if bad:
             out.append(Violation(PHASES, f"greens may only use G, g, r; found {''.join(sorted(bad))!r}", p.phase))
+        for name in _TIMING_FIELDS:
+            value = getattr(p, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value)
+                                                                                    and value >= 0):
+                out.append(Violation(PHASES, f"{name} must be a finite, non-negative number of seconds, "
+                                             f"got {value!r}", p.phase))
     return out
 
 
@@ -122,6 +130,9 @@ def _check_phase(p: PhaseTiming, s: PhaseSpec) -> list[Violation]:
     if not (p.phaseMaximum1 >= p.phaseMinimumGreen - _FLOAT_EPS):
         out.append(Violation(MAX_GREEN, f"phaseMaximum1 {p.phaseMaximum1} s < phaseMinimumGreen "
                                         f"{p.phaseMinimumGreen} s", n))
+    if not (p.phasePassage > 0):
+        # an actuated phase with no passage time would gap out at once; the field refuses it too
+        out.append(Violation(MAX_GREEN, f"phasePassage {p.phasePassage} s must be positive", n))
     try:
         need_yellow = yellow_change_s(s.approach_speed_mps, s.approach_grade)
         need_red = red_clearance_s(s.approach_speed_mps, s.clearance_width_m)

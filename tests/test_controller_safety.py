@@ -51,6 +51,8 @@ FAILING = [
     ("COORD_PHASE", lambda p: replace(p, splitCoordPhase=3)),
     ("MIN_GREEN", lambda p: with_phase(p, 0, phaseMinimumGreen=6.0, phaseMaximum1=30.0)),
     ("MAX_GREEN", lambda p: with_phase(p, 1, phaseMaximum1=4.9)),
+    ("MAX_GREEN", lambda p: with_phase(p, 1, phasePassage=0.0)),
+    ("PHASES", lambda p: with_phase(p, 1, phaseWalk=-1.0)),               # negative time on a no-ped phase
     ("YELLOW", lambda p: with_phase(p, 1, phaseYellowChange=3.2)),
     ("YELLOW", lambda p: with_phase(p, 1, phaseYellowChange=6.1)),
     ("RED_CLEAR", lambda p: with_phase(p, 1, phaseRedClear=1.5)),
