@@ -268,3 +268,22 @@ def test_incumbent_from_the_fields_plan_active(rig):
         assert adopted.created_by == "bootstrap" and adopted.reason.startswith("plan the field reports")
         assert adopted.state == "superseded"  # the optimizer's plan was applied on top of it
     assert report.applied == 2
+
+
+def test_accepted_plans_become_active_at_reconcile(rig):
+    import time
+
+    dsn, dispatcher, _ = rig
+    # the closed loop does not wait for "applied" (the world is paused while the centre decides)
+    service = CentralService(SETTINGS, CORRIDOR, dsn=dsn, gate=None, dispatcher=dispatcher, apply_timeout_s=0.0)
+    report = service.run_epoch(NOW, 600)
+    assert report.acknowledged == 2 and report.applied == 0
+    assert set(report.outcome.values()) == {"accepted"}
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not all(
+            any(r.status == "applied" for r in dispatcher.results(p.plan_id)) for p in report.plans.values()):
+        time.sleep(0.05)
+    service.reconcile()
+    with db.connect(dsn, autocommit=True) as conn:
+        for cid, plan in report.plans.items():
+            assert store.active_plan(conn, cid).plan_id == plan.plan_id
