@@ -10,12 +10,15 @@ Public façade; the modules behind it:
 * :mod:`sensors.rollups` - 15-minute counts (``detector_counts_15min``)
 """
 
+from sensors.health import DetectorHealth, HealthRules, assess, classify_controller, store_health
 from sensors.ingest import IngestService, IngestStats
 from sensors.records import Batch, CountRow, DeadLetter, EventRow, StatusRow
+from sensors.rollups import VIEW_15MIN, CountBucket, counts_15min, rollup
 from sensors.router import route
 from sensors.store import BatchResult, CountStore
 
 __all__ = [
-    "Batch", "BatchResult", "CountRow", "CountStore", "DeadLetter", "EventRow", "IngestService",
-    "IngestStats", "StatusRow", "route",
+    "VIEW_15MIN", "Batch", "BatchResult", "CountBucket", "CountRow", "CountStore", "DeadLetter",
+    "DetectorHealth", "EventRow", "HealthRules", "IngestService", "IngestStats", "StatusRow", "assess",
+    "classify_controller", "counts_15min", "rollup", "route", "store_health",
 ]

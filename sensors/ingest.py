@@ -123,6 +123,7 @@ class IngestService:
         self._counters = dict.fromkeys(IngestStats.__dataclass_fields__, 0)
         self._received_seq = 0
         self._durable_seq = 0
+        self._last_arrival = time.monotonic()
         self._spool_pending = bool(self._spool.pending())
         self._flush_now = threading.Event()
         self._stopping = threading.Event()
@@ -216,7 +217,12 @@ class IngestService:
         self.stop()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """True once everything received so far is durable (database or spool)."""
+        """True once everything received so far is durable (database or spool).
+
+        "Received" means delivered to this process: a publisher's PUBACK
+        comes from the broker, so a message just published may still be on
+        its way here. Use :meth:`drain` to also wait for the stream to pause.
+        """
         with self._cv:
             target = self._received_seq
             return self._cv.wait_for(lambda: self._durable_seq >= target, timeout)
@@ -225,6 +231,26 @@ class IngestService:
         """Write the current batch now instead of waiting for it to fill, then :meth:`wait_idle`."""
         self._flush_now.set()
         return self.wait_idle(timeout)
+
+    def drain(self, timeout: float | None = None, quiet_s: float = 0.3) -> bool:
+        """True once nothing has arrived for ``quiet_s`` and everything received is durable.
+
+        For the end of a run: the publishers have stopped, but their last
+        messages may still be in the broker when this is called.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self.flush(remaining):
+                return False
+            with self._cv:
+                quiet_for = time.monotonic() - self._last_arrival
+                settled = self._durable_seq >= self._received_seq
+            if settled and quiet_for >= quiet_s:
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(max(0.01, min(quiet_s - quiet_for, quiet_s)))
 
     def wait_replayed(self, timeout: float | None = None) -> bool:
         """True once the spool is empty (everything spooled is in the database)."""
@@ -323,6 +349,7 @@ class IngestService:
         batch = route(topic, payload, received_at, site=self._site)
         with self._cv:
             self._received_seq += 1
+            self._last_arrival = time.monotonic()
             self._counters["received"] += 1
             self._queue.put(_Inbound(msg.mid, msg.qos, topic, payload, batch, self._received_seq))
 

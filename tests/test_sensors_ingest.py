@@ -183,6 +183,49 @@ def test_database_outage_spools_then_replays_in_order(service, pg_dsn, site, pub
     assert query(pg_dsn, "SELECT reason FROM dead_letters")[0][0].startswith("payload is not JSON")
 
 
+def test_a_message_the_database_refuses_becomes_a_dead_letter_and_the_rest_is_stored(service, pg_dsn, site,
+                                                                                     publish):
+    # A rule the decoder does not know about: the database refuses detector "d2".
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute("ALTER TABLE detector_counts ADD CONSTRAINT no_d2 CHECK (detector_id <> 'd2')")
+    counts_topic = topics.topic(site, "c1", topics.COUNTS)
+    ok = CountReport("c1", 0, T0, 60, (CountRecord("d0", 5, 4.0), CountRecord("d1", 6, 4.0)))
+    refused = report("c1", 1, detectors=3)
+    for r in (ok, refused, report("c1", 2, detectors=2)):
+        publish(counts_topic, r.to_json())
+    assert service.drain(WAIT_S)
+    assert service.stats.received == 3
+    assert query(pg_dsn, "SELECT count(*) FROM detector_counts") == [(4,)]
+    [(reason, payload)] = query(pg_dsn, "SELECT reason, payload FROM dead_letters")
+    assert "rejected by the database" in reason and "no_d2" in reason and bytes(payload) == refused.to_json()
+
+
+def test_spool_left_by_a_previous_run_is_replayed_on_start(settings, pg_dsn, site):
+    from sensors.records import Batch, CountRow
+    from sensors.spool import Spool
+
+    leftover = Batch(counts=[CountRow("c7", "d1", T0, 60, 3, 2.0, None, T0)])
+    Spool(Path(settings.state_dir) / "spool").append(leftover)
+    svc = make_service(settings, pg_dsn, site)
+    svc.start()
+    try:
+        assert svc.wait_replayed(WAIT_S)
+        assert svc.stats.replayed == 1 and svc.stats.stored == 1
+    finally:
+        svc.stop()
+    assert query(pg_dsn, "SELECT controller_id, vehicle_count FROM detector_counts") == [("c7", 3)]
+
+
+def test_unreachable_broker_fails_start_with_transport_error(tmp_path, pg_dsn, site):
+    from traffic.errors import TransportError
+
+    settings = Settings(state_dir=str(tmp_path), mqtt=MqttSettings(url="mqtt://127.0.0.1:1"))
+    svc = IngestService(settings, dsn=pg_dsn, site=site, connect_timeout_s=0.5)
+    with pytest.raises(TransportError, match="not subscribed"):
+        svc.start()
+    assert not svc.connected
+
+
 def settle(svc: IngestService, received: int) -> bool:
     """Wait until ``received`` messages reached the service, then until they are durable.
 
