@@ -210,6 +210,11 @@ class CentralService:
                 log.exception("epoch failed")
             stop_event.wait(max(0.0, epoch_s - (time.monotonic() - started)))
 
+    def reconcile(self) -> None:
+        """Record field answers that arrived after the last epoch stopped waiting (e.g. at shutdown)."""
+        with db.connect(self._dsn, autocommit=True) as conn:
+            self._reconcile(conn)
+
     def run_epoch(self, now: datetime, window_s: int) -> EpochReport:
         """One pass of the loop over the corridor; see the module docstring."""
         if now.tzinfo is None:

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from traffic import db
 from traffic.config import Settings
@@ -150,12 +150,15 @@ def make_gate(scenario, settings: Settings, dsn: str, clock_origin: datetime, wo
 
 def run_loop(settings: Settings, scenario, *, dsn: str, adaptive: bool, seed: int, clock_origin: datetime,
              workdir: Path, label: str, progress: ProgressFn | None = None,
-             end: int | None = None) -> LoopResult:
+             end: int | None = None,
+             observer: Callable[[Any, dict, LoopResult], None] | None = None) -> LoopResult:
     """Run the scenario once with field emulators over MQTT and ingest into PostgreSQL.
 
     ``adaptive=False`` is the baseline: the emulators run their local
     time-of-day plans and no central service is involved; everything else
     (world, detectors, MQTT, ingest, storage) is the same code path.
+    ``observer(world, emulators, result)`` is called after every epoch with
+    the world paused (tests use it to look inside SUMO).
     """
     from controller.dispatch import Dispatcher
     from controller.service import CentralService
@@ -224,8 +227,13 @@ def run_loop(settings: Settings, scenario, *, dsn: str, adaptive: bool, seed: in
                 result.epochs.append(epoch)
                 info.update(dispatched=result.plans_dispatched, acknowledged=result.plans_acknowledged,
                             verdict=(report.verdict or {}).get("reason", ""))
+            if observer is not None:
+                observer(world, emulators, result)
             if progress is not None:
                 progress(label, (t - begin_s) / max(1, end_s - begin_s), info)
+        if central is not None:
+            # answers to the last epoch's plans (applied at a cycle boundary after it) into the store
+            central.reconcile()
         world.close()
         world = None
         ingest.flush(timeout=15)
