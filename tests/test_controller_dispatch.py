@@ -26,8 +26,9 @@ SPEC = four_leg("c1")
 class FakeField:
     """Subscribes to plan/set and answers on the response topic with the correlation data.
 
-    ``mode``: "accept" (accepted, then applied + retained plan/active), "reject"
-    (rejected with a rule) or "silent" (never answers). Records every plan received.
+    ``mode``: "accept" (accepted, then applied + retained plan/active), "slow"
+    (the same, applied a second later), "reject" (rejected with a rule) or
+    "silent" (never answers). Records every plan received.
     """
 
     def __init__(self, url: str, site: str, controller_id: str, mode: str) -> None:
@@ -58,10 +59,15 @@ class FakeField:
             return
         client.publish(reply_to, messages.PlanResult(self.cid, plan.plan_id, messages.ACCEPTED).to_json(),
                        qos=1, properties=props)
-        time.sleep(0.2)  # "next cycle boundary"
-        client.publish(reply_to, messages.PlanResult(self.cid, plan.plan_id, messages.APPLIED).to_json(),
-                       qos=1, properties=props)
-        client.publish(topics.topic(self.site, self.cid, topics.PLAN_ACTIVE), plan.to_json(), qos=1, retain=True)
+
+        def apply() -> None:  # "next cycle boundary", from another thread so "accepted" leaves at once
+            client.publish(reply_to, messages.PlanResult(self.cid, plan.plan_id, messages.APPLIED).to_json(),
+                           qos=1, properties=props)
+            client.publish(topics.topic(self.site, self.cid, topics.PLAN_ACTIVE), plan.to_json(), qos=1, retain=True)
+
+        timer = threading.Timer(1.0 if self.mode == "slow" else 0.2, apply)
+        timer.daemon = True
+        timer.start()
 
     def close(self) -> None:
         self.client.publish(topics.topic(self.site, self.cid, topics.PLAN_ACTIVE), b"", qos=1, retain=True).wait_for_publish(2)

@@ -270,6 +270,7 @@ def test_incumbent_from_the_fields_plan_active(rig):
     assert report.applied == 2
 
 
+@pytest.mark.parametrize("rig", ["slow"], indirect=True)
 def test_accepted_plans_become_active_at_reconcile(rig):
     import time
 
