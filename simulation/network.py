@@ -207,13 +207,13 @@ class _TlsView:
                 if node_a != node_b:
                     continue
                 node = self.nodes[node_a]
-                foes = getattr(node, "_foes", {})
-                fa, fb = foes.get(ja), foes.get(jb)
-                # bit strings are written with link 0 rightmost
-                if fa is not None and len(fa) > jb and fa[len(fa) - 1 - jb] == "1":
-                    return True
-                if fb is not None and len(fb) > ja and fb[len(fb) - 1 - ja] == "1":
-                    return True
+                # sumolib reads <request foes>, whose bit strings are written with link 0 rightmost
+                for x, y in ((ja, jb), (jb, ja)):
+                    try:
+                        if node.areFoes(x, y):
+                            return True
+                    except (KeyError, IndexError):  # a link without a request row (e.g. uncontrolled)
+                        continue
         return False
 
 
@@ -373,7 +373,7 @@ def _detectors(view: _TlsView, controller_id: str, phases: tuple[PhaseSpec, ...]
         edge = lane.getEdge()
         entry = _starts_at_fringe(edge)
         placed = by_lane.get(lane_id) or [_Loop("", lane_id, max(0.0, length - DETECTOR_DISTANCE_M)
-                                                 if length > 2 * DETECTOR_DISTANCE_M else length / 2)]
+                                                 if length > DETECTOR_DISTANCE_M + 5.0 else length / 2)]
         for loop in sorted(placed, key=lambda lp: lp.pos):
             own = loop.sumo_id[len(prefix):] if loop.sumo_id.startswith(prefix) else ""
             if own and _DETECTOR_ID.match(own) and own not in used:
