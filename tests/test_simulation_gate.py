@@ -67,3 +67,13 @@ def test_gate_accepts_better_and_rejects_starving_plans(scenario) -> None:
     # same incumbent runs, same seeds: identical numbers (common random numbers)
     assert bad.incumbent == {**good.incumbent, "wall_s": bad.incumbent["wall_s"]}
     assert bad.to_dict()["accepted"] is False and bad.wall_s > 0
+
+
+def test_empty_incumbent_means_the_network_program(scenario) -> None:
+    from simulation.runner import run
+
+    plans = {s.tls_id: s.default_plan(60.0) for s in scenario.corridor.intersections}
+    verdict = validate(scenario, candidate=plans, incumbent={}, seeds=(4,), begin=0, end=180, processes=1)
+    network_program = run(scenario, seed=4, end=180)
+    assert verdict.incumbent["mean_delay_s"] == pytest.approx(network_program.mean_delay_s)
+    assert verdict.seeds == (4,) and len(verdict.per_seed_incumbent) == 1
