@@ -10,6 +10,13 @@ tests flaky). Reports, as JSON on stdout:
 * ``webster_vectorised_us_per_intersection`` - sizing 10,000 intersections at once;
 * with ``--mqtt``: ``dispatch_ack_ms`` (publish -> field's ``accepted``) against
   a minimal in-process responder on the given broker.
+
+Measured here (2 shared cores): optimize about 0.5 ms per intersection,
+check_plan 30-60 us, a 20-intersection corridor 25-40 ms, vectorised Webster
+about 1.2 us per intersection. The dispatch round trip is about 45 ms against
+a Mosquitto with default settings and about 2 ms with ``set_tcp_nodelay true``
+in mosquitto.conf: the broker's Nagle algorithm holds the field's answer
+behind the PUBACK it just sent until the centre's delayed ACK (40 ms) comes.
 """
 
 from __future__ import annotations
