@@ -23,6 +23,7 @@ epoch is logged and reported; :meth:`serve` carries on with the next.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -286,7 +287,7 @@ class CentralService:
             return True
         try:
             verdict = self._gate(dict(candidates), {c: incumbents[c] for c in candidates}, context)
-            numbers = dict(verdict.to_dict())
+            numbers = _json_safe(dict(verdict.to_dict()))
         except Exception as exc:  # noqa: BLE001 - a crashed gate is a failed step, never a pass
             log.exception("validation gate failed")
             report.errors.append(f"gate: {type(exc).__name__}: {exc}")
@@ -423,6 +424,17 @@ class CentralService:
         if spec is None:
             raise PlanError(f"{controller_id!r} is not in corridor {self.corridor.name}")
         return spec
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace NaN/inf (which PostgreSQL's jsonb refuses) with None, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _iso(ts: datetime | None) -> str | None:

@@ -29,7 +29,8 @@ class StubVerdict:
     reason: str
 
     def to_dict(self):
-        return {"accepted": self.accepted, "reason": self.reason, "delay_candidate_s": 21.5, "delay_incumbent_s": 25.0}
+        return {"accepted": self.accepted, "reason": self.reason, "delay_candidate_s": 21.5, "delay_incumbent_s": 25.0,
+                "per_seed": [{"mean_delay_s": float("nan")}]}  # a KPI SUMO could not compute
 
 
 class StubGate:
@@ -94,6 +95,7 @@ def test_epoch_happy_path(rig):
             assert [e.state for e in record.events] == ["proposed", "checked", "simulated", "dispatched",
                                                         "accepted", "active"]
             assert record.verdict["delay_candidate_s"] == 21.5 and record.safety == []
+            assert record.verdict["per_seed"] == [{"mean_delay_s": None}]
             assert "explanation" in record.events[0].detail
             assert [e.state for e in store.history(conn, cid)[1].events] == ["proposed", "active", "superseded"]
     # one common cycle, downstream offset = 400 m / 12.5 m/s = 32 s after upstream (mod cycle)
