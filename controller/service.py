@@ -186,11 +186,6 @@ class CentralService:
             self._dispatch(conn, {cid: plan}, report)
         return report
 
-    def reconcile(self) -> None:
-        """Record answers that arrived after the last epoch stopped waiting (e.g. before shutdown)."""
-        with db.connect(self._dsn, autocommit=True) as conn:
-            self._reconcile(conn)
-
     # ---- the loop --------------------------------------------------------------
     def serve(self, stop_event: threading.Event) -> None:
         """Run an epoch every ``settings.control.epoch_s`` on the wall clock until ``stop_event`` is set.
