@@ -61,12 +61,13 @@ class LoopResult:
         }
 
 
-def count_rows_since(dsn: str, controller_ids: list[str], since: datetime) -> int:
-    """Detector-count rows stored for these controllers since ``since``."""
+def count_rows_between(dsn: str, controller_ids: list[str], start: datetime, end: datetime) -> int:
+    """Detector-count rows stored for these controllers with interval start in [start, end)."""
     with db.connect(dsn) as conn:
         row = conn.execute(
-            "SELECT count(*) FROM detector_counts WHERE controller_id = ANY(%s) AND interval_start >= %s",
-            (controller_ids, since),
+            "SELECT count(*) FROM detector_counts WHERE controller_id = ANY(%s)"
+            " AND interval_start >= %s AND interval_start < %s",
+            (controller_ids, start, end),
         ).fetchone()
     return int(row[0]) if row else 0
 
@@ -238,7 +239,8 @@ def run_loop(settings: Settings, scenario, *, dsn: str, adaptive: bool, seed: in
         world = None
         ingest.flush(timeout=15)
         result.kpis = read_tripinfo(tripinfo, end_s=end_s).to_dict()
-        result.records_stored = count_rows_since(dsn, controller_ids, clock_origin)
+        result.records_stored = count_rows_between(dsn, controller_ids, clock_origin + timedelta(seconds=begin_s),
+                                                   clock_origin + timedelta(seconds=end_s))
         for emulator in emulators.values():
             result.plans_applied += emulator.stats.plans_applied
             result.plans_rejected_field += emulator.stats.plans_rejected
