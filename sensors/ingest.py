@@ -183,11 +183,17 @@ class IngestService:
             self.stop(timeout=1.0)
             raise
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 10.0, *, end_session: bool = False) -> None:
         """Make what was received durable (bounded by ``timeout``), then disconnect and close.
 
         Messages not yet durable when the time runs out stay unacknowledged:
         the broker redelivers them to the session on the next start.
+
+        The session normally outlives the stop, so a restart resumes it. But a
+        broker keeps routing a share of the shared subscription to a stopped
+        instance's session (and drops beyond its queue limit), so an instance
+        that is being retired should pass ``end_session=True``: its session
+        ends and the other instances get all the traffic.
         """
         if self._writer is None:
             return
@@ -195,8 +201,12 @@ class IngestService:
         if self._client is not None and self._client.is_connected():
             self.flush(timeout=max(0.0, deadline - time.monotonic()))
         if self._client is not None:
+            props = None
+            if end_session:
+                props = Properties(PacketTypes.DISCONNECT)
+                props.SessionExpiryInterval = 0
             try:
-                self._client.disconnect()
+                self._client.disconnect(properties=props)
             finally:
                 self._client.loop_stop()
         self._stopping.set()

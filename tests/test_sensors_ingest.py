@@ -73,7 +73,7 @@ def service(settings: Settings, pg_dsn: str, site: str) -> Iterator[IngestServic
     svc = make_service(settings, pg_dsn, site)
     svc.start()
     yield svc
-    svc.stop()
+    svc.stop(end_session=True)
 
 
 def test_counts_are_stored_once_and_survive_a_restart(settings, pg_dsn, site, publish):
@@ -252,3 +252,17 @@ def _eventually(check: Callable[[], bool], timeout: float = WAIT_S) -> bool:
             return True
         time.sleep(0.05)
     return check()
+
+
+def test_end_session_on_stop_leaves_nothing_queued_for_the_old_session(settings, pg_dsn, site, publish):
+    svc = make_service(settings, pg_dsn, site)
+    svc.start()
+    svc.stop(end_session=True)
+    # Published with no session left: nobody keeps it, so a restart under the same client id stores nothing.
+    publish(topics.topic(site, "c1", topics.COUNTS), report("c1", 0).to_json())
+    svc = make_service(settings, pg_dsn, site)
+    svc.start()
+    try:
+        assert not _eventually(lambda: svc.stats.received > 0, timeout=1.0)
+    finally:
+        svc.stop(end_session=True)
