@@ -177,6 +177,21 @@ def record_state(conn: psycopg.Connection, plan_id: str, state: str, actor: str,
     return current
 
 
+def record_note(conn: psycopg.Connection, plan_id: str, actor: str, detail: Mapping[str, Any]) -> str:
+    """Log an event for ``plan_id`` in its *current* state (no transition); return that state.
+
+    Why: some steps change nothing in a plan's life but still belong in its
+    history, e.g. the centre re-sending the active plan as a heartbeat so the
+    field does not fall back to its time-of-day plan.
+    """
+    with _storage(f"note on plan {plan_id}"), conn.transaction():
+        row = conn.execute("SELECT controller_id, state FROM plans WHERE plan_id = %s", (plan_id,)).fetchone()
+        if row is None:
+            raise PlanError(f"no stored plan {plan_id!r}")
+        _event(conn, plan_id, row[0], row[1], actor, dict(detail))
+    return str(row[1])
+
+
 def set_safety(conn: psycopg.Connection, plan_id: str, violations: Sequence[Violation]) -> None:
     """Store the safety check's findings (an empty list means the plan passed)."""
     with _storage(f"store safety of {plan_id}"), conn.transaction():

@@ -14,7 +14,13 @@ did what, when, why and with which numbers:
 5. the simulation gate on the whole corridor (``simulated`` with the verdict
    numbers, or ``rejected``); no gate configured: straight to dispatch;
 6. dispatch (``dispatched``), then ``accepted`` / ``active`` / ``rejected``
-   from the field's answers; no answer: ``failed`` and the incumbent stays.
+   from the field's answers; no answer: ``failed`` and the incumbent stays;
+7. heartbeat: every controller that runs a plan this centre dispatched and got
+   nothing new this epoch (locked, gate or safety rejection, field refusal)
+   has its active plan re-sent (same ``plan_id``). The field treats a re-send
+   as the centre's heartbeat and changes nothing; without it, it would fall
+   back to its time-of-day plan after ``central_silence_timeout_s``. Recorded
+   as a note on the plan (state unchanged, detail ``{"heartbeat": true}``).
 
 Locked controllers (engineer override) are skipped entirely. Any error in one
 epoch is logged and reported; :meth:`serve` carries on with the next.
@@ -96,6 +102,7 @@ class EpochReport:
     applied: int = 0
     rejected: int = 0
     failed: int = 0
+    heartbeats: int = 0
     locked: tuple[str, ...] = ()
     bootstrapped: tuple[str, ...] = ()
     plans: dict[str, TimingPlan] = field(default_factory=dict)
@@ -108,7 +115,7 @@ class EpochReport:
         return {
             "now": self.now.isoformat(), "epoch": self.epoch, "proposed": self.proposed, "checked": self.checked,
             "simulated": self.simulated, "dispatched": self.dispatched, "acknowledged": self.acknowledged,
-            "applied": self.applied, "rejected": self.rejected, "failed": self.failed,
+            "applied": self.applied, "rejected": self.rejected, "failed": self.failed, "heartbeats": self.heartbeats,
             "locked": list(self.locked), "bootstrapped": list(self.bootstrapped),
             "plans": {c: p.plan_id for c, p in self.plans.items()}, "outcome": dict(self.outcome),
             "verdict": self.verdict, "errors": list(self.errors), "duration_s": round(self.duration_s, 3),
@@ -224,6 +231,11 @@ class CentralService:
             except TrafficError as exc:
                 log.exception("epoch %d stopped", self._epoch)
                 report.errors.append(f"{type(exc).__name__}: {exc}")
+            try:  # also after a failed epoch: that is when the field most needs to hear from us
+                self._heartbeat(conn, report)
+            except TrafficError as exc:
+                log.exception("epoch %d: heartbeat failed", self._epoch)
+                report.errors.append(f"heartbeat: {type(exc).__name__}: {exc}")
         report.duration_s = time.monotonic() - started
         return report
 
@@ -351,6 +363,55 @@ class CentralService:
                 report.applied += 1
             else:
                 self._step(conn, plan, store.REJECTED, report, stage="field", rule=result.rule, reason=result.reason)
+
+    def _heartbeat(self, conn: psycopg.Connection, report: EpochReport) -> None:
+        """Re-send the active plan to controllers that got nothing new this epoch (see module docstring).
+
+        Only plans this centre dispatched are re-sent (a bootstrap or the
+        field's own time-of-day plan is not ours to keep alive), and never to a
+        controller whose new plan is still in flight (dispatched, accepted,
+        failed): the field would refuse the older version as stale.
+        """
+        if not self._registered:
+            return
+        in_flight = (store.DISPATCHED, store.ACCEPTED, store.ACTIVE, store.FAILED)
+        due: dict[str, TimingPlan] = {}
+        for cid in self.specs:
+            if report.outcome.get(cid) in in_flight:
+                continue
+            active = store.active_plan(conn, cid)
+            if active is None:
+                continue
+            record = store.get_plan(conn, active.plan_id)
+            if record is None or not any(e.state == store.DISPATCHED for e in record.events):
+                continue
+            status = self._dispatcher.field_status(cid)
+            if status is not None and status.state == messages.OFFLINE:
+                continue
+            due[cid] = active
+        if not due:
+            return
+        control = self.settings.control
+
+        def send(cid: str) -> messages.PlanResult | Exception:
+            try:
+                return self._dispatcher.dispatch(due[cid], self.specs[cid], expiry_s=control.plan_expiry_s,
+                                                 timeout_s=control.ack_timeout_s)
+            except (DispatchError, TransportError, UnsafePlanError) as exc:
+                return exc
+
+        with ThreadPoolExecutor(max_workers=min(16, len(due))) as pool:
+            answers = dict(zip(due, pool.map(send, due)))
+        for cid, answer in answers.items():
+            detail: dict[str, Any] = {"heartbeat": True}
+            if isinstance(answer, Exception):
+                detail["error"] = str(answer)
+                log.warning("%s: heartbeat re-send of %s got no answer: %s", cid, due[cid].plan_id, answer)
+            else:
+                detail.update(answer=answer.status, rule=answer.rule, reason=answer.reason)
+                if answer.status != messages.REJECTED:
+                    report.heartbeats += 1
+            store.record_note(conn, due[cid].plan_id, self._actor, detail)
 
     def _step(self, conn: psycopg.Connection, plan: TimingPlan, state: str, report: EpochReport,
               **detail: Any) -> None:

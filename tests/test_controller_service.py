@@ -290,3 +290,32 @@ def test_accepted_plans_become_active_at_reconcile(rig):
     with db.connect(dsn, autocommit=True) as conn:
         for cid, plan in report.plans.items():
             assert store.active_plan(conn, cid).plan_id == plan.plan_id
+
+
+def test_heartbeat_resends_active_plan_when_nothing_new(rig):
+    """Gate rejection or a lock must not leave the field silent (it would fall back to its TOD plan)."""
+    dsn, _, fields = rig
+    gate = StubGate()
+    service = _service(rig, gate)
+    first = service.run_epoch(NOW, 600)
+    assert first.applied == 2 and first.heartbeats == 0
+    service.lock("c1", "festival", "engineer:lan")
+    gate.accept = False
+    second = service.run_epoch(NOW + timedelta(minutes=10), 600)
+    assert second.locked == ("c1",) and second.rejected == 1 and second.dispatched == 0
+    assert second.heartbeats == 2
+    for f, cid in zip(fields, ("c0", "c1")):
+        sent = [p.plan_id for p, _ in f.received]
+        assert sent == [first.plans[cid].plan_id, first.plans[cid].plan_id]  # same plan, re-sent
+    with db.connect(dsn, autocommit=True) as conn:
+        for cid in ("c0", "c1"):
+            record = store.get_plan(conn, first.plans[cid].plan_id)
+            assert record.state == "active"
+            assert record.events[-1].state == "active" and record.events[-1].detail["heartbeat"] is True
+            assert record.events[-1].detail["answer"] in ("accepted", "applied")
+
+
+def test_no_heartbeat_for_a_plan_the_centre_never_sent(rig):
+    _, _, fields = rig
+    report = _service(rig, StubGate(accept=False)).run_epoch(NOW, 600)
+    assert report.heartbeats == 0 and all(not f.received for f in fields)
