@@ -176,3 +176,25 @@ def test_unreadable_spool_file_is_an_error_and_can_be_quarantined(tmp_path):
         spool.load(path)
     kept = spool.quarantine(path)
     assert kept.exists() and spool.pending() == []
+
+
+records = st.lists(
+    st.builds(lambda c, o, m: messages.CountRecord("d", c, o, None if m is None else min(m, c)),
+              st.integers(0, 10_000), st.floats(0.0, 100.0), st.none() | st.integers(0, 10_000)),
+    min_size=1, max_size=20,
+).map(lambda rs: tuple(messages.CountRecord(f"d{i}", r.count, r.occupancy_pct, r.motorcycle_count)
+                       for i, r in enumerate(rs)))
+
+
+@settings(max_examples=100, deadline=None)
+@given(recs=records, start=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1),
+                                        timezones=st.just(timezone.utc)),
+       interval_s=st.integers(1, 3600))
+def test_valid_reports_always_become_rows_that_survive_the_spool(recs, start, interval_s):
+    report = messages.CountReport("c1", 1, start, interval_s, recs)
+    batch = route(topics.topic(SITE, "c1", topics.COUNTS), report.to_json(), NOW, site=SITE)
+    assert batch.dead_letters == []
+    assert [(r.detector_id, r.vehicle_count, r.occupancy_pct, r.motorcycle_count) for r in batch.counts] == [
+        (r.detector_id, r.count, r.occupancy_pct, r.motorcycle_count) for r in recs]
+    assert all(r.interval_start == start and r.interval_s == interval_s for r in batch.counts)
+    assert Batch.from_json(batch.to_json()) == batch
