@@ -67,6 +67,7 @@ class DetectorSpec:
     distance_to_stopline_m: float = 40.0
     entry: bool = False       # on a network boundary approach (demand from counts)
     edge_id: str = ""         # SUMO edge of the lane
+    links: tuple[int, ...] = ()  # signal groups (SUMO link indices) fed by the lane; () when unknown
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,22 @@ class IntersectionSpec:
 
     def is_foe(self, i: int, j: int) -> bool:
         return (min(i, j), max(i, j)) in self.foes
+
+    def detector_phases(self, detector: DetectorSpec) -> tuple[int, ...]:
+        """Phases whose demand ``detector`` measures (calls and extends when run actuated).
+
+        With known ``links``: the phases giving one of them a protected green
+        (``G``), else a permissive one (``g``), so a left-turn lane calls its
+        protected-left phase rather than the through phase it also yields in.
+        Without links: the single ``detector.phase``.
+        """
+        if detector.links:
+            for kinds in ("G", "Gg"):
+                found = tuple(p.phase for p in self.phases
+                              if any(0 <= i < len(p.greens) and p.greens[i] in kinds for i in detector.links))
+                if found:
+                    return found
+        return (detector.phase,)
 
     def default_plan(self, cycle_s: float | None = None, *, offset_s: float = 0.0,
                      created_by: str = "field-tod", version: int = 1) -> TimingPlan:
@@ -161,7 +178,8 @@ class IntersectionSpec:
                 tls_id=data["tls_id"],
                 link_count=int(data["link_count"]),
                 phases=tuple(PhaseSpec(**p) for p in data["phases"]),
-                detectors=tuple(DetectorSpec(**d) for d in data.get("detectors", ())),
+                detectors=tuple(DetectorSpec(**{**d, "links": tuple(d.get("links", ()))})
+                                for d in data.get("detectors", ())),
                 foes=frozenset(tuple(sorted(p)) for p in data.get("foes", ())),
                 conflicts=frozenset(tuple(sorted(p)) for p in data.get("conflicts", ())),
                 position=tuple(data.get("position", (0.0, 0.0))),

@@ -31,7 +31,7 @@ from traffic.errors import PlanError
 
 PLAN_SCHEMA = "plan/1"
 SIGNAL_CHARS = frozenset("Ggr")
-MODES = ("pretimed", "actuated")
+MODES = ("pretimed", "actuated", "free")
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class TimingPlan:
     patternCycleTime: float         # s: must equal the sum of splitTime
     patternOffsetTime: float = 0.0  # s: start of the coordinated phase's green after the cycle reference
     splitCoordPhase: int = 1        # phase number that is coordinated (offset reference)
-    mode: str = "pretimed"          # "pretimed" or "actuated" (coordinated-actuated)
+    mode: str = "pretimed"          # "pretimed", "actuated" (coordinated-actuated) or "free" (fully actuated)
     version: int = 1                # monotonically increasing per controller
     plan_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created_by: str = "unknown"
