@@ -182,7 +182,7 @@ def run_loop(settings: Settings, scenario, *, dsn: str, adaptive: bool, seed: in
         # plan expiry guards the *transport* (a stale command must not be applied late): wall time
         return datetime.now(timezone.utc)
 
-    ingest = IngestService(settings, dsn=dsn, site=site)
+    ingest = IngestService(settings, dsn=dsn, site=site, client_id=f"ingest-{site}-{label}-{clock_origin:%Y%m%d%H%M}")
     emulators: dict[str, FieldEmulator] = {}
     dispatcher = None
     world = None
@@ -237,7 +237,7 @@ def run_loop(settings: Settings, scenario, *, dsn: str, adaptive: bool, seed: in
             central.reconcile()
         world.close()
         world = None
-        ingest.flush(timeout=15)
+        ingest.drain(15)  # the last reports may still be on their way from the broker
         result.kpis = read_tripinfo(tripinfo, end_s=end_s).to_dict()
         result.records_stored = count_rows_between(dsn, controller_ids, clock_origin + timedelta(seconds=begin_s),
                                                    clock_origin + timedelta(seconds=end_s))
@@ -257,7 +257,7 @@ def run_loop(settings: Settings, scenario, *, dsn: str, adaptive: bool, seed: in
                 log.exception("stopping emulator %s", emulator.controller_id)
         if dispatcher is not None:
             dispatcher.close()
-        ingest.stop()
+        ingest.stop(end_session=True)
     result.wall_s = time.monotonic() - started
     return result
 
