@@ -24,6 +24,7 @@ import logging
 import socket
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, TypeVar
@@ -42,6 +43,7 @@ from traffic.errors import DispatchError, MessageError, PlanError, TransportErro
 from traffic.intersection import IntersectionSpec
 from traffic.messages import PlanResult, StatusMessage
 from traffic.plan import TimingPlan
+from traffic.security.signing import PlanSigner
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DECISIONS = (messages.ACCEPTED, messages.REJECTED, messages.APPLIED)
 FINAL = (messages.APPLIED, messages.REJECTED)
+_SIGNED_KEEP = 10_000  # published plans remembered for signed_plan() (the audit reads them right away)
 
 
 def _no_delay(client: paho.Client) -> None:
@@ -78,11 +81,17 @@ class Dispatcher:
     """Publishes plans to one site's controllers and tracks their answers and state.
 
     Use as a context manager (or call :meth:`connect` / :meth:`close`).
+    With ``plan_signer`` (``traffic.security.signing.PlanSigner``) every plan
+    is signed right before it is published, after the safety check and after
+    its expiry is set (so the signature covers the expiry too);
+    :meth:`signed_plan` returns exactly what went on the wire, for the audit.
     """
 
     def __init__(self, mqtt: MqttSettings, site: str, *, client_id: str,
-                 connect_timeout_s: float = 10.0) -> None:
+                 connect_timeout_s: float = 10.0, plan_signer: PlanSigner | None = None) -> None:
         self._settings = mqtt
+        self._signer = plan_signer
+        self._signed: OrderedDict[str, TimingPlan] = OrderedDict()
         self.site = topics.check_id(site, "site")
         self._connect_timeout_s = connect_timeout_s
         self._cond = threading.Condition()
@@ -99,8 +108,11 @@ class Dispatcher:
         if mqtt.username:
             self._client.username_pw_set(mqtt.username, mqtt.password or None)
         if mqtt.tls:
-            self._client.tls_set(ca_certs=mqtt.ca_file or None, certfile=mqtt.cert_file or None,
-                                 keyfile=mqtt.key_file or None)
+            try:
+                self._client.tls_set(ca_certs=mqtt.ca_file or None, certfile=mqtt.cert_file or None,
+                                     keyfile=mqtt.key_file or None)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                raise TransportError(f"cannot set up TLS for {client_id}: {exc}") from exc
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
@@ -157,6 +169,12 @@ class Dispatcher:
         if plan.expires_at is None:
             expires = datetime.now(timezone.utc) + timedelta(seconds=expiry_s)
             plan = replace(plan, expires_at=expires.isoformat())
+        if self._signer is not None:
+            plan = self._signer.sign(plan)
+        with self._cond:
+            self._signed[plan.plan_id] = plan
+            while len(self._signed) > _SIGNED_KEEP:
+                self._signed.popitem(last=False)
         cid = plan.controller_id
         props = Properties(PacketTypes.PUBLISH)
         props.ResponseTopic = topics.topic(self.site, cid, topics.PLAN_RESULT)
@@ -189,6 +207,11 @@ class Dispatcher:
         if result is None:
             raise DispatchError(f"plan {plan_id} not applied within {timeout_s} s")
         return result
+
+    def signed_plan(self, plan_id: str) -> TimingPlan | None:
+        """The plan exactly as last published for ``plan_id`` (with expiry and, if signing, signature)."""
+        with self._cond:
+            return self._signed.get(plan_id)
 
     def results(self, plan_id: str) -> list[PlanResult]:
         """Every answer received for ``plan_id`` so far, in arrival order."""

@@ -12,11 +12,14 @@ plan to the tick thread through a locked inbox. Only the tick thread touches
 the signal program, so the program needs no locking and a slow broker can
 never stall a step.
 
-Plan acceptance, in order: decodes (else ``MALFORMED``), expiry
+Plan acceptance, in order: decodes (else ``MALFORMED``), a valid Ed25519
+signature by a trusted key when a verifier is configured (else
+``SIGNATURE``), identity (``IDENTITY``), expiry
 (``EXPIRED``, against the emulator's clock), a re-send of the plan already
 accepted is answered again (``applied`` once in force) and counts as the
-centre's heartbeat, version must exceed the last
-central plan's (``STALE_VERSION``), then every safety rule of
+centre's heartbeat, an older accepted plan sent again is refused
+(``REPLAY``), version must exceed the last central plan's
+(``STALE_VERSION``), then every safety rule of
 :func:`plan_check.check_plan` (``IDENTITY`` ... ``SERVES_ALL``). A malformed
 or unsafe command from the centre means the centre cannot be trusted: the
 controller keeps the heads safe by going (or staying) on its local
@@ -25,9 +28,11 @@ time-of-day plan.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable, Mapping
@@ -38,6 +43,7 @@ from traffic.config import FieldSettings, MqttSettings
 from traffic.errors import ConfigError, PlanError, UnsafePlanError
 from traffic.intersection import IntersectionSpec
 from traffic.plan import TimingPlan
+from traffic.security.signing import PlanSignatureError, PlanVerifier
 
 from field_firmware_stubs import events as ev
 from field_firmware_stubs.conflict_monitor import ConflictMonitor
@@ -46,13 +52,17 @@ from field_firmware_stubs.link import Endpoint, FieldGateway, MqttLink, publish_
 from field_firmware_stubs.plan_check import check_plan
 from field_firmware_stubs.program import SignalProgram
 
-__all__ = ["DetectorReading", "FieldEmulator", "FieldStats", "MALFORMED", "EXPIRED", "STALE_VERSION"]
+__all__ = ["DetectorReading", "FieldEmulator", "FieldStats", "MALFORMED", "EXPIRED", "STALE_VERSION", "REPLAY",
+           "SIGNATURE"]
 
 log = logging.getLogger(__name__)
 
 MALFORMED = "MALFORMED"
 EXPIRED = "EXPIRED"
 STALE_VERSION = "STALE_VERSION"
+REPLAY = "REPLAY"          # a central plan accepted earlier and since replaced, sent again
+SIGNATURE = "SIGNATURE"    # unsigned, unknown key, or the signature does not match the plan
+_SEEN_MAX = 4096           # accepted plan ids remembered for the replay check
 _EPS = 1e-6
 
 
@@ -110,6 +120,9 @@ class FieldEmulator:
     timeout and transition step. With ``gateway`` the emulator shares that
     connection instead of opening its own. ``expiry_clock`` overrides the
     clock used to judge plan expiry (default: the simulated clock).
+    ``plan_verifier`` (``traffic.security.signing.PlanVerifier``) makes the
+    emulator refuse every plan not signed by a trusted key (``SIGNATURE``);
+    without one it accepts unsigned plans and warns once (development mode).
     Without :meth:`start` the emulator runs offline and publishes nothing.
     """
 
@@ -117,7 +130,8 @@ class FieldEmulator:
                  tod_plan: TimingPlan | None = None, count_interval_s: int = 60,
                  clock_origin: datetime, settings: FieldSettings | None = None,
                  gateway: FieldGateway | None = None,
-                 expiry_clock: Callable[[], datetime] | None = None) -> None:
+                 expiry_clock: Callable[[], datetime] | None = None,
+                 plan_verifier: PlanVerifier | None = None) -> None:
         if clock_origin.tzinfo is None:
             raise ConfigError("clock_origin must carry a UTC offset")
         if not 1 <= count_interval_s <= 3600:
@@ -141,6 +155,8 @@ class FieldEmulator:
                         topics.PLAN_ACTIVE)}
         self._link: Endpoint = _NoLink()
         self._mqtt_link: MqttLink | None = None
+        self._verifier = plan_verifier
+        self._warned_unsigned = False
 
         self._monitor = ConflictMonitor(spec)
         self._program: SignalProgram | None = None
@@ -153,6 +169,7 @@ class FieldEmulator:
         self._central_version = 0
         self._accepted_id: str | None = None
         self._readmit_id: str | None = None  # central plan dropped by a fallback; a re-send restores it
+        self._seen_ids: OrderedDict[str, None] = OrderedDict()  # central plans accepted (replay guard)
         self._applied_at: dict[str, float] = {}  # central plan in force -> boundary time (s)
         self._contact = False
         self._garbage = False
@@ -267,18 +284,51 @@ class FieldEmulator:
         self._on_plan_message(payload, response, correlation)
 
     def _on_plan_message(self, payload: bytes, response_topic: str | None, correlation: bytes | None) -> None:
-        """Judge one plan command and answer it; runs on the MQTT thread."""
+        """Judge one plan command and answer it; runs on the MQTT thread.
+
+        With a verifier configured nothing unauthenticated may change what
+        the controller does: a payload that is not a validly signed plan is
+        refused (``MALFORMED`` or ``SIGNATURE``) *without* the fallback a bad
+        central plan triggers, or anyone able to publish on the plan topic
+        could push the junction off its plan. A signed plan that is malformed
+        or unsafe does trigger it: then the centre itself is not to be trusted.
+        """
+        authenticated = self._verifier is not None
         if len(payload) > msg.MAX_PAYLOAD_BYTES:
             self._reject("?", MALFORMED, f"payload too large ({len(payload)} bytes)", response_topic, correlation,
-                         garbage=True)
+                         garbage=not authenticated)
             return
         try:
-            plan = TimingPlan.from_json(payload)
+            data = json.loads(payload)
+        except Exception as exc:  # noqa: BLE001 - any undecodable input is answered, never raised
+            self._reject("?", MALFORMED, f"plan is not valid JSON: {exc}", response_topic, correlation,
+                         garbage=not authenticated)
+            return
+        if not isinstance(data, dict):
+            self._reject("?", MALFORMED, "plan must be a JSON object", response_topic, correlation,
+                         garbage=not authenticated)
+            return
+        claimed = data.get("plan_id")
+        claimed_id = claimed if isinstance(claimed, str) and claimed else "?"
+        key = None
+        if self._verifier is not None:
+            try:
+                key = self._verifier.verify_dict(data)
+            except PlanSignatureError as exc:
+                self._reject(claimed_id, SIGNATURE, str(exc), response_topic, correlation)
+                return
+        elif not self._warned_unsigned:
+            self._warned_unsigned = True
+            log.warning("%s: no plan verifier configured: accepting unsigned plans (development mode)",
+                        self.controller_id)
+        try:
+            plan = TimingPlan.from_dict(data)
         except PlanError as exc:
-            self._reject("?", MALFORMED, str(exc), response_topic, correlation, garbage=True)
+            self._reject(claimed_id, MALFORMED, str(exc), response_topic, correlation, garbage=True)
             return
         except Exception as exc:  # noqa: BLE001 - any undecodable input is answered, never raised
-            self._reject("?", MALFORMED, f"cannot decode plan: {exc}", response_topic, correlation, garbage=True)
+            self._reject(claimed_id, MALFORMED, f"cannot decode plan: {exc}", response_topic, correlation,
+                         garbage=True)
             return
         try:
             expired = plan.is_expired(self._expiry_clock())
@@ -295,6 +345,7 @@ class FieldEmulator:
         with self._lock:
             duplicate = plan.plan_id == self._accepted_id
             readmit = plan.plan_id == self._readmit_id
+            replay = plan.plan_id in self._seen_ids and not duplicate and not readmit
             stale = plan.version <= self._central_version and not readmit
             current = self._central_version
         if duplicate:  # a re-send (the centre's heartbeat): answer what is true now, change nothing
@@ -307,6 +358,10 @@ class FieldEmulator:
             else:
                 self._answer(msg.PlanResult(self.controller_id, plan.plan_id, msg.ACCEPTED,
                                             reason="already accepted"), response_topic, correlation)
+            return
+        if replay:
+            self._reject(plan.plan_id, REPLAY, f"plan {plan.plan_id} v{plan.version} was accepted before and has "
+                         f"been replaced; an old plan is never taken again", response_topic, correlation)
             return
         if stale:
             self._reject(plan.plan_id, STALE_VERSION, f"version {plan.version} is not newer than {current}",
@@ -321,11 +376,16 @@ class FieldEmulator:
             self._central_version = max(self._central_version, plan.version)
             self._accepted_id = plan.plan_id
             self._readmit_id = None
+            self._seen_ids[plan.plan_id] = None
+            while len(self._seen_ids) > _SEEN_MAX:
+                self._seen_ids.popitem(last=False)
             self._inbox.append((plan, response_topic, correlation))
             self._contact = True
         self.stats.plans_accepted += 1
+        signed = f"; signed by key {key}" if key else ""
         self._answer(msg.PlanResult(self.controller_id, plan.plan_id, msg.ACCEPTED,
-                                    reason="valid; applies at the next cycle boundary"), response_topic, correlation)
+                                    reason=f"valid{signed}; applies at the next cycle boundary"),
+                     response_topic, correlation)
 
     def _reject(self, plan_id: str, rule: str, reason: str, response_topic: str | None,
                 correlation: bytes | None, *, garbage: bool = False) -> None:

@@ -117,6 +117,20 @@ class FieldSettings:
 
 
 @dataclass(frozen=True)
+class SecuritySettings:
+    """Plan signing (``traffic.security``). Empty paths: development mode, plans go unsigned.
+
+    ``plan_signing_key`` is the centre's Ed25519 private key (PEM);
+    ``plan_verify_keys`` the public keys a field controller trusts, comma
+    separated so a key can be rotated without a flag day.
+    """
+
+    pki_dir: str = ""
+    plan_signing_key: str = ""
+    plan_verify_keys: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     """All settings. Build with :func:`load_settings`."""
 
@@ -128,6 +142,7 @@ class Settings:
     optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
     control: ControlSettings = field(default_factory=ControlSettings)
     field_: FieldSettings = field(default_factory=FieldSettings, metadata={"toml": "field"})
+    security: SecuritySettings = field(default_factory=SecuritySettings)
 
 
 def _coerce(value: Any, target_type: Any, where: str) -> Any:

@@ -87,6 +87,9 @@ class TimingPlan:
     reason: str = ""
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
     expires_at: str | None = None   # ISO-8601 UTC; the field refuses an expired plan
+    # "ed25519:<key id>:<base64url>" over the canonical JSON of every other field
+    # (traffic.security.signing); not part of equality, absent from the wire when None
+    signature: str | None = field(default=None, compare=False)
 
     # ---- convenience -------------------------------------------------
     def phase(self, number: int) -> PhaseTiming:
@@ -108,6 +111,7 @@ class TimingPlan:
         cycle = round(sum(p.splitTime for p in phases), 1)
         changes.setdefault("plan_id", uuid.uuid4().hex)
         changes.setdefault("created_at", datetime.now(timezone.utc).isoformat())
+        changes.setdefault("signature", None)  # a signature covers the old splits, never the new ones
         return replace(self, phases=phases, patternCycleTime=cycle, **changes)
 
     # ---- wire format -------------------------------------------------
@@ -115,6 +119,8 @@ class TimingPlan:
         data = asdict(self)
         data["phases"] = [asdict(p) for p in self.phases]
         data["schema"] = PLAN_SCHEMA
+        if data.get("signature") is None:
+            data.pop("signature", None)  # unsigned plans keep their pre-signature wire form
         return data
 
     def to_json(self) -> bytes:
@@ -137,6 +143,9 @@ class TimingPlan:
         expires = data.get("expires_at")
         if expires is not None:
             _parse_time(expires, "expires_at")
+        signature = data.get("signature")
+        if signature is not None and not isinstance(signature, str):
+            raise PlanError(f"signature: must be a string, got {type(signature).__name__}")
         return cls(
             controller_id=_str(data, "controller_id"),
             phases=phases,
@@ -150,6 +159,7 @@ class TimingPlan:
             reason=str(data.get("reason", "")),
             created_at=str(data.get("created_at", "")),
             expires_at=expires,
+            signature=signature,
         )
 
     @classmethod
