@@ -27,6 +27,22 @@ Design choices (and why):
 * Offset changes are absorbed by lengthening or shortening the coordinated
   green by at most ``transition_max_step_s`` per cycle and never below its
   minimum green (and pedestrian timing), whichever way converges sooner.
+* Actuated operation (``mode="actuated"``, coordinated; ``mode="free"``,
+  fully actuated) works on *calls*: a detector occupied while its phase is
+  not green places a call that is held until the phase is served (locking
+  memory, because the loops lie upstream and a vehicle that stopped past one
+  is no longer seen); a phase that maxed out or was forced off keeps its
+  call (its queue was not served). A phase with detectors, no pedestrian
+  timing and no call is skipped. Phases whose detectors the world does not
+  report, and phases that time pedestrians (no push buttons: pedestrian
+  recall), are always served. Detectors belong to the phases
+  :meth:`IntersectionSpec.detector_phases` names.
+* Free mode has no cycle to keep: every phase, the coordinated one
+  included, gaps out or maxes out (the max timer starts with the first
+  conflicting call), and the green rests on the current phase while no
+  other phase calls. Its "cycle boundary", where plan changes happen, is the
+  wrap of the phase sequence past the coordinated phase. No offset
+  transitions.
 * Every plan the engine runs is re-checked with :func:`plan_check.check_plan`;
   an unsafe plan raises :class:`~traffic.errors.UnsafePlanError` instead of
   reaching the heads, whoever the caller is.
@@ -96,11 +112,15 @@ class SignalProgram:
             raise PlanError(f"transition_max_step_s must be >= 0, got {transition_max_step_s}")
         self.spec = spec
         self._max_step = to_ds(transition_max_step_s)
-        self._det_phase = {d.detector_id: d.phase for d in spec.detectors}
+        self._det_phases = {d.detector_id: spec.detector_phases(d) for d in spec.detectors}
         self._det_channel = {d.detector_id: i + 1 for i, d in enumerate(spec.detectors)}
         self._phase_detectors: dict[int, tuple[str, ...]] = {}
         for d in spec.detectors:
-            self._phase_detectors[d.phase] = self._phase_detectors.get(d.phase, ()) + (d.detector_id,)
+            for phase in self._det_phases[d.detector_id]:
+                self._phase_detectors[phase] = self._phase_detectors.get(phase, ()) + (d.detector_id,)
+        self._calls: dict[int, int] = {}  # phase -> time (tenths) its call was placed
+        self._next_idx = 0       # index (in the order in force at the next green) of the next phase to serve
+        self._wrap = False       # the next green starts a new cycle (boundary)
         self._det_on: dict[str, bool] = {}
         self._last_presence: dict[int, int] = {}
         self._events: list[HiResEvent] = []
@@ -210,13 +230,18 @@ class SignalProgram:
 
     def _set_plan(self, plan: TimingPlan) -> None:
         self._require_safe(plan)
-        phases = [self._precompute(p) for p in plan.phases]
-        coord_index = next(i for i, p in enumerate(phases) if p.number == plan.splitCoordPhase)
-        # rotate: the phase after the coordinated phase first, the coordinated phase last
-        self._order = phases[coord_index + 1:] + phases[:coord_index + 1]
+        phases = self._rotation(plan)
+        self._order = phases
         self._plan = plan
         self._cycle = sum(p.split for p in phases)
-        self._actuated = plan.mode == "actuated"
+        self._actuated = plan.mode in ("actuated", "free")
+        self._free = plan.mode == "free"
+
+    def _rotation(self, plan: TimingPlan) -> list[_Phase]:
+        """``plan``'s phases in engine order: the one after the coordinated phase first, the coordinated last."""
+        phases = [self._precompute(p) for p in plan.phases]
+        coord_index = next(i for i, p in enumerate(phases) if p.number == plan.splitCoordPhase)
+        return phases[coord_index + 1:] + phases[:coord_index + 1]
 
     def _precompute(self, t: PhaseTiming) -> _Phase:
         design = self.spec.phase(t.phase)
@@ -259,6 +284,8 @@ class SignalProgram:
 
     def _transition_adjust(self, t: int) -> tuple[int, int]:
         """How much to lengthen (+) or shorten (-) the cycle starting at ``t`` to approach the offset."""
+        if self._free:
+            return 0, 0
         cycle = self._cycle
         late = (self._boundary_phase(self._plan) - t) % cycle   # aligned boundary is `late` tenths later
         if late == 0:
@@ -294,6 +321,7 @@ class SignalProgram:
         self._kind = KIND_GREEN
         self._state = phase.greens
         self._int_start = t
+        self._calls.pop(phase.number, None)
         self._marks: list[tuple[int, int, int]] = []
         if phase.walk > 0 or phase.ped_clear > 0:
             self._marks = [(t + phase.walk, ev.PED_BEGIN_CLEAR, phase.number),
@@ -305,24 +333,85 @@ class SignalProgram:
     def _green_end(self, now: int) -> tuple[int, int]:
         """End time of the current green and the termination code (gap-out / max-out / force-off)."""
         phase = self._order[self._idx]
+        start = self._int_start
+        if self._free:
+            return self._free_green_end(phase, start, now)
         if self._idx == len(self._order) - 1:
             return self._coord_end, 0
-        start = self._int_start
         force_off = start + phase.green
         if not self._actuated:
             return force_off, ev.PHASE_FORCE_OFF
         max_out = start + phase.max_green
         end, code = (max_out, ev.PHASE_MAX_OUT) if max_out < force_off else (force_off, ev.PHASE_FORCE_OFF)
-        reported = [d for d in self._phase_detectors.get(phase.number, ()) if d in self._det_on]
-        if reported:  # only phases whose detectors the world reports can gap out
-            if any(self._det_on[d] for d in reported):
-                gap = now + phase.passage  # call present: extend at least one passage time
-            else:
-                gap = max(self._last_presence.get(phase.number, start), start) + phase.passage
-            gap = max(gap, start + phase.min_green)
-            if gap < end:
-                end, code = gap, ev.PHASE_GAP_OUT
+        gap = self._gap_time(phase, start, now)
+        if gap is not None and gap < end:
+            end, code = gap, ev.PHASE_GAP_OUT
         return end, code
+
+    def _gap_time(self, phase: _Phase, start: int, now: int) -> int | None:
+        """When the phase gaps out (None: its detectors are not reported, it cannot gap out)."""
+        reported = [d for d in self._phase_detectors.get(phase.number, ()) if d in self._det_on]
+        if not reported:
+            return None
+        if any(self._det_on[d] for d in reported):
+            gap = now + phase.passage  # call present: extend at least one passage time
+        else:
+            gap = max(self._last_presence.get(phase.number, start), start) + phase.passage
+        return max(gap, start + phase.min_green)
+
+    def _free_green_end(self, phase: _Phase, start: int, now: int) -> tuple[int, int]:
+        """Fully actuated: gap-out or max-out once another phase calls; rest in green until then."""
+        conflict = self._conflicting_call_time(phase.number, start)
+        if conflict is None:
+            return now + 1, 0  # nobody else wants the junction: rest in green
+        end, code = max(start, conflict) + phase.max_green, ev.PHASE_MAX_OUT
+        gap = self._gap_time(phase, start, now)
+        if gap is not None and gap < end:
+            end, code = gap, ev.PHASE_GAP_OUT
+        # never end (and so never start the yellow) before the call that allows it arrived
+        return max(end, conflict, start + phase.min_green), code
+
+    def _serve(self, phase: _Phase) -> bool:
+        """Whether ``phase`` must be served when its turn comes (call, recall, unknown demand)."""
+        if phase.number in self._calls or phase.walk > 0 or phase.ped_clear > 0:
+            return True
+        return not any(d in self._det_on for d in self._phase_detectors.get(phase.number, ()))
+
+    def _conflicting_call_time(self, number: int, start: int) -> int | None:
+        """Earliest time another phase asked for the junction (recalls count from ``start``)."""
+        times = [self._calls[p.number] if p.number in self._calls else start
+                 for p in self._order if p.number != number and self._serve(p)]
+        return min(times) if times else None
+
+    def _choose_next(self) -> None:
+        """Decide, as the current green ends, which phase comes next (skipping those without a call).
+
+        Sets ``_next_idx`` (an index in the order that will be in force then)
+        and ``_wrap`` (the sequence passes the coordinated phase: a cycle
+        boundary, where a pending plan is committed).
+        """
+        order, idx = self._order, self._idx
+        if not self._actuated:
+            self._wrap = idx == len(order) - 1
+            self._next_idx = 0 if self._wrap else idx + 1
+            if self._wrap and self._pending is not None:
+                self._committed, self._pending = self._pending, None
+            return
+        if idx < len(order) - 1:
+            last = len(order) - 1
+            for j in range(idx + 1, len(order)):
+                # coordinated mode: the coordinated phase is always served (it holds the cycle's fixed point)
+                if self._serve(order[j]) or (j == last and not self._free):
+                    self._wrap, self._next_idx = False, j
+                    return
+        # past the coordinated phase: a boundary; a pending plan takes over from here
+        self._wrap = True
+        if self._pending is not None:
+            self._committed, self._pending = self._pending, None
+        order = self._rotation(self._committed) if self._committed is not None else order
+        committed_free = (self._committed or self._plan).mode == "free"
+        fallback = 0 if committed_free else len(order) - 1  # coordinated: rest in the coordinated phase
+        self._next_idx = next((j for j, p in enumerate(order) if self._serve(p)), fallback)
 
     def _advance(self, now: int) -> None:
         while True:
@@ -340,7 +429,6 @@ class SignalProgram:
 
     def _finish(self, t: int, code: int) -> None:
         phase = self._order[self._idx]
-        last = self._idx == len(self._order) - 1
         if self._kind == KIND_GREEN:
             for mt, mcode, param in self._marks:   # pedestrian timing never outlives the green
                 self._emit(min(mt, t), mcode, param)
@@ -348,8 +436,9 @@ class SignalProgram:
             if code:
                 self._emit(t, code, phase.number)
             self._emit(t, ev.PHASE_END_GREEN, phase.number)
-            if last and self._pending is not None:
-                self._committed, self._pending = self._pending, None
+            if code in (ev.PHASE_MAX_OUT, ev.PHASE_FORCE_OFF) and self._actuated:
+                self._calls.setdefault(phase.number, t)  # its queue was not served: come back
+            self._choose_next()
             following = self._following()
             if phase.yellow > 0:
                 self._kind, self._int_start, self._int_end = KIND_YELLOW, t, t + phase.yellow
@@ -366,14 +455,10 @@ class SignalProgram:
         self._next_phase(t)
 
     def _following(self) -> str:
-        """Greens of the phase that will follow the current one (the committed plan's first, at a boundary)."""
-        if self._idx < len(self._order) - 1:
-            return self._order[self._idx + 1].greens
-        if self._committed is not None:
-            plan = self._committed
-            index = next(i for i, p in enumerate(plan.phases) if p.phase == plan.splitCoordPhase)
-            return plan.phases[(index + 1) % len(plan.phases)].greens
-        return self._order[0].greens
+        """Greens of the phase chosen to follow the current one (in the committed plan, at a boundary)."""
+        if self._wrap and self._committed is not None:
+            return self._rotation(self._committed)[self._next_idx].greens
+        return self._order[self._next_idx].greens
 
     def _begin_red_or_next(self, t: int, phase: _Phase, following: str) -> None:
         if phase.red > 0:
@@ -384,21 +469,23 @@ class SignalProgram:
         self._next_phase(t)
 
     def _next_phase(self, t: int) -> None:
-        if self._idx == len(self._order) - 1:
+        if self._wrap:
             self._begin_cycle(t)
-            self._start_green(0, t)
-        else:
-            self._start_green(self._idx + 1, t)
+        self._start_green(self._next_idx, t)
 
     # ---------------------------------------------------------------- detectors & events
     def _update_detectors(self, now: int, presence: Mapping[str, bool]) -> None:
+        green = self._order[self._idx].number if self._kind == KIND_GREEN else None
         for det, on in presence.items():
-            phase = self._det_phase.get(det)
-            if phase is None:
+            phases = self._det_phases.get(det)
+            if phases is None:
                 continue
             on = bool(on)
             if on:
-                self._last_presence[phase] = now
+                for phase in phases:
+                    self._last_presence[phase] = now
+                    if phase != green:
+                        self._calls.setdefault(phase, now)
             if self._det_on.get(det, False) != on:
                 self._emit(now, ev.DETECTOR_ON if on else ev.DETECTOR_OFF, self._det_channel[det])
             self._det_on[det] = on

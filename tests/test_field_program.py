@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from field_firmware_stubs import events as ev
 from field_firmware_stubs.conflict_monitor import ConflictMonitor
 from field_firmware_stubs.program import SignalProgram
-from field_firmware_stubs.samples import four_leg
+from field_firmware_stubs.samples import four_leg, two_phase
 from traffic.errors import UnsafePlanError
 from traffic.signals import cycle_intervals
 
@@ -93,24 +93,38 @@ def test_offset_change_is_reached_in_bounded_steps_never_below_min_green():
     assert round((starts[-1] - 37.0) % 80.0, 1) == 0.0  # in step with the new offset
 
 
-def test_actuated_gap_out_returns_unused_time_to_the_coordinated_phase():
+def test_actuated_skips_uncalled_phases_and_returns_unused_time_to_the_coordinated_phase():
     plan = SPEC.plan_from_splits([30.0, 12.0, 26.0, 12.0], mode="actuated", coord_phase=1)
     program = SignalProgram(SPEC, plan, start_time=0.0)
-    # no vehicles anywhere: every non-coordinated phase gaps out at its minimum green
+    # no vehicles anywhere: phases with detectors and no call are skipped, pedestrian phases gap out at min
     no_cars = lambda t: {d.detector_id: False for d in SPEC.detectors}  # noqa: E731
     changes = run(program, 0.0, 4 * 80.0, presence=no_cars)
     greens = {}
     for d, state, phase, kind in durations(changes)[1:]:
         if kind == "green":
             greens.setdefault(phase, []).append(round(d, 1))
-    assert max(greens[2]) == pytest.approx(SPEC.phase(2).min_green_s)
+    skipped = [p.phase for p in SPEC.phases if p.ped_crossing_m == 0 and p.phase != 1]
+    assert skipped and all(len(greens.get(n, [])) <= 1 for n in skipped)  # at most before detectors reported
     assert max(greens[3]) == pytest.approx(7.0 + SPEC.phase(3).ped_clear_s)  # pedestrians still served
     coord_pretimed = plan.phase(1).green
     assert min(greens[1][1:]) > coord_pretimed + 5
     events = program.drain_events()
     assert any(e.code == ev.PHASE_GAP_OUT for e in events)
+    ends = [t for t, state, phase, kind in changes if phase == 1 and kind == "yellow"]
+    assert len(ends) >= 3 and {round(b - a, 1) for a, b in zip(ends, ends[1:])} == {80.0}  # cycle stays fixed
+
+
+def test_actuated_call_on_a_skipped_phase_is_served_next_cycle():
+    plan = SPEC.plan_from_splits([30.0, 12.0, 26.0, 12.0], mode="actuated", coord_phase=1)
+    program = SignalProgram(SPEC, plan, start_time=0.0)
+    det = next(d for d in SPEC.detectors if SPEC.detector_phases(d) == (2,))
+    # one vehicle over phase 2's loop for 1 s at t=100, nothing else
+    presence = lambda t: {d.detector_id: (d.detector_id == det.detector_id and 100 <= t < 101)  # noqa: E731
+                          for d in SPEC.detectors}
+    changes = run(program, 0.0, 400.0, presence=presence)
     starts = [t for t, state, phase, kind in changes if phase == 2 and kind == "green"]
-    assert {round(b - a, 1) for a, b in zip(starts, starts[1:])} == {80.0}  # cycle stays fixed
+    late = [t for t in starts if t > 100]
+    assert len(late) == 1 and late[0] < 100 + 80  # served once, within a cycle, then skipped again
 
 
 def test_actuated_phase_with_steady_demand_runs_to_force_off():
@@ -155,7 +169,7 @@ def test_time_cannot_go_backwards():
 
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.integers(0, 200), min_size=8, max_size=8), st.sampled_from([0.1, 0.5, 1.0]),
-       st.sampled_from(["pretimed", "actuated"]), st.integers(1, 4), st.integers(0, 3000))
+       st.sampled_from(["pretimed", "actuated", "free"]), st.integers(1, 4), st.integers(0, 3000))
 def test_driven_states_never_trip_the_conflict_monitor(extra, dt, mode, coord, offset_tenths):
     """Across plan changes (splits, offset, coordinated phase), the output stays safe."""
     mins = [p.min_split_s for p in SPEC.phases]
@@ -177,3 +191,62 @@ def test_driven_states_never_trip_the_conflict_monitor(extra, dt, mode, coord, o
         monitor.observe(t, state)
         assert not monitor.tripped, monitor.reason
     assert program.plan.plan_id == b.plan_id
+
+
+def _greens(changes):
+    out = {}
+    for d, state, phase, kind in durations(changes)[1:]:
+        if kind == "green":
+            out.setdefault(phase, []).append(round(d, 1))
+    return out
+
+
+def test_free_mode_rests_in_green_without_conflicting_calls():
+    spec = two_phase()
+    plan = spec.plan_from_splits([30.0, 20.0], mode="free", coord_phase=2)
+    program = SignalProgram(spec, plan, start_time=0.0)
+    quiet = lambda t: {"d1": False, "d2": False}  # noqa: E731
+    run(program, 0.0, 200.0, presence=quiet)
+    # phase 1 times pedestrians (recall), so the junction alternates only as far as that recall asks
+    program2 = SignalProgram(two_phase_no_peds(), replace(plan, controller_id="c1"), start_time=0.0)
+    changes = run(program2, 0.0, 300.0, presence=quiet)
+    assert changes[-1][3] == "green" and changes[-1][0] < 100  # rests in one green for the last 200 s
+
+
+def test_free_mode_gaps_out_and_serves_the_calling_phase():
+    spec = two_phase_no_peds()
+    plan = spec.plan_from_splits([30.0, 20.0], mode="free", coord_phase=2)
+    program = SignalProgram(spec, plan, start_time=0.0)
+    # steady traffic on phase 2's loop, a short burst on phase 1's every 60 s
+    presence = lambda t: {"d1": int(t) % 60 < 4, "d2": int(t) % 2 == 0}  # noqa: E731
+    changes = run(program, 0.0, 600.0, presence=presence)
+    greens = _greens(changes)
+    p1 = spec.phase(1)
+    assert greens[1] and max(greens[1]) <= p1.min_green_s + 6  # burst served, then gap-out
+    # phase 2 rests until phase 1 calls (t = 60 k), then maxes out phaseMaximum1 later (max timer from the call)
+    p2 = plan.phase(2)
+    starts = [t for t, state, phase, kind in changes if phase == 1 and kind == "green" and t > 60]
+    expected = p2.phaseMaximum1 + p2.phaseYellowChange + p2.phaseRedClear
+    assert starts and all(t % 60 == pytest.approx(expected, abs=1.1) for t in starts)
+    codes = {e.code for e in program.drain_events()}
+    assert ev.PHASE_GAP_OUT in codes and ev.PHASE_MAX_OUT in codes
+
+
+def test_free_mode_applies_a_new_plan_at_the_sequence_wrap():
+    spec = two_phase_no_peds()
+    plan = spec.plan_from_splits([30.0, 20.0], mode="free", coord_phase=2)
+    program = SignalProgram(spec, plan, start_time=0.0)
+    presence = lambda t: {"d1": True, "d2": True}  # noqa: E731
+    run(program, 0.0, 50.0, presence=presence)
+    new = spec.plan_from_splits([25.0, 25.0], mode="free", coord_phase=2, version=2)
+    program.request_plan(new)
+    run(program, 50.1, 200.0, presence=presence)
+    applied = program.drain_applied()
+    assert [p.plan_id for _, p in applied] == [new.plan_id] and program.plan.plan_id == new.plan_id
+
+
+def two_phase_no_peds():
+    from traffic.intersection import PhaseSpec
+
+    spec = two_phase()
+    return replace(spec, phases=tuple(replace(p, ped_crossing_m=0.0) for p in spec.phases))
