@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     build = dash_sub.add_parser("build", help="write dashboard JSON and provisioning YAML")
     build.add_argument("--out", type=Path, required=True)
     build.set_defaults(func=_cmd_dashboards)
+    from traffic.security.cli import add_commands as _sec; _sec(sub)  # noqa: E702 - `traffic pki ...`
     return parser
 
 
