@@ -45,6 +45,7 @@ class RunJob:
     route_files: tuple[Path, ...] | None = None
     workdir: Path | None = None
     extra_options: tuple[str, ...] = ()
+    extra_additional: tuple[Path, ...] = ()
 
 
 def plans_by_tls(scenario: Scenario, plans: Iterable[TimingPlan]) -> dict[str, TimingPlan]:
@@ -123,11 +124,13 @@ def build_command(scenario: Scenario, *, seed: int, begin: int, end: int, tripin
 
 def run(scenario: Scenario, *, seed: int, plans: Mapping[str, TimingPlan] | None = None,
         begin: int | None = None, end: int | None = None, route_files: Sequence[Path] | None = None,
-        workdir: Path | None = None, extra_options: Sequence[str] = ()) -> Kpis:
+        workdir: Path | None = None, extra_options: Sequence[str] = (),
+        extra_additional: Sequence[Path] = ()) -> Kpis:
     """Run ``scenario`` once and return its KPIs (``wall_s`` = SUMO's wall time).
 
     ``plans`` (keyed by SUMO tls id) replace the network's programs for this
-    run only; ``route_files`` replace the scenario's demand. Outputs go to
+    run only; ``route_files`` replace the scenario's demand; ``extra_additional``
+    files are loaded after the scenario's own (for example actuated programs). Outputs go to
     ``workdir`` (kept) or to a temporary folder (removed).
     """
     begin = scenario.begin if begin is None else int(begin)
@@ -144,7 +147,7 @@ def run(scenario: Scenario, *, seed: int, plans: Mapping[str, TimingPlan] | None
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         tag = f"{seed}-{uuid.uuid4().hex[:8]}"
-        additional = list(scenario.additional_files)
+        additional = list(scenario.additional_files) + [Path(p).resolve() for p in extra_additional]
         if plans:
             additional.append(write_plans_additional(plans, out_dir / f"plans-{tag}.add.xml").resolve())
         tripinfo = (out_dir / f"tripinfo-{tag}.xml").resolve()
@@ -175,7 +178,8 @@ def run(scenario: Scenario, *, seed: int, plans: Mapping[str, TimingPlan] | None
 
 def _run_job(job: RunJob) -> Kpis:
     return run(job.scenario, seed=job.seed, plans=job.plans, begin=job.begin, end=job.end,
-               route_files=job.route_files, workdir=job.workdir, extra_options=job.extra_options)
+               route_files=job.route_files, workdir=job.workdir, extra_options=job.extra_options,
+               extra_additional=job.extra_additional)
 
 
 def run_many(jobs: Sequence[RunJob], *, processes: int = 2) -> list[Kpis]:

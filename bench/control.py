@@ -1,0 +1,149 @@
+"""Controls x scenarios x seeds, and the validation gate's overhead over bare ``sumo``.
+
+``python bench/control.py [--scenarios cologne1,grid4x4,corridor] [--controls static,actuated,max-pressure]
+[--seeds 1,2,3] [--processes 2] [--gate] [--json OUT]``
+
+Scenarios are the folders of ``--shared`` (default ``/work/shared/scenarios``,
+skipped when absent) plus ``corridor``, the project's own generated 4-signal
+arterial; a scenario may also be given as a path to a ``.sumocfg`` or folder.
+Prints markdown tables: mean delay (mean +/- sample standard deviation over
+the seeds, the RESCO definition), undeparted vehicles and wall time per run.
+``--gate`` adds the gate-overhead table: the gate's incumbent-vs-candidate
+call (one seed, one process) against two bare ``sumo`` runs of the same
+window (the fastest of ``--repeat`` tries each, to damp machine noise).
+Numbers depend on machine load: other work on the same cores slows every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from simulation.binaries import sumo_binary
+from simulation.controls import CONTROLS, run_seeds, summarize
+from simulation.corridor import generate_corridor
+from simulation.gate import validate
+from simulation.runner import merge_options
+from simulation.scenario import BASE_OPTIONS, Scenario, load_scenario
+from traffic.errors import TrafficError
+
+log = logging.getLogger("bench.control")
+
+SHARED = Path("/work/shared/scenarios")
+DEFAULT_CONTROLS = ("static", "actuated", "max-pressure")
+
+
+def _scenarios(names: list[str] | None, shared: Path, workdir: Path) -> dict[str, Scenario]:
+    if not names:
+        names = sorted(p.name for p in shared.iterdir() if p.is_dir() and list(p.glob("*.sumocfg"))) \
+            if shared.is_dir() else []
+        names.append("corridor")
+    out: dict[str, Scenario] = {}
+    for name in names:
+        if name == "corridor":
+            out[name] = generate_corridor(workdir / "corridor")
+        elif (shared / name).is_dir():
+            out[name] = load_scenario(shared / name, detectors_dir=workdir / f"det-{name}")
+        else:
+            out[Path(name).stem] = load_scenario(Path(name), detectors_dir=workdir / f"det-{Path(name).stem}")
+    return out
+
+
+def control_table(scenarios: dict[str, Scenario], controls: list[str], seeds: list[int], processes: int,
+                  workdir: Path) -> list[dict]:
+    rows: list[dict] = []
+    for sname, scenario in scenarios.items():
+        for cname in controls:
+            started = time.perf_counter()
+            try:
+                results = run_seeds(cname, scenario, seeds, workdir=workdir / sname, processes=processes)
+            except TrafficError as exc:
+                log.error("%s / %s failed: %s", sname, cname, exc)
+                rows.append({"scenario": sname, "control": cname, "error": str(exc)})
+                continue
+            summary = summarize(results)
+            rows.append({"scenario": sname, "control": cname, "seeds": seeds, "summary": summary,
+                         "per_seed_delay_s": [k.mean_delay_s for k in results],
+                         "elapsed_s": round(time.perf_counter() - started, 1)})
+            sys.stderr.write(f"{sname:12s} {cname:18s} delay {summary['mean_delay_s']['mean']:8.1f} "
+                             f"± {summary['mean_delay_s']['std']:.1f}\n")
+    return rows
+
+
+def _bare_sumo(scenario: Scenario, seed: int, begin: int, end: int) -> float:
+    cmd = [sumo_binary("sumo"), "-c", str(scenario.sumocfg), "--begin", str(begin), "--end", str(end),
+           "--seed", str(seed), "--no-step-log", "true", "--duration-log.disable", "true", "--no-warnings", "true"]
+    if scenario.additional_files:
+        cmd += ["--additional-files", ",".join(str(p) for p in scenario.additional_files)]
+    cmd += merge_options(scenario.sumo_options, BASE_OPTIONS)
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, cwd=scenario.sumocfg.parent)
+    return time.perf_counter() - started
+
+
+def gate_table(scenarios: dict[str, Scenario], repeat: int) -> list[dict]:
+    rows: list[dict] = []
+    for sname, scenario in scenarios.items():
+        begin, end = scenario.begin, scenario.end
+        candidate = {s.tls_id: s.default_plan() for s in scenario.corridor.intersections}
+        bare = min(_bare_sumo(scenario, 1, begin, end) + _bare_sumo(scenario, 1, begin, end) for _ in range(repeat))
+        gate = min(validate(scenario, candidate=candidate, incumbent={}, seeds=(1,), begin=begin, end=end,
+                            processes=1).wall_s for _ in range(repeat))
+        rows.append({"scenario": sname, "bare_sumo_2runs_s": round(bare, 2), "gate_s": round(gate, 2),
+                     "overhead_pct": round(100.0 * (gate / bare - 1.0), 1)})
+    return rows
+
+
+def markdown(rows: list[dict], gate_rows: list[dict]) -> str:
+    lines = ["| scenario | control | mean delay (s) | undeparted | wall per run (s) |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['scenario']} | {r['control']} | failed: {r['error'][:60]} | | |")
+            continue
+        s = r["summary"]
+        lines.append(f"| {r['scenario']} | {r['control']} | {s['mean_delay_s']['mean']:.1f} ± "
+                     f"{s['mean_delay_s']['std']:.1f} | {s['undeparted']['mean']:.0f} | {s['wall_s']['mean']:.1f} |")
+    if gate_rows:
+        lines += ["", "| scenario | bare sumo, 2 runs (s) | gate, 2 runs (s) | overhead |", "|---|---|---|---|"]
+        for g in gate_rows:
+            lines.append(f"| {g['scenario']} | {g['bare_sumo_2runs_s']:.2f} | {g['gate_s']:.2f} | "
+                         f"{g['overhead_pct']:+.1f} % |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenarios", default="", help="comma list (shared folder names, 'corridor' or paths)")
+    parser.add_argument("--controls", default=",".join(DEFAULT_CONTROLS), help=f"comma list of {', '.join(CONTROLS)}")
+    parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--shared", type=Path, default=SHARED)
+    parser.add_argument("--gate", action="store_true", help="also measure the gate's overhead over bare sumo")
+    parser.add_argument("--gate-only", action="store_true", help="only the gate-overhead table")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="traffic-bench-control-"))
+    names = [n for n in args.scenarios.split(",") if n] or None
+    controls = [c for c in args.controls.split(",") if c]
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    scenarios = _scenarios(names, args.shared, workdir)
+    rows = [] if args.gate_only else control_table(scenarios, controls, seeds, args.processes, workdir)
+    gate_rows = gate_table(scenarios, args.repeat) if (args.gate or args.gate_only) else []
+    sys.stdout.write(markdown(rows, gate_rows) + "\n")
+    if args.json:
+        args.json.write_text(json.dumps({"controls": rows, "gate": gate_rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

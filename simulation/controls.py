@@ -1,0 +1,173 @@
+"""The control registry: run any scenario under any control, on one or several seeds.
+
+Every control has the same signature, ``(scenario, seed, begin, end,
+workdir) -> Kpis``, so the CLI, the benchmark and the tests treat them
+alike:
+
+* ``static``: the network's own fixed-time programs (the ``sumo`` binary);
+* ``actuated``: SUMO's actuated control on the same phases
+  (:mod:`simulation.actuated`, the ``sumo`` binary);
+* ``max-pressure``: :mod:`simulation.max_pressure` in the loop (libsumo or TraCI);
+* ``adaptive``: the project's own central loop, provided by
+  ``controller.sim_control.run_adaptive`` (imported only when asked for);
+* ``max-pressure-resco``: max-pressure with the RESCO reference's 3 s yellow
+  and no all-red, only to compare with published numbers (not field-safe).
+
+Seeds run in separate processes (:func:`run_seeds`): SUMO is single
+threaded and libsumo allows one simulation per process.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from simulation.actuated import actuated_additional
+from simulation.backend import BACKENDS, ENV_BACKEND
+from simulation.inloop import run_in_loop
+from simulation.kpi import Kpis
+from simulation.max_pressure import MaxPressureController, MaxPressureSettings
+from simulation.runner import run
+from simulation.scenario import Scenario
+from traffic.errors import SimulationError
+
+log = logging.getLogger(__name__)
+
+ControlFn = Callable[[Scenario, int, int, int, Path], Kpis]
+
+#: KPIs summarised over seeds (the JSON of ``traffic sim run``).
+SUMMARY_FIELDS = ("mean_delay_s", "mean_trip_time_s", "mean_waiting_s", "mean_stops", "vehicles", "completed",
+                  "undeparted", "teleports", "throughput_veh_h", "wall_s")
+
+
+def run_static(scenario: Scenario, seed: int, begin: int, end: int, workdir: Path) -> Kpis:
+    """The network's own fixed-time programs."""
+    return run(scenario, seed=seed, begin=begin, end=end, workdir=workdir)
+
+
+def run_actuated(scenario: Scenario, seed: int, begin: int, end: int, workdir: Path) -> Kpis:
+    """SUMO's actuated control on the network's own phases."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    programs = actuated_additional(scenario.net_file, workdir / "actuated.add.xml")
+    return run(scenario, seed=seed, begin=begin, end=end, workdir=workdir, extra_additional=(programs,))
+
+
+def run_max_pressure(scenario: Scenario, seed: int, begin: int, end: int, workdir: Path) -> Kpis:
+    """Max-pressure with safeguards on every mapped signal (backend from ``TRAFFIC_SUMO_BACKEND``)."""
+    specs = scenario.corridor.intersections
+    return run_in_loop(scenario, seed=seed, begin=begin, end=end, workdir=workdir,
+                       make_controllers=lambda _api: [MaxPressureController(s) for s in specs])
+
+
+def run_max_pressure_resco(scenario: Scenario, seed: int, begin: int, end: int, workdir: Path) -> Kpis:
+    """Max-pressure as the RESCO reference ran it (3 s yellow, no all-red): for comparison only."""
+    specs = scenario.corridor.intersections
+    settings = MaxPressureSettings.resco()
+    return run_in_loop(scenario, seed=seed, begin=begin, end=end, workdir=workdir,
+                       make_controllers=lambda _api: [MaxPressureController(s, settings) for s in specs])
+
+
+def run_adaptive(scenario: Scenario, seed: int, begin: int, end: int, workdir: Path) -> Kpis:
+    """The project's central loop (``controller.sim_control.run_adaptive``), imported on demand."""
+    try:
+        from controller.sim_control import run_adaptive as adaptive
+    except ImportError as exc:
+        raise SimulationError(f"adaptive control not available: {exc}") from exc
+    return adaptive(scenario, seed=seed, begin=begin, end=end, workdir=Path(workdir))
+
+
+#: Controls that run the ``sumo`` binary (no controller in the loop).
+BATCH_CONTROLS = frozenset({"static", "actuated"})
+
+CONTROLS: dict[str, ControlFn] = {
+    "static": run_static,
+    "actuated": run_actuated,
+    "max-pressure": run_max_pressure,
+    "adaptive": run_adaptive,
+    "max-pressure-resco": run_max_pressure_resco,
+}
+
+
+def control(name: str) -> ControlFn:
+    """The control called ``name``, or a SimulationError listing the known ones."""
+    try:
+        return CONTROLS[name]
+    except KeyError:
+        raise SimulationError(f"unknown control {name!r} (known: {', '.join(CONTROLS)})") from None
+
+
+def _one(name: str, scenario: Scenario, seed: int, begin: int, end: int, workdir: Path, backend: str) -> Kpis:
+    if backend != "auto":
+        os.environ[ENV_BACKEND] = backend  # this worker process only
+    return control(name)(scenario, seed, begin, end, workdir)
+
+
+def run_seeds(name: str, scenario: Scenario, seeds: Sequence[int], *, workdir: Path, begin: int | None = None,
+              end: int | None = None, processes: int = 2, backend: str = "auto") -> list[Kpis]:
+    """Run control ``name`` once per seed, ``processes`` at a time, each in its own process.
+
+    Results come back in seed order; the first failure is raised after the
+    others finish. Outputs of each run stay in ``workdir/<control>-seed<N>``.
+    """
+    control(name)
+    if backend not in BACKENDS:
+        raise SimulationError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if not seeds:
+        raise SimulationError("at least one seed is needed")
+    if len(set(seeds)) != len(seeds):
+        raise SimulationError(f"seeds repeat: {list(seeds)}")
+    if processes < 1:
+        raise SimulationError("processes must be at least 1")
+    begin = scenario.begin if begin is None else int(begin)
+    end = scenario.end if end is None else int(end)
+    if end <= begin:
+        raise SimulationError(f"end ({end}) must be after begin ({begin})")
+    dirs = [Path(workdir) / f"{name}-seed{s}" for s in seeds]
+    workers = min(processes, len(seeds))
+    if name in BATCH_CONTROLS:
+        # these already run ``sumo`` as a child process: threads waiting on them are enough
+        with ThreadPoolExecutor(max_workers=workers) as threads:
+            futures = [threads.submit(_one, name, scenario, s, begin, end, d, "auto") for s, d in zip(seeds, dirs)]
+            return [f.result() for f in futures]
+    ctx = multiprocessing.get_context("spawn")  # libsumo state must never be forked or shared
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = [pool.submit(_one, name, scenario, s, begin, end, d, backend) for s, d in zip(seeds, dirs)]
+        return [f.result() for f in futures]
+
+
+def summarize(results: Sequence[Kpis]) -> dict[str, dict[str, float]]:
+    """Mean, sample standard deviation, min and max of each KPI over the runs."""
+    if not results:
+        raise SimulationError("nothing to summarise")
+    out: dict[str, dict[str, float]] = {}
+    for name in SUMMARY_FIELDS:
+        values = [float(getattr(k, name)) for k in results]
+        mean = sum(values) / len(values)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+        out[name] = {"mean": round(mean, 3), "std": round(std, 3), "min": round(min(values), 3),
+                     "max": round(max(values), 3)}
+    return out
+
+
+def report(name: str, scenario: Scenario, seeds: Sequence[int], results: Sequence[Kpis], *, begin: int,
+           end: int) -> dict[str, Any]:
+    """The JSON document of a (multi-seed) run: per-seed KPIs, their summary, and the headline means."""
+    summary = summarize(results)
+    doc: dict[str, Any] = {
+        "scenario": str(scenario.sumocfg),
+        "control": name,
+        "begin": begin,
+        "end": end,
+        "seeds": list(seeds),
+        "runs": [{"seed": s, **k.to_dict()} for s, k in zip(seeds, results)],
+        "summary": summary,
+    }
+    for field_name, stats in summary.items():  # top-level keys: the means (== the values for one seed)
+        doc[field_name] = stats["mean"]
+    return doc
