@@ -146,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--out", type=Path, required=True)
     build.set_defaults(func=_cmd_dashboards)
     from traffic.security.cli import add_commands as _sec; _sec(sub)  # noqa: E702 - `traffic pki ...`
+    from simulation.cli import add_commands as _sim; _sim(sub)  # noqa: E702 - `traffic sim run`, `traffic replay`
     return parser
 
 
