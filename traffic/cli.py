@@ -4,6 +4,8 @@
     traffic migrate     apply database migrations
     traffic ingest      run the MQTT → PostgreSQL ingest service
     traffic plan check  check a plan file against an intersection's safety rules
+    traffic plans       review plans: history per controller, one plan's life
+    traffic lock        lock / unlock a controller's plan
     traffic corridor    generate the demo corridor scenario (SUMO files)
     traffic dashboards  build Grafana dashboards and provisioning files
 
@@ -107,6 +109,56 @@ def _cmd_dashboards(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dsn(args: argparse.Namespace) -> str:
+    settings = load_settings(args.config)
+    dsn = getattr(args, "dsn", None) or settings.database.dsn
+    if not dsn:
+        raise TrafficError("no database: set TRAFFIC_DATABASE_DSN or pass --dsn")
+    return dsn
+
+
+def _cmd_plans_history(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from traffic.review import history_table
+
+    Console().print(history_table(_dsn(args), args.controller, limit=args.limit))
+    return 0
+
+
+def _cmd_plans_show(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from traffic.review import plan_detail
+
+    console = Console()
+    for table in plan_detail(_dsn(args), args.plan_id):
+        console.print(table)
+    return 0
+
+
+def _cmd_lock(args: argparse.Namespace) -> int:
+    from controller import locks
+
+    with db_connect(_dsn(args)) as conn:
+        if args.unlock:
+            done = locks.unlock(conn, args.controller, args.actor, args.reason or "")
+            sys.stdout.write(f"{args.controller} {'unlocked' if done else 'was not locked'}\n")
+        else:
+            if not args.reason:
+                raise TrafficError("a lock needs --reason (it is shown to everyone who wonders why)")
+            locks.lock(conn, args.controller, args.reason, args.actor)
+            sys.stdout.write(f"{args.controller} locked by {args.actor}: {args.reason}\n")
+        conn.commit()
+    return 0
+
+
+def db_connect(dsn: str):
+    from traffic import db
+
+    return db.connect(dsn)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="traffic", description="Open smart-traffic signal control.")
     parser.add_argument("-c", "--config", type=Path, default=None, help="TOML configuration file")
@@ -133,6 +185,26 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("plan", type=Path)
     check.add_argument("--spec", type=Path, required=True)
     check.set_defaults(func=_cmd_plan_check)
+
+    plans = sub.add_parser("plans", help="review plans: history per controller, one plan's life")
+    plans_sub = plans.add_subparsers(dest="plans_command", required=True)
+    hist = plans_sub.add_parser("history", help="plans of one controller, newest first")
+    hist.add_argument("controller")
+    hist.add_argument("--limit", type=int, default=20)
+    hist.add_argument("--dsn", default=None)
+    hist.set_defaults(func=_cmd_plans_history)
+    show = plans_sub.add_parser("show", help="one plan: phases (NTCIP fields) and every lifecycle step")
+    show.add_argument("plan_id")
+    show.add_argument("--dsn", default=None)
+    show.set_defaults(func=_cmd_plans_show)
+
+    lock = sub.add_parser("lock", help="lock a controller's plan (never re-optimised) or --unlock it")
+    lock.add_argument("controller")
+    lock.add_argument("--reason", default="")
+    lock.add_argument("--actor", default="engineer")
+    lock.add_argument("--unlock", action="store_true")
+    lock.add_argument("--dsn", default=None)
+    lock.set_defaults(func=_cmd_lock)
 
     corridor = sub.add_parser("corridor", help="generate the demo corridor (SUMO files + specs)")
     corridor.add_argument("--out", type=Path, required=True)
