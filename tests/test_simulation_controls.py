@@ -1,0 +1,242 @@
+"""The control registry and its baselines on small generated networks.
+
+Max-pressure's safeguards are checked twice: the pure decision rule with
+hypothesis, and the signal states it actually drove in SUMO (a 2x2 grid with
+protected lefts and modelled crossings): never green to red without yellow,
+clearances and minimum greens kept, maximum green and starvation bounded.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from simulation.actuated import PROGRAM_ID, actuated_additional
+from simulation.binaries import sumo_binary, sumo_tool
+from simulation.controls import CONTROLS, control, report, run_seeds, summarize
+from simulation.corridor import generate_corridor
+from simulation.inloop import run_in_loop
+from simulation.kpi import Kpis
+from simulation.max_pressure import MaxPressureController, MaxPressureSettings, TraceEntry, choose_phase
+from simulation.runner import run
+from simulation.scenario import load_scenario
+from traffic.errors import SimulationError
+
+GREEN = set("Gg")
+
+
+@pytest.fixture(scope="module")
+def corridor(tmp_path_factory):
+    return generate_corridor(tmp_path_factory.mktemp("ctl"), n_intersections=2, spacing_m=300,
+                             side_length_m=150, duration_s=300, demand_scale=0.8)
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    """2x2 grid, protected left stages, sidewalks and crossings, heavy random demand from every side."""
+    out = tmp_path_factory.mktemp("grid")
+    net = out / "grid.net.xml"
+    subprocess.run([sumo_binary("netgenerate"), "--grid", "--grid.number", "2", "--grid.length", "200",
+                    "--grid.attach-length", "150", "-L", "2", "--turn-lanes", "1", "--turn-lanes.length", "40",
+                    "-j", "traffic_light", "--tls.default-type", "static", "--no-turnarounds", "true",
+                    "--sidewalks.guess", "--crossings.guess", "--no-warnings", "-o", str(net)],
+                   check=True, capture_output=True)
+    subprocess.run([sys.executable, str(sumo_tool("randomTrips.py")), "-n", str(net), "-o", str(out / "g.trips.xml"),
+                    "-r", str(out / "grid.rou.xml"), "-e", "600", "-p", "0.5", "--fringe-factor", "100",
+                    "--seed", "3", "--validate"], check=True, capture_output=True)
+    (out / "grid.sumocfg").write_text(
+        '<configuration><input><net-file value="grid.net.xml"/><route-files value="grid.rou.xml"/></input>'
+        '<time><begin value="0"/><end value="600"/></time></configuration>')
+    return load_scenario(out, detectors_dir=out / "det")
+
+
+# ---- the pure decision rule ---------------------------------------------------------------
+
+SETTINGS = MaxPressureSettings(decision_s=10, max_green_s=40, max_red_s=90)
+
+
+def test_choose_phase_cases() -> None:
+    # plain max-pressure, ties keep the current stage
+    assert choose_phase(0, [3, 5, 1], [True] * 3, [0, 20, 20], 15, SETTINGS) == 1
+    assert choose_phase(1, [5, 5, 1], [True] * 3, [20, 0, 20], 15, SETTINGS) == 1
+    # max green: the best *other* stage with vehicles, even if current pressure is highest
+    assert choose_phase(0, [9, 2, 4], [True, True, True], [0, 30, 30], 40, SETTINGS) == 2
+    assert choose_phase(0, [9, 2, 4], [True, False, False], [0, 30, 30], 40, SETTINGS) == 0  # nobody waiting
+    # starvation beats pressure: the longest-waiting stage with vehicles
+    assert choose_phase(0, [9, 0, 8], [True, True, True], [0, 95, 91], 12, SETTINGS) == 1
+    with pytest.raises(SimulationError):
+        choose_phase(3, [1, 2], [True, True], [0, 0], 0, SETTINGS)
+
+
+stage_data = st.integers(min_value=2, max_value=6).flatmap(lambda n: st.tuples(
+    st.integers(min_value=0, max_value=n - 1),
+    st.lists(st.integers(min_value=-20, max_value=40), min_size=n, max_size=n),
+    st.lists(st.booleans(), min_size=n, max_size=n),
+    st.lists(st.floats(min_value=0, max_value=300), min_size=n, max_size=n),
+    st.floats(min_value=0, max_value=200)))
+
+
+@given(stage_data)
+def test_choose_phase_safeguards_hold(data) -> None:
+    current, pressures, demand, waited, green_s = data
+    waited[current] = 0.0
+    chosen = choose_phase(current, [float(p) for p in pressures], demand, waited, green_s, SETTINGS)
+    assert 0 <= chosen < len(pressures)
+    starved = [k for k in range(len(pressures)) if k != current and demand[k] and waited[k] >= SETTINGS.max_red_s]
+    if starved:  # no stage with vehicles waits beyond max_red_s once a decision is taken
+        assert chosen in starved and waited[chosen] == max(waited[k] for k in starved)
+    elif green_s >= SETTINGS.max_green_s and any(demand[k] for k in range(len(demand)) if k != current):
+        assert chosen != current and demand[chosen]
+    else:
+        assert pressures[chosen] == max(pressures)
+        if pressures[current] == max(pressures):
+            assert chosen == current
+
+
+def test_settings_are_validated() -> None:
+    with pytest.raises(SimulationError):
+        MaxPressureSettings(decision_s=0)
+    with pytest.raises(SimulationError):
+        MaxPressureSettings(max_green_s=5, decision_s=10)
+    with pytest.raises(SimulationError):
+        MaxPressureSettings(pedestrian_timing="sometimes")
+
+
+# ---- max-pressure in SUMO: what it actually drove ------------------------------------------
+
+def _intervals(trace: list[TraceEntry], end: float) -> dict[str, list[tuple[TraceEntry, float]]]:
+    by_tls: dict[str, list[TraceEntry]] = defaultdict(list)
+    for e in trace:
+        by_tls[e.tls_id].append(e)
+    out = {}
+    for tls, entries in by_tls.items():
+        out[tls] = [(e, (entries[i + 1].time if i + 1 < len(entries) else end) - e.time)
+                    for i, e in enumerate(entries)]
+    return out
+
+
+def test_max_pressure_safeguards_in_sumo(grid) -> None:
+    settings = MaxPressureSettings(decision_s=5, max_green_s=25, max_red_s=60)
+    trace: list[TraceEntry] = []
+    specs = {s.tls_id: s for s in grid.corridor.intersections}
+    kpis = run_in_loop(grid, seed=1, end=600, make_controllers=lambda _api: [
+        MaxPressureController(s, settings, trace=trace) for s in specs.values()])
+    assert kpis.vehicles > 300 and kpis.teleports == 0
+    assert any(p.ped_crossing_m > 0 for s in specs.values() for p in s.phases)  # crossings are modelled
+    for tls, intervals in _intervals(trace, 600.0).items():
+        spec = specs[tls]
+        phases = spec.phases
+        assert len({e.phase for e, _ in intervals if e.kind == "green"}) == len(phases)  # all stages served
+        for (a, da), (b, _db) in zip(intervals, intervals[1:]):
+            for i, (x, y) in enumerate(zip(a.state, b.state)):
+                assert not (x in GREEN and y in "rs"), f"{tls} link {i}: green to red without yellow at {b.time}"
+            if a.kind == "yellow":
+                leaving = phases[[p.greens for p in phases].index(_previous_green(intervals, a))]
+                assert da >= leaving.yellow_s - 1e-6
+            if a.kind == "red":
+                assert b.kind == "green"
+        greens = [(e, d) for e, d in intervals[:-1] if e.kind == "green"]
+        for e, d in greens:
+            p = phases[e.phase]
+            floor = max(p.min_green_s, p.walk_s + p.ped_clear_s) if p.ped_crossing_m > 0 else p.min_green_s
+            assert d >= floor - 1e-6, (tls, e, d)
+            if e.time > 60:  # after warm-up every approach has vehicles, so max green binds
+                assert d <= settings.max_green_s + 1.0, (tls, e, d)
+        # no stage waits beyond the starvation bound plus the stages served before it
+        hold = max(max(settings.decision_s, p.min_green_s, p.walk_s + p.ped_clear_s) for p in phases)
+        change = max(p.yellow_s + p.red_clear_s for p in phases) + 2
+        bound = settings.max_red_s + settings.max_green_s + len(phases) * (hold + change)
+        starts: dict[int, list[float]] = defaultdict(list)
+        for e, _d in greens:
+            starts[e.phase].append(e.time)
+        for phase, times in starts.items():
+            gaps = [b - a for a, b in zip(times, times[1:])]
+            assert max(gaps, default=0) <= bound, (tls, phase, gaps, bound)
+
+
+def _previous_green(intervals, entry) -> str:
+    index = [e for e, _ in intervals].index(entry)
+    for e, _ in reversed(intervals[:index]):
+        if e.kind == "green":
+            return e.state.replace("s", "r")
+    raise AssertionError("yellow before any green")
+
+
+# ---- registry and baselines ------------------------------------------------------------------
+
+def test_in_loop_runner_scores_like_the_batch_runner(corridor, tmp_path: Path) -> None:
+    batch = run(corridor, seed=4, end=200)
+    loop = run_in_loop(corridor, seed=4, end=200, make_controllers=lambda _api: [])
+    assert loop.to_dict() | {"wall_s": 0} == batch.to_dict() | {"wall_s": 0}
+
+
+def test_actuated_program_keeps_phases_and_really_actuates(corridor, tmp_path: Path) -> None:
+    add = actuated_additional(corridor.net_file, tmp_path / "act.add.xml")
+    net_logics = {t.get("id"): t for t in ET.parse(corridor.net_file).getroot().iter("tlLogic")}
+    for logic in ET.parse(add).getroot().iter("tlLogic"):
+        assert logic.get("type") == "actuated" and logic.get("programID") == PROGRAM_ID
+        src = [p.get("state") for p in net_logics[logic.get("id")].iter("phase")]
+        assert [p.get("state") for p in logic.iter("phase")] == src  # same phases, same order
+        greens = [p for p in logic.iter("phase") if "minDur" in p.attrib]
+        assert greens and all(float(p.get("minDur")) < float(p.get("maxDur")) for p in greens)
+    # record the switch times SUMO applied: an actuated program's greens vary, a static one's do not
+    switches = tmp_path / "switches.xml"
+    tls = corridor.corridor.intersections[0].tls_id
+    timed = tmp_path / "timed.add.xml"
+    timed.write_text(f'<additional><timedEvent type="SaveTLSSwitchTimes" source="{tls}" dest="{switches}"/>'
+                     '</additional>')
+    actuated = run(corridor, seed=2, end=300, workdir=tmp_path / "a", extra_additional=(add, timed))
+    green_lengths = {round(float(el.get("duration")), 1) for el in ET.parse(switches).getroot().iter("tlsSwitch")}
+    assert len(green_lengths) > 2, green_lengths
+    static = run(corridor, seed=2, end=300)
+    assert actuated.to_dict() | {"wall_s": 0} != static.to_dict() | {"wall_s": 0}
+
+
+@pytest.mark.parametrize("name", ["static", "actuated", "max-pressure", "max-pressure-resco"])
+def test_each_baseline_runs(corridor, tmp_path: Path, name: str) -> None:
+    kpis = control(name)(corridor, 5, 0, 180, tmp_path)
+    assert isinstance(kpis, Kpis)
+    assert kpis.vehicles > 20 and kpis.teleports == 0
+    assert kpis.mean_delay_s > 0 and kpis.wall_s > 0
+
+
+def test_adaptive_unavailable_is_a_clear_error(corridor, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "controller.sim_control", None)  # import now raises ImportError
+    with pytest.raises(SimulationError, match="adaptive control not available"):
+        CONTROLS["adaptive"](corridor, 1, 0, 60, tmp_path)
+    with pytest.raises(SimulationError, match="unknown control"):
+        control("fuzzy")
+
+
+def test_run_seeds_in_processes_and_summary(corridor, tmp_path: Path) -> None:
+    results = run_seeds("max-pressure", corridor, [1, 2], workdir=tmp_path, end=150, processes=2)
+    assert len(results) == 2 and all(k.vehicles > 0 for k in results)
+    assert (tmp_path / "max-pressure-seed1").is_dir()
+    doc = report("max-pressure", corridor, [1, 2], results, begin=0, end=150)
+    assert doc["mean_delay_s"] == pytest.approx((results[0].mean_delay_s + results[1].mean_delay_s) / 2, abs=1e-3)
+    for bad in ([], [1, 1]):
+        with pytest.raises(SimulationError):
+            run_seeds("static", corridor, bad, workdir=tmp_path)
+    with pytest.raises(SimulationError):
+        run_seeds("static", corridor, [1], workdir=tmp_path, begin=100, end=50)
+
+
+def _k(delay: float, vehicles: int = 10) -> Kpis:
+    return Kpis(mean_delay_s=delay, mean_trip_time_s=delay * 2, mean_waiting_s=1.0, mean_stops=1.0,
+                vehicles=vehicles, completed=vehicles, undeparted=0)
+
+
+def test_summarize_by_hand() -> None:
+    s = summarize([_k(10.0), _k(20.0), _k(30.0, vehicles=40)])
+    assert s["mean_delay_s"] == {"mean": 20.0, "std": 10.0, "min": 10.0, "max": 30.0}
+    assert s["vehicles"]["mean"] == 20.0
+    assert summarize([_k(7.0)])["mean_delay_s"]["std"] == 0.0
+    with pytest.raises(SimulationError):
+        summarize([])
