@@ -336,8 +336,10 @@ class FieldEmulator:
             self._reject(plan.plan_id, MALFORMED, str(exc), response_topic, correlation, garbage=True)
             return
         if plan.controller_id != self.controller_id:
+            # signed plans can be copied from another controller's topic by anyone who may publish:
+            # with signatures on, a mis-addressed one says nothing against the centre
             self._reject(plan.plan_id, "IDENTITY", f"plan is for {plan.controller_id!r}, this is "
-                         f"{self.controller_id!r}", response_topic, correlation, garbage=True)
+                         f"{self.controller_id!r}", response_topic, correlation, garbage=not authenticated)
             return
         if expired:
             self._reject(plan.plan_id, EXPIRED, f"plan expired at {plan.expires_at}", response_topic, correlation)
