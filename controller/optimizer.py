@@ -21,6 +21,7 @@ from typing import Any, Collection, Mapping
 import numpy as np
 
 from controller import webster
+from controller.actuation import actuate
 from controller.demand import PhaseDemand
 from controller.safety import ensure_safe
 from traffic.config import OptimizerSettings
@@ -120,6 +121,9 @@ def optimize(spec: IntersectionSpec, demand: PhaseDemand, incumbent: TimingPlan,
                      f"Y={float(sz.y.sum()):.3f}")
     plan = spec.plan_from_splits([float(x) for x in splits], offset_s=offset % cycle, created_by=CREATED_BY,
                                  version=version, reason=why, coord_phase=coord)
+    plan = actuate(plan, spec, [p.green for p in plan.phases], mode=settings.plan_mode,
+                   factor=settings.max_green_factor, floor_s=settings.max_green_floor_s,
+                   cap_s=settings.max_green_cap_s, passage_s=settings.passage_s)
     ensure_safe(plan, spec)
     greens_after = splits - sz.lost
     delay_before = _incumbent_delay(incumbent, spec, sz)
@@ -140,6 +144,8 @@ def optimize(spec: IntersectionSpec, demand: PhaseDemand, incumbent: TimingPlan,
         "cycle_bounded": abs(cycle - target) > 0.05,
         "saturated": bool(sz.y.sum() >= webster.SATURATED_Y),
         "splits_s": _r(splits),
+        "mode": plan.mode,
+        "max_green_s": [p.phaseMaximum1 for p in plan.phases],
         "min_splits_s": _r(sz.min_split),
         "offset_s": plan.patternOffsetTime,
         "degree_of_saturation": _r(webster.degree_of_saturation(cycle, np.maximum(greens_after, 0.1), sz.q, sz.s), 3),

@@ -33,9 +33,11 @@ Design choices (and why):
   memory, because the loops lie upstream and a vehicle that stopped past one
   is no longer seen); a phase that maxed out or was forced off keeps its
   call (its queue was not served). A phase with detectors, no pedestrian
-  timing and no call is skipped. Phases whose detectors the world does not
-  report, and phases that time pedestrians (no push buttons: pedestrian
-  recall), are always served. Detectors belong to the phases
+  timing and no call is skipped. Phases that time pedestrians (no push
+  buttons: pedestrian recall) are always served; so are phases without
+  detectors (minimum recall: served at minimum green) and phases whose
+  detectors the world does not report (maximum recall, the fail-safe for
+  a broken loop: they run to their maximum or split). Detectors belong to the phases
   :meth:`IntersectionSpec.detector_phases` names.
 * Free mode has no cycle to keep: every phase, the coordinated one
   included, gaps out or maxes out (the max timer starts with the first
@@ -63,7 +65,11 @@ from field_firmware_stubs import events as ev
 from field_firmware_stubs.events import HiResEvent
 from field_firmware_stubs.plan_check import check_plan
 
-__all__ = ["SignalProgram", "Transition", "to_ds"]
+__all__ = ["SignalProgram", "Transition", "to_ds", "BLOCKED_S"]
+
+#: a loop occupied this long without a break while its lane has green means the lane is not moving
+#: (typically a left-turner waiting for a gap in a permissive green): it calls the protected phase
+BLOCKED_S = 12.0
 
 
 def to_ds(seconds: float) -> int:
@@ -118,6 +124,15 @@ class SignalProgram:
         for d in spec.detectors:
             for phase in self._det_phases[d.detector_id]:
                 self._phase_detectors[phase] = self._phase_detectors.get(phase, ()) + (d.detector_id,)
+        # protected phases that only repeat movements other phases also serve (protected lefts run
+        # permissive in the through phase) and have no loop of their own: served only when called,
+        # i.e. when a lane they protect stands still over its loop during its green (BLOCKED_S)
+        self._redundant = self._redundant_phases(spec)
+        self._protects: dict[str, tuple[int, ...]] = {
+            d.detector_id: tuple(p.phase for p in spec.phases if p.phase in self._redundant
+                                 and any(0 <= i < len(p.greens) and p.greens[i] == "G" for i in d.links))
+            for d in spec.detectors}
+        self._blocked_since: dict[str, int] = {}
         self._calls: dict[int, int] = {}  # phase -> time (tenths) its call was placed
         self._next_idx = 0       # index (in the order in force at the next green) of the next phase to serve
         self._wrap = False       # the next green starts a new cycle (boundary)
@@ -349,8 +364,16 @@ class SignalProgram:
         return end, code
 
     def _gap_time(self, phase: _Phase, start: int, now: int) -> int | None:
-        """When the phase gaps out (None: its detectors are not reported, it cannot gap out)."""
-        reported = [d for d in self._phase_detectors.get(phase.number, ()) if d in self._det_on]
+        """When the phase gaps out (None: its detectors are not reported, it cannot gap out).
+
+        A phase with no detectors at all (minimum recall) gaps out at its
+        minimum green; one whose detectors exist but are not reported (failed
+        or not wired: maximum recall) runs to its maximum or split.
+        """
+        own = self._phase_detectors.get(phase.number, ())
+        if not own:
+            return start + phase.min_green
+        reported = [d for d in own if d in self._det_on]
         if not reported:
             return None
         if any(self._det_on[d] for d in reported):
@@ -371,10 +394,26 @@ class SignalProgram:
         # never end (and so never start the yellow) before the call that allows it arrived
         return max(end, conflict, start + phase.min_green), code
 
+    @staticmethod
+    def _redundant_phases(spec: IntersectionSpec) -> frozenset[int]:
+        """Phases without loops or pedestrians whose every green movement another phase also releases."""
+        own = {p for d in spec.detectors for p in spec.detector_phases(d)}
+        out = set()
+        for phase in spec.phases:
+            if phase.phase in own or phase.ped_crossing_m > 0:
+                continue
+            links = [i for i, c in enumerate(phase.greens) if c in "Gg"]
+            others = [o for o in spec.phases if o.phase != phase.phase]
+            if links and all(any(o.greens[i] in "Gg" for o in others) for i in links):
+                out.add(phase.phase)
+        return frozenset(out)
+
     def _serve(self, phase: _Phase) -> bool:
         """Whether ``phase`` must be served when its turn comes (call, recall, unknown demand)."""
         if phase.number in self._calls or phase.walk > 0 or phase.ped_clear > 0:
             return True
+        if phase.number in self._redundant:
+            return False
         return not any(d in self._det_on for d in self._phase_detectors.get(phase.number, ()))
 
     def _conflicting_call_time(self, number: int, start: int) -> int | None:
@@ -489,6 +528,15 @@ class SignalProgram:
             if self._det_on.get(det, False) != on:
                 self._emit(now, ev.DETECTOR_ON if on else ev.DETECTOR_OFF, self._det_channel[det])
             self._det_on[det] = on
+            protects = self._protects.get(det)
+            if protects:
+                if on and green in phases:
+                    since = self._blocked_since.setdefault(det, now)
+                    if now - since >= to_ds(BLOCKED_S):
+                        for phase in protects:
+                            self._calls.setdefault(phase, now)
+                else:
+                    self._blocked_since.pop(det, None)
 
     def _emit(self, t: int, code: int, param: int) -> None:
         if self._recording:

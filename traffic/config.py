@@ -93,6 +93,14 @@ class OptimizerSettings:
     lost_time_per_phase_s: float = 4.0
     max_cycle_step_s: float = 20.0
     smoothing_alpha: float = 0.5
+    # how the field runs central plans (controller.actuation): "free" (fully actuated),
+    # "actuated" (coordinated-actuated) or "pretimed"; maximum green = factor x optimal green,
+    # within [floor, cap] s; passage (vehicle extension) in s
+    plan_mode: str = "free"
+    max_green_factor: float = 2.0
+    max_green_floor_s: float = 20.0
+    max_green_cap_s: float = 60.0
+    passage_s: float = 2.0
 
 
 @dataclass(frozen=True)

@@ -101,17 +101,20 @@ class IntersectionSpec:
     def detector_phases(self, detector: DetectorSpec) -> tuple[int, ...]:
         """Phases whose demand ``detector`` measures (calls and extends when run actuated).
 
-        With known ``links``: the phases giving one of them a protected green
-        (``G``), else a permissive one (``g``), so a left-turn lane calls its
-        protected-left phase rather than the through phase it also yields in.
-        Without links: the single ``detector.phase``.
+        With known ``links``: the phases in which every movement of the lane
+        may go (all its links ``G`` or ``g``), so a vehicle over the loop is
+        served by them; failing that, the phases giving one of its links a
+        protected green. Without links: the single ``detector.phase``.
         """
         if detector.links:
-            for kinds in ("G", "Gg"):
-                found = tuple(p.phase for p in self.phases
-                              if any(0 <= i < len(p.greens) and p.greens[i] in kinds for i in detector.links))
-                if found:
-                    return found
+            def green(p: PhaseSpec, i: int, kinds: str) -> bool:
+                return 0 <= i < len(p.greens) and p.greens[i] in kinds
+
+            found = tuple(p.phase for p in self.phases if all(green(p, i, "Gg") for i in detector.links))
+            if not found:
+                found = tuple(p.phase for p in self.phases if any(green(p, i, "G") for i in detector.links))
+            if found:
+                return found
         return (detector.phase,)
 
     def default_plan(self, cycle_s: float | None = None, *, offset_s: float = 0.0,
