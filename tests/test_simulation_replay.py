@@ -149,7 +149,7 @@ def test_recorded_schedule_switches_programs_in_sumo(corridor, pg_dsn, tmp_path:
 def test_replay_cli_compares_recorded_network_and_candidate(corridor, pg_dsn, tmp_path: Path) -> None:
     from traffic.cli import main
 
-    _insert_counts(pg_dsn, corridor, 5, entry=8, inner=2)
+    _insert_counts(pg_dsn, corridor, 5, entry=5, inner=1)
     for spec in corridor.corridor.intersections:
         _insert_active(pg_dsn, spec.plan_from_splits([40.0, 30.0], version=1), T1 - timedelta(hours=1))
     out = tmp_path / "replay.json"
@@ -160,7 +160,7 @@ def test_replay_cli_compares_recorded_network_and_candidate(corridor, pg_dsn, tm
     doc = json.loads(out.read_text())
     assert set(doc["variants"]) == {"network", "recorded", "candidate"}
     for variant in doc["variants"].values():
-        assert variant["summary"]["vehicles"]["mean"] > 50
+        assert variant["summary"]["vehicles"]["mean"] > 30
     assert doc["calibration"]["share_geh_ok"] >= 0.85
     assert doc["end"] - doc["begin"] == 300
     cand = doc["plans"]["candidate"]
