@@ -73,7 +73,7 @@ def run_in_loop(scenario: Scenario, *, seed: int, make_controllers: ControllerFa
     started = time.perf_counter()
     try:
         try:
-            api.start(cmd) if api_name(api) == "libsumo" else api.start(cmd, cwd=str(scenario.sumocfg.parent))
+            api.start(cmd)  # every path in cmd is absolute; the config resolves its own relative to itself
         except Exception as exc:  # libsumo/traci raise their own exception types (or bare ones)
             raise SimulationError(f"cannot start SUMO ({api_name(api)}) on {scenario.sumocfg.name}: {exc}") from exc
         try:
