@@ -9,8 +9,9 @@ arterial; a scenario may also be given as a path to a ``.sumocfg`` or folder.
 Prints markdown tables: mean delay (mean +/- sample standard deviation over
 the seeds, the RESCO definition), undeparted vehicles and wall time per run.
 ``--gate`` adds the gate-overhead table: the gate's incumbent-vs-candidate
-call (one seed, one process) against two bare ``sumo`` runs of the same
-window (the fastest of ``--repeat`` tries each, to damp machine noise).
+call (one seed, one process) against bare ``sumo`` running the same two
+programs on the same window and seed (no outputs), the fastest of
+``--repeat`` tries each, to damp machine noise.
 Numbers depend on machine load: other work on the same cores slows every run.
 """
 
@@ -31,6 +32,7 @@ from simulation.corridor import generate_corridor
 from simulation.gate import validate
 from simulation.runner import merge_options
 from simulation.scenario import BASE_OPTIONS, Scenario, load_scenario
+from simulation.tls_program import write_plans_additional
 from traffic.errors import TrafficError
 
 log = logging.getLogger("bench.control")
@@ -76,23 +78,27 @@ def control_table(scenarios: dict[str, Scenario], controls: list[str], seeds: li
     return rows
 
 
-def _bare_sumo(scenario: Scenario, seed: int, begin: int, end: int) -> float:
+def _bare_sumo(scenario: Scenario, seed: int, begin: int, end: int, extra_additional: tuple[Path, ...] = ()) -> float:
     cmd = [sumo_binary("sumo"), "-c", str(scenario.sumocfg), "--begin", str(begin), "--end", str(end),
            "--seed", str(seed), "--no-step-log", "true", "--duration-log.disable", "true", "--no-warnings", "true"]
-    if scenario.additional_files:
-        cmd += ["--additional-files", ",".join(str(p) for p in scenario.additional_files)]
+    additional = (*scenario.additional_files, *extra_additional)
+    if additional:
+        cmd += ["--additional-files", ",".join(str(p) for p in additional)]
     cmd += merge_options(scenario.sumo_options, BASE_OPTIONS)
     started = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, cwd=scenario.sumocfg.parent)
     return time.perf_counter() - started
 
 
-def gate_table(scenarios: dict[str, Scenario], repeat: int) -> list[dict]:
+def gate_table(scenarios: dict[str, Scenario], repeat: int, workdir: Path) -> list[dict]:
+    """Gate call (candidate + incumbent, one seed, one process) vs bare sumo running the same two programs."""
     rows: list[dict] = []
     for sname, scenario in scenarios.items():
         begin, end = scenario.begin, scenario.end
         candidate = {s.tls_id: s.default_plan() for s in scenario.corridor.intersections}
-        bare = min(_bare_sumo(scenario, 1, begin, end) + _bare_sumo(scenario, 1, begin, end) for _ in range(repeat))
+        plans_file = write_plans_additional(candidate, workdir / f"gate-{sname}.add.xml")
+        bare = min(_bare_sumo(scenario, 1, begin, end) + _bare_sumo(scenario, 1, begin, end, (plans_file,))
+                   for _ in range(repeat))
         gate = min(validate(scenario, candidate=candidate, incumbent={}, seeds=(1,), begin=begin, end=end,
                             processes=1).wall_s for _ in range(repeat))
         rows.append({"scenario": sname, "bare_sumo_2runs_s": round(bare, 2), "gate_s": round(gate, 2),
@@ -138,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s]
     scenarios = _scenarios(names, args.shared, workdir)
     rows = [] if args.gate_only else control_table(scenarios, controls, seeds, args.processes, workdir)
-    gate_rows = gate_table(scenarios, args.repeat) if (args.gate or args.gate_only) else []
+    gate_rows = gate_table(scenarios, args.repeat, workdir) if (args.gate or args.gate_only) else []
     sys.stdout.write(markdown(rows, gate_rows) + "\n")
     if args.json:
         args.json.write_text(json.dumps({"controls": rows, "gate": gate_rows}, indent=1))

@@ -7,8 +7,9 @@ boundary) per entry edge, then rescale every flow that enters at that edge
 so the edge carries the measured volume. The scenario's turning/destination
 split and vehicle mix are kept, because each flow keeps its route and type.
 
-Not done yet (planned): calibrating turning ratios from interior detectors
-with SUMO's ``routeSampler.py``.
+Turning ratios calibrated from interior detectors too (SUMO's
+``routeSampler.py``, with a GEH score) live in :mod:`simulation.calibrate`;
+that is slower and used by replay, while the gate keeps this fast path.
 """
 
 from __future__ import annotations
