@@ -82,7 +82,7 @@ def parse_signature(signature: Any) -> tuple[str, bytes]:
         raise PlanSignatureError(f"signature must read '{SCHEME}:<key id>:<base64>'")
     kid, text = parts[1], parts[2]
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError) as exc:
         raise PlanSignatureError(f"signature is not base64url: {exc}") from exc
     if len(raw) != 64:
