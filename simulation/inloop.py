@@ -16,6 +16,7 @@ deciding every 10 s costs one call per 10 s, not one per step.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import tempfile
 import time
@@ -101,15 +102,18 @@ def _drive(api, make_controllers: ControllerFactory, begin: float, end: float) -
         due = [c.start(api, now) for c in controllers]
         while now < end:
             target = min([end, *due])
-            if target > now:
+            if target > now + 1e-9:
+                # land on the step grid at or after the requested time, so a due time such as
+                # 25218.96 s is reached (SUMO would stop at the step before it)
+                target = min(end, now + math.ceil((target - now) / step - 1e-9) * step)
                 api.simulationStep(target)
-                now = float(api.simulation.getTime())
+                reached = float(api.simulation.getTime())
+                if reached <= now:
+                    raise SimulationError(f"SUMO does not advance past {now} s")
+                now = reached
             for i, c in enumerate(controllers):
                 if due[i] <= now + 1e-9:
                     due[i] = max(c.update(api, now), now + step)
-            if not controllers:
-                api.simulationStep(end)
-                now = float(api.simulation.getTime())
     except SimulationError:
         raise
     except Exception as exc:  # TraCIException, FatalTraCIError, libsumo errors

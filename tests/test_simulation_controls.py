@@ -240,3 +240,28 @@ def test_summarize_by_hand() -> None:
     assert summarize([_k(7.0)])["mean_delay_s"]["std"] == 0.0
     with pytest.raises(SimulationError):
         summarize([])
+
+
+class _Ticker:
+    """Asks to act at fractional times; records when it was called."""
+
+    def __init__(self) -> None:
+        self.asked: list[float] = []
+        self.called: list[float] = []
+
+    def start(self, api, now: float) -> float:
+        self.asked.append(now + 2.5)
+        return self.asked[-1]
+
+    def update(self, api, now: float) -> float:
+        self.called.append(now)
+        self.asked.append(now + 2.5)
+        return self.asked[-1]
+
+
+def test_in_loop_reaches_fractional_due_times(corridor) -> None:
+    ticker = _Ticker()
+    run_in_loop(corridor, seed=1, end=30, make_controllers=lambda _api: [ticker])
+    assert len(ticker.called) == 10  # every 3 s (2.5 s rounded up to the 1 s step), from 0 to 30
+    for asked, called in zip(ticker.asked, ticker.called):
+        assert asked <= called < asked + 1.0
