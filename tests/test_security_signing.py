@@ -127,3 +127,19 @@ def test_key_files_round_trip_and_wrong_files_are_config_errors(tmp_path):
         load_signing_key(tmp_path / "k.pub")
     with pytest.raises(ConfigError):
         load_verify_key(tmp_path / "missing.pub")
+
+
+def test_keys_from_settings(tmp_path):
+    from traffic.config import SecuritySettings
+    from traffic.security.signing import signer_from_settings, verifier_from_settings
+
+    assert signer_from_settings(SecuritySettings()) is None and verifier_from_settings(SecuritySettings()) is None
+    old, new = generate_signing_key(), generate_signing_key()
+    write_signing_key(tmp_path / "new.key", new)
+    write_verify_key(tmp_path / "old.pub", old.public_key())
+    write_verify_key(tmp_path / "new.pub", new.public_key())
+    security = SecuritySettings(plan_signing_key=str(tmp_path / "new.key"),
+                                plan_verify_keys=f"{tmp_path / 'old.pub'}, {tmp_path / 'new.pub'}")
+    signer, verifier = signer_from_settings(security), verifier_from_settings(security)
+    assert verifier.verify(signer.sign(BASE)) == signer.key_id
+    assert verifier.verify(PlanSigner(old).sign(BASE)) == PlanSigner(old).key_id

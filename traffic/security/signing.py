@@ -34,12 +34,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from traffic.config import SecuritySettings
 from traffic.errors import ConfigError, PlanError
 from traffic.plan import TimingPlan
 
 __all__ = ["SCHEME", "PlanSignatureError", "PlanSigner", "PlanVerifier", "signed_bytes", "key_id",
            "signature_fingerprint", "parse_signature", "generate_signing_key", "write_signing_key",
-           "write_verify_key", "load_signing_key", "load_verify_key"]
+           "write_verify_key", "load_signing_key", "load_verify_key", "signer_from_settings",
+           "verifier_from_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -204,3 +206,15 @@ def write_private(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.chmod(path, 0o600)
+
+
+# ---------------------------------------------------------------- from settings
+def signer_from_settings(security: SecuritySettings) -> PlanSigner | None:
+    """The centre's signer from ``[security] plan_signing_key``; None when unset (development mode)."""
+    return PlanSigner.from_file(security.plan_signing_key) if security.plan_signing_key else None
+
+
+def verifier_from_settings(security: SecuritySettings) -> PlanVerifier | None:
+    """A controller's verifier from ``[security] plan_verify_keys`` (comma separated); None when unset."""
+    paths = [p.strip() for p in security.plan_verify_keys.split(",") if p.strip()]
+    return PlanVerifier.from_files(paths) if paths else None
