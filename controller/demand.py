@@ -8,7 +8,9 @@ the configured default motorcycle share is applied.
 
 The per-phase figure is the *critical* flow per lane: every detector watches
 one lane, and a phase's green must serve its busiest lane, so the phase takes
-the maximum over its detectors.
+the maximum over its detectors. A detector measures every phase that
+releases its lane (:meth:`IntersectionSpec.detector_phases`, the same rule
+the field's actuation uses).
 
 The one SQL statement lives in :func:`fetch_totals`; everything else is pure
 (:func:`estimate`) so it unit-tests without a database.
@@ -119,11 +121,12 @@ def estimate(spec: IntersectionSpec, totals: Mapping[str, DetectorTotals], setti
     flows: dict[str, float] = dict(measured)
     substituted: dict[str, str] = {}
     prev_det = previous.detector_flow_pcu_h if previous is not None else {}
+    serves = {d.detector_id: spec.detector_phases(d) for d in spec.detectors}
     for det in spec.detectors:
         if det.detector_id in measured:
             continue
         peers = [measured[d.detector_id] for d in spec.detectors
-                 if d.phase == det.phase and d.detector_id in measured]
+                 if set(serves[d.detector_id]) & set(serves[det.detector_id]) and d.detector_id in measured]
         if peers:
             flows[det.detector_id] = sum(peers) / len(peers)
             substituted[det.detector_id] = "phase-mean"
@@ -140,7 +143,8 @@ def estimate(spec: IntersectionSpec, totals: Mapping[str, DetectorTotals], setti
     without: list[int] = []
     alpha = settings.smoothing_alpha
     for number in phases:
-        values = [flows[d.detector_id] for d in spec.detectors if d.phase == number and d.detector_id in flows]
+        values = [flows[d.detector_id] for d in spec.detectors
+                  if number in serves[d.detector_id] and d.detector_id in flows]
         prev_value = _previous_flow(previous, number)
         if values:
             value = max(values)

@@ -28,11 +28,11 @@ Design choices (and why):
   green by at most ``transition_max_step_s`` per cycle and never below its
   minimum green (and pedestrian timing), whichever way converges sooner.
 * Actuated operation (``mode="actuated"``, coordinated; ``mode="free"``,
-  fully actuated) works on *calls*: a detector occupied while its phase is
-  not green places a call that is held until the phase is served (locking
-  memory, because the loops lie upstream and a vehicle that stopped past one
-  is no longer seen); a phase that maxed out or was forced off keeps its
-  call (its queue was not served). A phase with detectors, no pedestrian
+  fully actuated) works on *lane calls*: a detector occupied while none of
+  the phases serving its lane is green places a call that is held until one
+  of them is served (locking memory, because the loops lie upstream and a
+  vehicle that stopped past one is no longer seen); when a phase maxes out
+  or is forced off, its lanes that were still arriving call again. A phase with detectors, no pedestrian
   timing and no call is skipped. Phases that time pedestrians (no push
   buttons: pedestrian recall) are always served; so are phases without
   detectors (minimum recall: served at minimum green) and phases whose
@@ -133,7 +133,9 @@ class SignalProgram:
                                  and any(0 <= i < len(p.greens) and p.greens[i] == "G" for i in d.links))
             for d in spec.detectors}
         self._blocked_since: dict[str, int] = {}
-        self._calls: dict[int, int] = {}  # phase -> time (tenths) its call was placed
+        self._calls: dict[int, int] = {}      # phase -> time (tenths) a phase-level call was placed
+        self._det_calls: dict[str, int] = {}  # detector -> time its lane call was placed
+        self._det_last: dict[str, int] = {}   # detector -> last time it was occupied
         self._next_idx = 0       # index (in the order in force at the next green) of the next phase to serve
         self._wrap = False       # the next green starts a new cycle (boundary)
         self._det_on: dict[str, bool] = {}
@@ -337,6 +339,8 @@ class SignalProgram:
         self._state = phase.greens
         self._int_start = t
         self._calls.pop(phase.number, None)
+        for det in self._phase_detectors.get(phase.number, ()):  # this green serves these lanes
+            self._det_calls.pop(det, None)
         self._marks: list[tuple[int, int, int]] = []
         if phase.walk > 0 or phase.ped_clear > 0:
             self._marks = [(t + phase.walk, ev.PED_BEGIN_CLEAR, phase.number),
@@ -410,7 +414,7 @@ class SignalProgram:
 
     def _serve(self, phase: _Phase) -> bool:
         """Whether ``phase`` must be served when its turn comes (call, recall, unknown demand)."""
-        if phase.number in self._calls or phase.walk > 0 or phase.ped_clear > 0:
+        if self._call_time(phase.number) is not None or phase.walk > 0 or phase.ped_clear > 0:
             return True
         if phase.number in self._redundant:
             return False
@@ -418,8 +422,18 @@ class SignalProgram:
 
     def _conflicting_call_time(self, number: int, start: int) -> int | None:
         """Earliest time another phase asked for the junction (recalls count from ``start``)."""
-        times = [self._calls[p.number] if p.number in self._calls else start
-                 for p in self._order if p.number != number and self._serve(p)]
+        times = []
+        for p in self._order:
+            if p.number != number and self._serve(p):
+                called = self._call_time(p.number)
+                times.append(start if called is None else called)
+        return min(times) if times else None
+
+    def _call_time(self, number: int) -> int | None:
+        """When ``number`` was first called (by a phase-level call or a lane it serves), or None."""
+        times = [self._det_calls[d] for d in self._phase_detectors.get(number, ()) if d in self._det_calls]
+        if number in self._calls:
+            times.append(self._calls[number])
         return min(times) if times else None
 
     def _choose_next(self) -> None:
@@ -476,7 +490,10 @@ class SignalProgram:
                 self._emit(t, code, phase.number)
             self._emit(t, ev.PHASE_END_GREEN, phase.number)
             if code in (ev.PHASE_MAX_OUT, ev.PHASE_FORCE_OFF) and self._actuated:
-                self._calls.setdefault(phase.number, t)  # its queue was not served: come back
+                # its queue was not served: the lanes still arriving call again (any phase serving them will do)
+                for det in self._phase_detectors.get(phase.number, ()):
+                    if det in self._det_last and t - self._det_last[det] <= 2 * phase.passage:
+                        self._det_calls.setdefault(det, t)
             self._choose_next()
             following = self._following()
             if phase.yellow > 0:
@@ -521,10 +538,11 @@ class SignalProgram:
                 continue
             on = bool(on)
             if on:
+                self._det_last[det] = now
                 for phase in phases:
                     self._last_presence[phase] = now
-                    if phase != green:
-                        self._calls.setdefault(phase, now)
+                if green not in phases:  # a lane call, cleared by whichever phase serving the lane runs next
+                    self._det_calls.setdefault(det, now)
             if self._det_on.get(det, False) != on:
                 self._emit(now, ev.DETECTOR_ON if on else ev.DETECTOR_OFF, self._det_channel[det])
             self._det_on[det] = on
