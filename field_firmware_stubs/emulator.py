@@ -46,6 +46,7 @@ from traffic.plan import TimingPlan
 from traffic.security.signing import PlanSignatureError, PlanVerifier
 
 from field_firmware_stubs import events as ev
+from field_firmware_stubs.clearance_monitor import ClearanceMonitor
 from field_firmware_stubs.conflict_monitor import ConflictMonitor
 from field_firmware_stubs.events import HiResEvent
 from field_firmware_stubs.link import Endpoint, FieldGateway, MqttLink, publish_properties, response_fields
@@ -158,7 +159,7 @@ class FieldEmulator:
         self._verifier = plan_verifier
         self._warned_unsigned = False
 
-        self._monitor = ConflictMonitor(spec)
+        self._monitor = ClearanceMonitor(spec)  # conflict monitor + red clearance
         self._program: SignalProgram | None = None
         self._now = 0.0
         self._prev_now: float | None = None
