@@ -121,6 +121,11 @@ def run_demo(settings: Settings, *, json_path: Path | None, seed: int, minutes: 
                                           progress=progress)
         summary = summarise(results["baseline"], results["adaptive"], scenario_dir=scenario_dir, dsn=dsn,
                             mqtt_url=handles.mqtt_url, wall_s=time.monotonic() - started)
+        from dashboards.build import build_all
+
+        grafana_dir = state_dir / "grafana"
+        build_all(grafana_dir, settings)
+        summary["grafana_provisioning"] = str(grafana_dir)
         console.print(render_table(summary))
         console.print(
             "\n[bold]Where the data lives[/]\n"
@@ -131,7 +136,8 @@ def run_demo(settings: Settings, *, json_path: Path | None, seed: int, minutes: 
             f"  SUMO outputs   {state_dir / 'runs'}\n"
             "  Look at it:    psql \"" + dsn + "\" -c \"SELECT controller_id, version, state, created_by"
             " FROM plans ORDER BY created_at\"\n"
-            "  Dashboards:    traffic dashboards build --out dashboards/out  (Grafana provisioning + JSON)\n"
+            f"  Dashboards:    Grafana provisioning + dashboard JSON in {grafana_dir}\n"
+            "                 (point Grafana's provisioning path there; the data source reads this database)\n"
             + ("  The private broker and database stop with the demo; the database files stay in "
                f"{state_dir} and are reused next time.\n" if handles.postgres is not None else "")
         )
