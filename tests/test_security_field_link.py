@@ -11,6 +11,7 @@ signing key.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import uuid
@@ -26,6 +27,7 @@ from paho.mqtt.properties import Properties
 from controller.dispatch import Dispatcher
 from field_firmware_stubs import events as ev
 from field_firmware_stubs.emulator import FieldEmulator
+from field_firmware_stubs.link import FieldGateway
 from field_firmware_stubs.samples import four_leg
 from traffic import messages as msg
 from traffic import topics
@@ -100,7 +102,7 @@ class Centre:
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     root = tmp_path_factory.mktemp("fieldlink")
-    return init_pki(root / "pki", controllers=["j1", "j2"], site=SITE), root
+    return init_pki(root / "pki", controllers=["j1", "j2"], site=SITE, gateways=["gw1"]), root
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +174,27 @@ def test_signed_plan_through_the_dispatcher_is_applied(secure, signer, verifier)
             assert dispatcher.signed_plan(bad.plan_id) is None
     finally:
         emu.stop(discard_session=True)
+
+
+def test_a_field_gateway_identity_serves_several_controllers(secure, signer, verifier):
+    gateway = FieldGateway(secure.settings_for("gw1"), site=SITE, client_id="gw1-test")
+    emus = {cid: FieldEmulator(four_leg(cid), site=SITE, mqtt=secure.settings_for("gw1"), clock_origin=ORIGIN,
+                               gateway=gateway, expiry_clock=wall_clock, plan_verifier=verifier)
+            for cid in ("j1", "j2")}
+    gateway.start()
+    try:
+        for emu in emus.values():
+            emu.start()
+        with Dispatcher(secure.settings_for("central"), SITE, client_id="central-gw", plan_signer=signer) as d:
+            plan = four_leg("j2").plan_from_splits(SPLITS, version=2)
+            assert d.dispatch(plan, four_leg("j2"), expiry_s=60, timeout_s=5).status == msg.ACCEPTED
+            run_until_plan(emus["j2"], 0.0, plan.plan_id)
+            assert d.await_applied(plan.plan_id, 5).status == msg.APPLIED
+        assert emus["j1"].stats.plans_accepted == 0
+    finally:
+        for emu in emus.values():
+            emu.stop()
+        gateway.stop(discard_session=True)
 
 
 def test_forged_replayed_expired_misaddressed_plans_are_refused_and_reported(secure, signer, verifier):
@@ -250,7 +273,8 @@ def test_link_loss_falls_back_at_once_and_recovers_on_the_secured_broker(pki, si
         assert dispatcher.dispatch(plan, four_leg("j1"), expiry_s=60, timeout_s=5).status == msg.ACCEPTED
         t = run_until(emu, 0.0, msg.MODE_CENTRAL)
         # fault: a cable cut under the controller (no DISCONNECT): the broker sends its will through the ACL
-        emu._mqtt_link._client.socket().close()  # noqa: SLF001
+        # (shutdown, not close: a closed descriptor does not wake paho's select on a TLS socket)
+        emu._mqtt_link._client.socket().shutdown(socket.SHUT_RDWR)  # noqa: SLF001
         centre.wait_status(lambda s: s.state == msg.OFFLINE and s.detail == "connection lost")
         deadline = time.monotonic() + 10
         while emu.connected and time.monotonic() < deadline:  # paho notices on its next loop pass

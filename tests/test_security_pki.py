@@ -93,6 +93,17 @@ def test_acl_gives_each_identity_only_what_it_needs():
                              (topics.PLAN_RESULT, topics.PLAN_ACTIVE, topics.STATUS)}
 
 
+def test_a_gateway_acts_for_every_controller_of_its_site_only(tmp_path):
+    layout = init_pki(tmp_path, controllers=["j1"], site="s1", gateways=["gw1"])
+    users = _acl(layout.acl_file.read_text())
+    assert set(users["gw1"]) == {("write", topics.wildcard("s1", leaf)) for leaf in
+                                 (topics.COUNTS, topics.EVENTS, topics.STATUS, topics.PLAN_RESULT,
+                                  topics.PLAN_ACTIVE)} | {("read", topics.wildcard("s1", topics.PLAN_SET))}
+    assert load_manifest(tmp_path)["gateways"] == ["gw1"]
+    with pytest.raises(ConfigError, match="both controller and gateway"):
+        init_pki(tmp_path, controllers=["gw1"], site="s1")
+
+
 def test_cli_creates_the_folder_and_reports_errors(tmp_path, capsys):
     assert main(["pki", "init", "--out", str(tmp_path / "p"), "--controllers", "j1,j2", "--site", "s9"]) == 0
     assert "plan signing key" in capsys.readouterr().out

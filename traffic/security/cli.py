@@ -27,13 +27,14 @@ def _cmd_pki_init(args: argparse.Namespace) -> int:
     if not controllers:
         raise ConfigError("--controllers: name at least one controller id, comma separated")
     site = args.site or load_settings(args.config).site.site
-    layout = init_pki(args.out, controllers=controllers, site=site, server_dns=_split(args.server_names),
+    layout = init_pki(args.out, controllers=controllers, site=site, gateways=_split(args.gateways),
+                      server_dns=_split(args.server_names),
                       server_ips=_split(args.server_ips), port=args.port)
     out = sys.stdout
     out.write(f"PKI for site {site!r} in {layout.root}\n")
     out.write(f"  CA certificate     {layout.ca_cert}\n")
     out.write(f"  broker             {layout.server_cert} (+ .key)\n")
-    for identity in [*SERVICES, *controllers]:
+    for identity in [*SERVICES, *controllers, *_split(args.gateways)]:
         out.write(f"  client {identity:<12}{layout.client_cert(identity)} (+ .key)\n")
     out.write(f"  plan signing key   {layout.signing_key} (centre only)\n")
     out.write(f"  plan verify key    {layout.verify_key} (every controller)\n")
@@ -48,6 +49,8 @@ def add_commands(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser
     init = pki_sub.add_parser("init", help="create (or extend) a CA, broker/client certificates, signing key, ACL")
     init.add_argument("--out", type=Path, required=True, help="PKI folder (kept and extended if it exists)")
     init.add_argument("--controllers", required=True, help="controller ids, comma separated (e.g. j1,j2,j3)")
+    init.add_argument("--gateways", default="",
+                      help="field gateway ids (one connection for many emulated controllers), comma separated")
     init.add_argument("--site", default=None, help="MQTT site level (default: [site] site of the configuration)")
     init.add_argument("--port", type=int, default=8883, help="TLS listener port in mosquitto.conf")
     init.add_argument("--server-names", default="localhost", help="broker DNS names, comma separated")

@@ -49,14 +49,25 @@ def _reads(filters: Iterable[str]) -> list[str]:
     return out
 
 
-def acl_text(site: str, controllers: Sequence[str], *, ingest: str = "ingest", central: str = "central") -> str:
-    """The ACL file: one ``user`` block per controller and per central service."""
+def acl_text(site: str, controllers: Sequence[str], *, gateways: Sequence[str] = (), ingest: str = "ingest",
+             central: str = "central") -> str:
+    """The ACL file: one ``user`` block per controller, per field gateway and per central service.
+
+    A gateway (``field_firmware_stubs.link.FieldGateway``: many emulated
+    controllers over one connection, for load tests and big demos) gets a
+    controller's rights for every controller of the site: grant it only
+    where that is what the hardware really is.
+    """
     lines = ["# written by 'traffic pki init' (traffic.security.mosquitto_config); regenerate, do not edit",
              "# no lines before the first 'user': anonymous clients get nothing"]
     for cid in controllers:
         lines += ["", f"user {topics.check_id(cid, 'controller id')}"]
         lines += [f"topic write {topics.topic(site, cid, leaf)}" for leaf in CONTROLLER_WRITES]
         lines += [f"topic read {topics.topic(site, cid, leaf)}" for leaf in CONTROLLER_READS]
+    for gw in gateways:
+        lines += ["", f"user {topics.check_id(gw, 'gateway')}"]
+        lines += [f"topic write {topics.wildcard(site, leaf)}" for leaf in CONTROLLER_WRITES]
+        lines += [f"topic read {topics.wildcard(site, leaf)}" for leaf in CONTROLLER_READS]
     lines += ["", f"user {topics.check_id(ingest, 'service')}"]
     lines += _reads(topics.wildcard(site, leaf) for leaf in INGEST_READS)
     lines += ["", f"user {topics.check_id(central, 'service')}"]
@@ -104,8 +115,8 @@ def broker_config_text(layout: "PkiLayout", *, port: int, bind: str = "") -> str
 
 
 def write_broker_files(layout: "PkiLayout", *, site: str, controllers: Sequence[str],  # noqa: F821
-                       port: int) -> tuple[Path, Path]:
+                       port: int, gateways: Sequence[str] = ()) -> tuple[Path, Path]:
     """Write ``acl`` and ``mosquitto.conf`` into the PKI folder; return their paths."""
-    layout.acl_file.write_text(acl_text(site, controllers))
+    layout.acl_file.write_text(acl_text(site, controllers, gateways=gateways))
     layout.mosquitto_conf.write_text(broker_config_text(layout, port=port))
     return layout.acl_file, layout.mosquitto_conf

@@ -210,7 +210,7 @@ def load_manifest(root: str | Path) -> dict:
     return data
 
 
-def init_pki(out: str | Path, *, controllers: Iterable[str], site: str,
+def init_pki(out: str | Path, *, controllers: Iterable[str], site: str, gateways: Iterable[str] = (),
              server_dns: Sequence[str] = ("localhost",), server_ips: Sequence[str] = ("127.0.0.1",),
              port: int = DEFAULT_TLS_PORT, valid_days: int = DEFAULT_VALID_DAYS) -> PkiLayout:
     """Create (or extend) the PKI folder ``out`` and write the Mosquitto configuration and ACL.
@@ -223,18 +223,23 @@ def init_pki(out: str | Path, *, controllers: Iterable[str], site: str,
     layout = PkiLayout(Path(out).resolve())
     site = check_identity(site)
     wanted = [check_identity(c) for c in controllers]
-    clash = sorted(set(wanted) & set(SERVICES))
+    wanted_gw = [check_identity(g) for g in gateways]
+    clash = sorted((set(wanted) | set(wanted_gw)) & set(SERVICES))
     if clash:
-        raise ConfigError(f"controller ids {clash} are reserved for the central services")
+        raise ConfigError(f"ids {clash} are reserved for the central services")
+    if set(wanted) & set(wanted_gw):
+        raise ConfigError(f"ids {sorted(set(wanted) & set(wanted_gw))} named both controller and gateway")
     if not wanted:
         raise ConfigError("name at least one controller")
     layout.root.mkdir(parents=True, exist_ok=True)
     known: list[str] = []
+    known_gw: list[str] = []
     if layout.manifest.exists():
         manifest = load_manifest(layout.root)
         if manifest.get("site") != site:
             raise ConfigError(f"{layout.root} belongs to site {manifest.get('site')!r}, not {site!r}")
         known = [check_identity(c) for c in manifest["controllers"]]
+        known_gw = [check_identity(g) for g in manifest.get("gateways", [])]
     if layout.ca_key.exists() and layout.ca_cert.exists():
         ca_key, ca_cert = _load_ca(layout)
         log.info("re-using the CA in %s", layout.root)
@@ -246,7 +251,10 @@ def init_pki(out: str | Path, *, controllers: Iterable[str], site: str,
                                       dns_names=server_dns, ip_addresses=server_ips, valid_days=valid_days)
         _write_pair(layout.server_cert, layout.server_key, key, cert)
     all_controllers = list(dict.fromkeys(known + wanted))
-    for identity in [*SERVICES, *all_controllers]:
+    all_gateways = list(dict.fromkeys(known_gw + wanted_gw))
+    if set(all_controllers) & set(all_gateways):
+        raise ConfigError(f"ids {sorted(set(all_controllers) & set(all_gateways))} named both controller and gateway")
+    for identity in [*SERVICES, *all_controllers, *all_gateways]:
         if not layout.client_cert(identity).exists():
             key, cert = issue_certificate(ca_key, ca_cert, identity, valid_days=valid_days)
             _write_pair(layout.client_cert(identity), layout.client_key(identity), key, cert)
@@ -254,9 +262,9 @@ def init_pki(out: str | Path, *, controllers: Iterable[str], site: str,
         sk = signing.generate_signing_key()
         signing.write_signing_key(layout.signing_key, sk)
         signing.write_verify_key(layout.verify_key, sk.public_key())
-    layout.manifest.write_text(json.dumps({"site": site, "controllers": all_controllers, "services": list(SERVICES),
-                                           "port": port}, indent=1) + "\n")
-    write_broker_files(layout, site=site, controllers=all_controllers, port=port)
+    layout.manifest.write_text(json.dumps({"site": site, "controllers": all_controllers, "gateways": all_gateways,
+                                           "services": list(SERVICES), "port": port}, indent=1) + "\n")
+    write_broker_files(layout, site=site, controllers=all_controllers, port=port, gateways=all_gateways)
     return layout
 
 
