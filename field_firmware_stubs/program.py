@@ -70,6 +70,8 @@ __all__ = ["SignalProgram", "Transition", "to_ds", "BLOCKED_S"]
 #: a loop occupied this long without a break while its lane has green means the lane is not moving
 #: (typically a left-turner waiting for a gap in a permissive green): it calls the protected phase
 BLOCKED_S = 12.0
+#: free mode picks the next phase by demand: one waiting lane counts as much as this many seconds of waiting
+AGE_WEIGHT_S = 20.0
 
 
 def to_ds(seconds: float) -> int:
@@ -133,6 +135,7 @@ class SignalProgram:
                                  and any(0 <= i < len(p.greens) and p.greens[i] == "G" for i in d.links))
             for d in spec.detectors}
         self._blocked_since: dict[str, int] = {}
+        self._served_at: dict[int, int] = {}  # phase -> end of its last green
         self._calls: dict[int, int] = {}      # phase -> time (tenths) a phase-level call was placed
         self._det_calls: dict[str, int] = {}  # detector -> time its lane call was placed
         self._det_last: dict[str, int] = {}   # detector -> last time it was occupied
@@ -436,7 +439,41 @@ class SignalProgram:
             times.append(self._calls[number])
         return min(times) if times else None
 
-    def _choose_next(self) -> None:
+    def _choose_by_demand(self, t: int) -> None:
+        """Free mode: serve next the phase with the most waiting lanes, aged so that none waits forever.
+
+        Score = lanes with a call it serves + (time its oldest call has waited)
+        / ``AGE_WEIGHT_S``; recall phases (pedestrians, no loops) age from
+        their last service. Ties go to the next phase in sequence. Every
+        phase change is a boundary in free mode (no cycle, no offset), so a
+        pending plan takes over at once.
+        """
+        current = self._order[self._idx].number
+        self._served_at[current] = t
+        if self._pending is not None:
+            self._committed, self._pending = self._pending, None
+        order = self._rotation(self._committed) if self._committed is not None else self._order
+        n = len(order)
+        start = next((j for j, p in enumerate(order) if p.number == current), -1)
+        best: tuple[float, int] | None = None
+        for step in range(1, n + 1):
+            j = (start + step) % n
+            phase = order[j]
+            if phase.number == current and best is not None:
+                continue
+            if not self._serve(phase):
+                continue
+            lanes = sum(1 for d in self._phase_detectors.get(phase.number, ()) if d in self._det_calls)
+            since = self._call_time(phase.number)
+            if since is None:
+                since = self._served_at.get(phase.number, t)
+            score = lanes + (t - since) / to_ds(AGE_WEIGHT_S)
+            if best is None or score > best[0] + 1e-9:
+                best = (score, j)
+        self._next_idx = best[1] if best is not None else (start + 1) % n
+        self._wrap = self._committed is not None or self._next_idx <= self._idx
+
+    def _choose_next(self, t: int) -> None:
         """Decide, as the current green ends, which phase comes next (skipping those without a call).
 
         Sets ``_next_idx`` (an index in the order that will be in force then)
@@ -444,6 +481,9 @@ class SignalProgram:
         boundary, where a pending plan is committed).
         """
         order, idx = self._order, self._idx
+        if self._free:
+            self._choose_by_demand(t)
+            return
         if not self._actuated:
             self._wrap = idx == len(order) - 1
             self._next_idx = 0 if self._wrap else idx + 1
@@ -494,7 +534,7 @@ class SignalProgram:
                 for det in self._phase_detectors.get(phase.number, ()):
                     if det in self._det_last and t - self._det_last[det] <= 2 * phase.passage:
                         self._det_calls.setdefault(det, t)
-            self._choose_next()
+            self._choose_next(t)
             following = self._following()
             if phase.yellow > 0:
                 self._kind, self._int_start, self._int_end = KIND_YELLOW, t, t + phase.yellow

@@ -100,7 +100,7 @@ class OptimizerSettings:
     max_green_factor: float = 2.0
     max_green_floor_s: float = 20.0
     max_green_cap_s: float = 60.0
-    passage_s: float = 2.0
+    passage_s: float = 3.0
 
 
 @dataclass(frozen=True)
