@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from sensors.records import Batch, CountRow, DeadLetter, EventRow, StatusRow
+from sensors.fastpath import decode_count_rows
+from sensors.records import Batch, DeadLetter, EventRow, StatusRow
 from traffic import messages, topics
 from traffic.errors import MessageError
 
@@ -68,13 +69,9 @@ def _route(topic: str, payload: bytes, received_at: datetime, site: str | None) 
         raise MessageError(f"ingest does not accept topic leaf {parsed.leaf!r}")
 
     if parsed.leaf == topics.COUNTS:
-        report = messages.decode_counts(payload)
-        _same_controller(report.controller_id, parsed.controller_id)
-        return Batch(counts=[
-            CountRow(report.controller_id, r.detector_id, report.interval_start, report.interval_s,
-                     r.count, r.occupancy_pct, r.motorcycle_count, received_at)
-            for r in report.records
-        ])
+        controller_id, rows = decode_count_rows(payload, received_at)
+        _same_controller(controller_id, parsed.controller_id)
+        return Batch(counts=rows)
     if parsed.leaf == topics.EVENTS:
         batch = messages.decode_events(payload)
         _same_controller(batch.controller_id, parsed.controller_id)

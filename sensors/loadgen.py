@@ -1,0 +1,182 @@
+"""A light load generator: thousands of controllers' count reports from one process.
+
+Why not the field emulator: at city scale the point is the pipeline (broker,
+ingest, database), not signal timing, and a full emulator per controller
+costs far more CPU than the report it sends. This publishes the very same
+``counts/1`` payloads (built by :class:`traffic.messages.CountReport`) for
+``controllers`` x ``detectors``, over a few MQTT connections (many
+controllers per connection, as a :class:`FieldGateway` does), QoS 1.
+
+Content is a pure function of (controller, interval, detector), so a test or
+benchmark can reconcile what is stored against what was published without
+keeping the messages: :func:`expected_total` gives the vehicle total of any
+set of intervals. Each message's publish wall time is recorded
+(``publish_times[interval, controller]``) for end-to-end latency.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from traffic import topics
+from traffic.config import MqttSettings
+from traffic.errors import TransportError
+from traffic.messages import CountRecord, CountReport
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LoadGenerator", "LoadResult", "controller_id", "detector_id", "vehicle_count", "expected_total"]
+
+DEFAULT_ORIGIN = datetime(2026, 1, 5, 6, 0, tzinfo=timezone.utc)
+
+
+def controller_id(index: int) -> str:
+    return f"c{index:05d}"
+
+
+def detector_id(index: int) -> str:
+    return f"d{index:02d}"
+
+
+def vehicle_count(controller: int, interval: int, detector: int) -> int:
+    """Deterministic count 0..9 (cheap, varied, reproducible in SQL-free reconciliation)."""
+    return (controller * 7 + interval * 3 + detector * 5) % 10
+
+
+def expected_total(controllers: int, detectors: int, intervals: range) -> int:
+    """Sum of vehicle counts the generator publishes for these intervals."""
+    return sum(vehicle_count(c, k, d) for c in range(controllers) for k in intervals for d in range(detectors))
+
+
+@dataclass
+class LoadResult:
+    """What was published (and acknowledged by the broker)."""
+
+    messages: int
+    records: int
+    acked: int
+    seconds: float
+    behind_s: float                 # worst lag behind the real-time schedule
+    publish_times: np.ndarray       # [interval, controller] wall-clock seconds (NaN: not published)
+
+
+class LoadGenerator:
+    """Publish count reports for ``controllers`` x ``detectors`` every ``interval_s`` seconds."""
+
+    def __init__(self, mqtt_settings: MqttSettings, *, site: str, controllers: int, detectors: int = 16,
+                 interval_s: int = 1, connections: int = 2, origin: datetime = DEFAULT_ORIGIN,
+                 max_inflight: int = 1000, first_controller: int = 0) -> None:
+        if controllers < 1 or detectors < 1 or interval_s < 1 or connections < 1:
+            raise ValueError("controllers, detectors, interval_s and connections must be >= 1")
+        self.site = topics.check_id(site, "site")
+        self.controllers = controllers
+        self.detectors = detectors
+        self.interval_s = interval_s
+        self.origin = origin
+        self.first_controller = first_controller
+        self._settings = mqtt_settings
+        self._acked = 0
+        self._lock = threading.Lock()
+        self._topics = [topics.topic(site, controller_id(first_controller + c), topics.COUNTS)
+                        for c in range(controllers)]
+        self._clients: list[mqtt.Client] = []
+        tag = uuid.uuid4().hex[:6]
+        for i in range(connections):
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"loadgen-{site}-{tag}-{i}",
+                                 protocol=mqtt.MQTTv5)
+            client.max_inflight_messages_set(max_inflight)
+            client.max_queued_messages_set(0)
+            client.on_publish = self._on_publish
+            self._clients.append(client)
+
+    def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, reason_code: object,
+                    properties: object) -> None:
+        with self._lock:
+            self._acked += 1
+
+    def payload(self, controller: int, interval: int) -> bytes:
+        """The ``counts/1`` payload of one controller (index) for one interval."""
+        c = self.first_controller + controller
+        return CountReport(
+            controller_id(c), interval, self.origin + timedelta(seconds=interval * self.interval_s),
+            self.interval_s,
+            tuple(CountRecord(detector_id(d), n := vehicle_count(c, interval, d), float(n * 3 % 100), n * 3 // 4)
+                  for d in range(self.detectors)),
+        ).to_json()
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        try:
+            for client in self._clients:
+                client.connect(self._settings.host, self._settings.port, keepalive=60)
+                client.loop_start()
+        except OSError as exc:
+            self.stop()
+            raise TransportError(f"load generator cannot connect to {self._settings.url}: {exc}") from exc
+        deadline = time.monotonic() + timeout_s
+        while not all(c.is_connected() for c in self._clients):
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TransportError(f"load generator not connected to {self._settings.url} in {timeout_s} s")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        for client in self._clients:
+            client.disconnect()
+            client.loop_stop()
+
+    def __enter__(self) -> "LoadGenerator":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def acked(self) -> int:
+        with self._lock:
+            return self._acked
+
+    def run(self, intervals: int, *, real_time: bool = True, first_interval: int = 0,
+            stop: threading.Event | None = None, wait_acks_s: float = 60.0) -> LoadResult:
+        """Publish ``intervals`` rounds (all controllers each); paced to the wall clock when ``real_time``.
+
+        Real-time pacing spreads one round over its ``interval_s`` (as
+        unsynchronised controllers do) instead of bursting it. ``stop`` ends
+        the run early (the result says what was published).
+        """
+        times = np.full((intervals, self.controllers), np.nan)
+        started = time.monotonic()
+        behind = 0.0
+        sent = 0
+        n_clients = len(self._clients)
+        for k in range(intervals):
+            if stop is not None and stop.is_set():
+                break
+            for c in range(self.controllers):
+                if stop is not None and stop.is_set():
+                    break
+                if real_time:
+                    due = started + (k + c / self.controllers) * self.interval_s
+                    lag = time.monotonic() - due
+                    if lag < 0:
+                        time.sleep(-lag)
+                    else:
+                        behind = max(behind, lag)
+                payload = self.payload(c, first_interval + k)
+                times[k, c] = time.time()
+                self._clients[c % n_clients].publish(self._topics[c], payload, qos=1)
+                sent += 1
+        deadline = time.monotonic() + wait_acks_s
+        while self.acked < sent and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return LoadResult(messages=sent, records=sent * self.detectors, acked=self.acked,
+                          seconds=time.monotonic() - started, behind_s=behind, publish_times=times)
