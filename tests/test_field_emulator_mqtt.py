@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import uuid
@@ -324,10 +325,15 @@ def test_link_loss_publishes_the_will_falls_back_and_recovers(mqtt_url, site, ob
             emu.tick(float(t), {})
         assert emu.mode == msg.MODE_CENTRAL
         # fault injection: cut the TCP connection under paho (no DISCONNECT packet, as in a cable cut)
-        emu._mqtt_link._client.socket().close()  # noqa: SLF001
+        # (shutdown rather than close: closing the descriptor under paho's select may go unnoticed
+        # until the keepalive, which made this test flaky on a loaded machine)
+        emu._mqtt_link._client.socket().shutdown(socket.SHUT_RDWR)  # noqa: SLF001
         status_topic = topics.topic(site, "c1", topics.STATUS)
         observer.wait_for(lambda m: m[0] == status_topic and msg.decode_status(m[1]).state == msg.OFFLINE
                           and msg.decode_status(m[1]).detail == "connection lost", timeout=10)
+        deadline = time.monotonic() + 10
+        while emu.connected and time.monotonic() < deadline:  # paho's own view of the link
+            time.sleep(0.02)
         t += 1
         emu.tick(float(t), {})
         assert emu.stats.fallbacks == 1 and emu.mode == msg.MODE_TOD
