@@ -273,3 +273,32 @@ def store_health(conn_or_dsn: ConnOrDsn, items: Iterable[DetectorHealth], now: d
                 [(h.controller_id, h.detector_id, h.state, h.since, at, h.detail) for h in items],
             )
     return len(items)
+
+
+def failed_detectors(conn_or_dsn: ConnOrDsn, controller_id: str) -> set[str]:
+    """Detector ids of ``controller_id`` whose stored health is not ``ok``.
+
+    For the optimizer and demand estimator: counts from these detectors are
+    not to be trusted (substitute a peer, history or the design volume).
+    Reads ``detector_health`` as :func:`store_health` last wrote it, so it
+    is as fresh as the last health run; a detector never assessed is not in
+    the set.
+    """
+    with connection(conn_or_dsn, "failed detectors query") as conn:
+        rows = conn.execute(
+            "SELECT detector_id FROM detector_health WHERE controller_id = %s AND state <> %s",
+            (controller_id, OK),
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
+def health_of(conn_or_dsn: ConnOrDsn, controller_id: str | None = None) -> list[DetectorHealth]:
+    """Stored health (every state, with since-when), of one controller or all, for dashboards and the CLI."""
+    query = sql.SQL("SELECT controller_id, detector_id, state, since, detail FROM detector_health")
+    params: list[Any] = []
+    if controller_id is not None:
+        query += sql.SQL(" WHERE controller_id = %s")
+        params.append(controller_id)
+    query += sql.SQL(" ORDER BY controller_id, detector_id")
+    with connection(conn_or_dsn, "detector health read") as conn:
+        return [DetectorHealth(c, d, s, since, detail) for c, d, s, since, detail in conn.execute(query, params)]
