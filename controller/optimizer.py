@@ -22,6 +22,7 @@ import numpy as np
 
 from controller import webster
 from controller.actuation import actuate
+from controller.cycle_search import CycleChoice, best_cycle, best_cycles
 from controller.demand import PhaseDemand
 from controller.safety import ensure_safe
 from traffic.config import OptimizerSettings
@@ -96,17 +97,26 @@ def _incumbent_delay(incumbent: TimingPlan, spec: IntersectionSpec, sz: _Sizing)
     return webster.mean_delay(cycle, greens, sz.q, sz.s)
 
 
+def _choice(sz: _Sizing) -> CycleChoice:
+    return best_cycle(sz.q, sz.s, sz.lost, sz.min_split, min_cycle_s=sz.min_cycle, max_cycle_s=sz.max_cycle)
+
+
 def optimize(spec: IntersectionSpec, demand: PhaseDemand, incumbent: TimingPlan, settings: OptimizerSettings, *,
              version: int, common_cycle: float | None = None, offset_s: float | None = None,
-             reason: str = "") -> Proposal:
-    """A Webster plan for one intersection, moving at most ``max_cycle_step_s`` from ``incumbent``.
+             reason: str = "", cycle_choice: CycleChoice | None = None) -> Proposal:
+    """A plan for one intersection, moving at most ``max_cycle_step_s`` from ``incumbent``.
 
-    ``common_cycle`` replaces the intersection's own C0 as the target (corridor
-    coordination); ``offset_s`` sets the offset (default: the incumbent's,
-    wrapped into the new cycle).
+    The target cycle is the delay-optimal one under the constraints
+    (:func:`controller.cycle_search.best_cycle`; ``cycle_choice`` when the
+    caller already searched), splits by Webster's rule with minimums pinned,
+    maximum greens and mode from :mod:`controller.actuation`.
+    ``common_cycle`` replaces the target (corridor coordination);
+    ``offset_s`` sets the offset (default: the incumbent's, wrapped into the
+    new cycle).
     """
     sz = _size(spec, demand, settings)
-    target = float(common_cycle) if common_cycle is not None else sz.c0
+    choice = cycle_choice if cycle_choice is not None else _choice(sz)
+    target = float(common_cycle) if common_cycle is not None else choice.cycle_s
     cycle = _bounded(target, incumbent.patternCycleTime, settings.max_cycle_step_s, sz.min_cycle, sz.max_cycle)
     cycle = float(round(cycle, 1))
     raw = webster.allocate_splits(cycle, sz.y, sz.lost, sz.min_split)
@@ -117,8 +127,8 @@ def optimize(spec: IntersectionSpec, demand: PhaseDemand, incumbent: TimingPlan,
     coord = incumbent.splitCoordPhase if any(p.phase == incumbent.splitCoordPhase for p in spec.phases) \
         else spec.phases[0].phase
     offset = incumbent.patternOffsetTime if offset_s is None else offset_s
-    why = reason or (f"Webster C0={sz.c0:.0f}s target={target:.0f}s cycle={cycle:.0f}s "
-                     f"Y={float(sz.y.sum()):.3f}")
+    why = reason or (f"{choice.method}-optimal cycle {choice.cycle_s:.0f}s (Webster C0={sz.c0:.0f}s), "
+                     f"target={target:.0f}s cycle={cycle:.0f}s Y={float(sz.y.sum()):.3f}")
     plan = spec.plan_from_splits([float(x) for x in splits], offset_s=offset % cycle, created_by=CREATED_BY,
                                  version=version, reason=why, coord_phase=coord)
     plan = actuate(plan, spec, [p.green for p in plan.phases], mode=settings.plan_mode,
@@ -129,7 +139,9 @@ def optimize(spec: IntersectionSpec, demand: PhaseDemand, incumbent: TimingPlan,
     delay_before = _incumbent_delay(incumbent, spec, sz)
     delay_after = webster.mean_delay(cycle, greens_after, sz.q, sz.s)
     explanation = {
-        "method": "webster",
+        "method": f"cycle search ({choice.method}) + webster splits",
+        "cycle_search": {"cycle_s": choice.cycle_s, "method": choice.method, "delay_s": round(choice.delay_s, 2),
+                         "max_x": round(choice.max_x, 3), "candidates": choice.candidates},
         "phases": [p.phase for p in spec.phases],
         "flow_pcu_h_lane": _r(sz.q),
         "saturation_pcu_h_lane": _r(sz.s),
@@ -198,10 +210,12 @@ def green_wave_offsets(corridor: Corridor, cycle_s: float,
 def optimize_corridor(corridor: Corridor, demands: Mapping[str, PhaseDemand], incumbents: Mapping[str, TimingPlan],
                       settings: OptimizerSettings, versions: Mapping[str, int], *,
                       exclude: Collection[str] = ()) -> dict[str, Proposal]:
-    """Plans for every intersection of the corridor on one common cycle with green-wave offsets.
+    """Plans for every intersection of the corridor.
 
-    The common target is the largest individual C0 (the busiest intersection
-    sets the pace), rounded up to a whole second. When every incumbent can
+    ``settings.plan_mode == "free"`` (fully actuated): each intersection gets
+    its own delay-optimal cycle; there is no cycle to share and no offset.
+    Otherwise one common cycle with green-wave offsets: the common target is
+    the largest individual optimum (the busiest intersection sets the pace), rounded up to a whole second. When every incumbent can
     reach one common value within ``max_cycle_step_s`` they all move there
     together; otherwise each moves its own bounded step towards it (and the
     explanation says the corridor is still converging). ``exclude`` (locked
@@ -215,7 +229,17 @@ def optimize_corridor(corridor: Corridor, demands: Mapping[str, PhaseDemand], in
             if s.controller_id not in needed:
                 raise PlanError(f"corridor {corridor.name}: no {what} for {s.controller_id}")
     sizes = {s.controller_id: _size(s, demands[s.controller_id], settings) for s in specs}
-    target = float(math.ceil(max(sz.c0 for sz in sizes.values())))
+    choices = _search_all(sizes)
+    if settings.plan_mode == "free":
+        # fully actuated: no common cycle to keep, every intersection takes its own optimum
+        out_free: dict[str, Proposal] = {}
+        for s in specs:
+            cid = s.controller_id
+            out_free[cid] = optimize(s, demands[cid], incumbents[cid], settings, version=versions[cid],
+                                     cycle_choice=choices[cid])
+            out_free[cid].explanation.update({"corridor": corridor.name, "corridor_common": False})
+        return out_free
+    target = float(math.ceil(max(c.cycle_s for c in choices.values())))
     step = settings.max_cycle_step_s
     lo = max(max(incumbents[c].patternCycleTime - step for c in sizes), max(sz.min_cycle for sz in sizes.values()))
     hi = min(min(incumbents[c].patternCycleTime + step for c in sizes), min(sz.max_cycle for sz in sizes.values()))
@@ -231,6 +255,7 @@ def optimize_corridor(corridor: Corridor, demands: Mapping[str, PhaseDemand], in
         cid = s.controller_id
         proposal = optimize(s, demands[cid], incumbents[cid], settings, version=versions[cid],
                             common_cycle=cycle if cycle is not None else target, offset_s=offsets[cid],
+                            cycle_choice=choices[cid],
                             reason=f"corridor {corridor.name}: common cycle target {target:.0f}s, green wave")
         proposal.explanation.update({
             "corridor": corridor.name,
@@ -239,6 +264,28 @@ def optimize_corridor(corridor: Corridor, demands: Mapping[str, PhaseDemand], in
             "green_wave_offset_s": offsets[cid],
         })
         out[cid] = proposal
+    return out
+
+
+def _search_all(sizes: Mapping[str, _Sizing]) -> dict[str, CycleChoice]:
+    """One vectorised cycle search for all intersections (phases padded with empty ones)."""
+    ids = list(sizes)
+    width = max(len(sizes[c].q) for c in ids)
+
+    def pad(values: np.ndarray, fill: float) -> np.ndarray:
+        return np.concatenate([values, np.full(width - len(values), fill)])
+
+    q = np.array([pad(sizes[c].q, 0.0) for c in ids])
+    s = np.array([pad(sizes[c].s, 1900.0) for c in ids])
+    lost = np.array([pad(sizes[c].lost, 0.0) for c in ids])
+    minimum = np.array([pad(sizes[c].min_split, 0.0) for c in ids])
+    found = best_cycles(q, s, lost, minimum, min_cycle_s=[sizes[c].min_cycle for c in ids],
+                        max_cycle_s=[sizes[c].max_cycle for c in ids])
+    out = {}
+    for cid, choice in zip(ids, found):
+        n = len(sizes[cid].q)
+        out[cid] = CycleChoice(choice.cycle_s, choice.splits_s[:n], choice.delay_s, choice.max_x, choice.method,
+                               choice.candidates)
     return out
 
 

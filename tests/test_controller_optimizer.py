@@ -35,7 +35,8 @@ def test_single_intersection_matches_webster_by_hand():
     c0 = (1.5 * 9.8 + 5) / (1 - sum(y))
     assert ex["C0"] == pytest.approx(-(-c0 // 1))  # rounded up to a whole second
     plan = proposal.plan
-    assert plan.patternCycleTime == ex["C0"]
+    assert plan.patternCycleTime == ex["cycle_search"]["cycle_s"]
+    assert ex["cycle_search"]["method"] == "delay" and ex["cycle_search"]["max_x"] <= 0.95
     assert plan.version == 2 and plan.created_by == "optimizer"
     assert sum(plan.splits) == pytest.approx(plan.patternCycleTime)
     # phase 1 is pinned at its pedestrian minimum (25.0 s) only if Webster gives less; here it gets more
@@ -108,9 +109,10 @@ def test_corridor_common_cycle_and_offsets():
     flows = {"c0": [400, 300], "c1": [600, 300], "c2": [800, 500], "c3": [500, 300]}
     demands = {c: demand(specs[c], f) for c, f in flows.items()}
     incumbents = {c: s.default_plan(70.0) for c, s in specs.items()}
-    out = optimize_corridor(corridor, demands, incumbents, OPT, {c: 5 for c in specs})
-    individual = [optimize(specs[c], demands[c], incumbents[c], replace(OPT, max_cycle_step_s=500), version=5)
-                  .explanation["C0"] for c in specs]
+    coordinated = replace(OPT, plan_mode="actuated")
+    out = optimize_corridor(corridor, demands, incumbents, coordinated, {c: 5 for c in specs})
+    individual = [optimize(specs[c], demands[c], incumbents[c], replace(coordinated, max_cycle_step_s=500),
+                           version=5).explanation["cycle_search"]["cycle_s"] for c in specs]
     cycles = {p.plan.patternCycleTime for p in out.values()}
     assert len(cycles) == 1
     cycle = cycles.pop()
@@ -119,7 +121,22 @@ def test_corridor_common_cycle_and_offsets():
         plan = out[f"c{k}"].plan
         assert plan.patternOffsetTime == pytest.approx((k * 24.0) % cycle)
         assert check_plan(plan, specs[f"c{k}"]) == []
-        assert out[f"c{k}"].explanation["corridor_common"]
+        assert out[f"c{k}"].explanation["corridor_common"] and plan.mode == "actuated"
+
+
+def test_free_mode_corridor_sizes_each_intersection_on_its_own():
+    corridor = uniform_corridor(3, spacing_m=300.0, speed_mps=12.5)
+    specs = corridor.by_id()
+    flows = {"c0": [150, 100], "c1": [700, 600], "c2": [300, 200]}
+    demands = {c: demand(specs[c], f) for c, f in flows.items()}
+    incumbents = {c: s.default_plan(70.0) for c, s in specs.items()}
+    out = optimize_corridor(corridor, demands, incumbents, replace(OPT, plan_mode="free", max_cycle_step_s=500),
+                            {c: 5 for c in specs})
+    for cid, proposal in out.items():
+        alone = optimize(specs[cid], demands[cid], incumbents[cid], replace(OPT, max_cycle_step_s=500), version=5)
+        assert proposal.plan.patternCycleTime == alone.plan.patternCycleTime  # batch search == single search
+        assert proposal.plan.mode == "free" and not proposal.explanation["corridor_common"]
+    assert out["c1"].plan.patternCycleTime > out["c0"].plan.patternCycleTime
 
 
 def test_corridor_excludes_locked_and_requires_inputs():

@@ -15,12 +15,14 @@ from controller.safety import check_plan
 from controller.service import CentralService, EpochContext
 from test_controller_dispatch import FakeField  # the tiny fake field responder
 from traffic import db
-from traffic.config import ControlSettings, MqttSettings, Settings
+from traffic.config import ControlSettings, MqttSettings, OptimizerSettings, Settings
 from traffic.errors import PlanError
 
 NOW = datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc)
 CORRIDOR = uniform_corridor(2, spacing_m=400.0, speed_mps=12.5)
-SETTINGS = Settings(control=ControlSettings(ack_timeout_s=2.0, plan_expiry_s=60))
+# coordinated plans: these tests also check the common cycle and green-wave offsets through the service
+SETTINGS = Settings(control=ControlSettings(ack_timeout_s=2.0, plan_expiry_s=60),
+                    optimizer=OptimizerSettings(plan_mode="actuated"))
 
 
 @dataclass
