@@ -131,7 +131,6 @@ class MaxPressureController:
         self.transition: _Transition | None = None
         self.in_lanes: list[tuple[str, ...]] = []
         self.out_lanes: list[tuple[str, ...]] = []
-        self.all_in: list[tuple[str, ...]] = []
         self.step = 1.0
         self.stop_go: frozenset[int] = frozenset()
 
