@@ -59,7 +59,7 @@ def test_reset_clears_the_red_timers():
 @pytest.mark.parametrize("spec", [four_leg("c1"), three_phase("c3")], ids=["four_leg", "three_phase"])
 @pytest.mark.parametrize("dt", [0.1, 1.0])
 def test_the_emulator_program_always_honours_red_clearance(spec, dt):
-    """The real signal program, random plans (pretimed and actuated) and demand: the monitor never trips."""
+    """The real signal program, random plans (pretimed, actuated, free) and demand: the monitor never trips."""
     emu = FieldEmulator(spec, site="s", mqtt=MqttSettings(), clock_origin=datetime(2026, 1, 1, tzinfo=timezone.utc))
     assert isinstance(emu.monitor, ClearanceMonitor)
     rng = random.Random(7)
@@ -70,7 +70,7 @@ def test_the_emulator_program_always_honours_red_clearance(spec, dt):
             next_plan += rng.randint(100, 300)
             version += 1
             splits = [p.min_split_s + rng.randint(0, 20) for p in spec.phases]
-            plan = spec.plan_from_splits(splits, version=version, mode=rng.choice(["pretimed", "actuated"]),
+            plan = spec.plan_from_splits(splits, version=version, mode=rng.choice(["pretimed", "actuated", "free"]),
                                          offset_s=rng.randint(0, 100))
             emu._on_plan_message(plan.to_json(), None, None)  # noqa: SLF001 - the MQTT thread's entry point
         readings = {d.detector_id: DetectorReading(count=int(rng.random() < 0.3)) for d in spec.detectors}

@@ -90,7 +90,7 @@ def valid_plan(rng: random.Random) -> tuple[IntersectionSpec, TimingPlan]:
     plan = TimingPlan(controller_id=spec.controller_id, phases=tuple(phases), patternCycleTime=cycle,
                       patternOffsetTime=tenths(rng, 0, int(round(cycle * 10)) - 1),
                       splitCoordPhase=rng.choice([p.phase for p in phases]),
-                      mode=rng.choice(["pretimed", "actuated"]), version=rng.randint(1, 10**6),
+                      mode=rng.choice(["pretimed", "actuated", "free"]), version=rng.randint(1, 10**6),
                       created_by="hypothesis")
     return spec, plan
 
