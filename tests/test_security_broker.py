@@ -153,16 +153,28 @@ def _refused(settings: MqttSettings, *, tls: dict | None) -> str:
     return "" if rc == "Success" else rc
 
 
+def _broker_says(secure: SecureBroker, text: str, timeout: float = 3.0) -> bool:
+    """True once the broker's log holds ``text`` (its own reason for a refusal)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in secure.log_path.read_text(errors="replace"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def test_client_without_certificate_is_refused(secure):
     ca_only = {"ca_certs": str(secure.layout.ca_cert)}
     assert _refused(secure.settings_for("j1"), tls=ca_only)  # TLS, but no client certificate
+    assert _broker_says(secure, "peer did not return a certificate")
 
 
 def test_plain_mqtt_without_credentials_is_refused(secure):
     plain = MqttSettings(url=f"mqtt://127.0.0.1:{secure.plain_port}")
-    assert _refused(plain, tls=None)  # the plain listener admits nobody
+    assert _refused(plain, tls=None) == "Not authorized"  # the plain listener admits nobody
     tls_port_plain = MqttSettings(url=f"mqtt://127.0.0.1:{secure.tls_port}")
     assert _refused(tls_port_plain, tls=None)  # plain MQTT against the TLS port
+    assert _broker_says(secure, "wrong version number")
 
 
 def test_certificate_from_another_ca_is_refused(secure, tmp_path):
@@ -177,6 +189,7 @@ def test_certificate_from_another_ca_is_refused(secure, tmp_path):
     tls = {"ca_certs": str(secure.layout.ca_cert), "certfile": str(tmp_path / "rogue.crt"),
            "keyfile": str(tmp_path / "rogue.key")}
     assert _refused(secure.settings_for("j1"), tls=tls)
+    assert _broker_says(secure, "certificate verify failed")
     # and the genuine certificate gets in through the same path (the refusal is the CA, not the test)
     genuine = {"ca_certs": str(secure.layout.ca_cert), "certfile": str(secure.layout.client_cert("j1")),
                "keyfile": str(secure.layout.client_key("j1"))}
