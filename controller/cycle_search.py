@@ -49,7 +49,10 @@ class CycleChoice:
 
 def best_cycle(flow_pcu_h: ArrayLike, saturation_pcu_h: ArrayLike, lost_s: ArrayLike, min_split_s: ArrayLike, *,
                min_cycle_s: float, max_cycle_s: float, x_max: float = X_MAX) -> CycleChoice:
-    """Search every whole-second cycle in ``[min_cycle_s, max_cycle_s]`` for one intersection."""
+    """Search every whole-second cycle in ``[min_cycle_s, max_cycle_s]`` for one intersection.
+
+    The lower limit is also at least the sum of the minimum splits.
+    """
     q = np.asarray(flow_pcu_h, dtype=float)
     s = np.asarray(saturation_pcu_h, dtype=float)
     lost = np.asarray(lost_s, dtype=float)
@@ -61,8 +64,13 @@ def best_cycle(flow_pcu_h: ArrayLike, saturation_pcu_h: ArrayLike, lost_s: Array
 
 
 def best_cycles(flow_pcu_h: ArrayLike, saturation_pcu_h: ArrayLike, lost_s: ArrayLike, min_split_s: ArrayLike, *,
-                min_cycle_s: ArrayLike, max_cycle_s: ArrayLike, x_max: float = X_MAX) -> list[CycleChoice]:
-    """:func:`best_cycle` for many intersections at once (rows; pad missing phases with zeros)."""
+                min_cycle_s: ArrayLike, max_cycle_s: ArrayLike, x_max: float = X_MAX,
+                step: float = 1.0) -> list[CycleChoice]:
+    """:func:`best_cycle` for many intersections at once (rows; pad missing phases with zeros).
+
+    Candidates are multiples of ``step`` inside each row's limits; a row whose
+    limits hold no multiple is searched on the plan's 0.1 s resolution.
+    """
     q = np.maximum(np.atleast_2d(np.asarray(flow_pcu_h, dtype=float)), 0.0)
     s = np.atleast_2d(np.asarray(saturation_pcu_h, dtype=float))
     lost = np.atleast_2d(np.asarray(lost_s, dtype=float))
@@ -70,15 +78,29 @@ def best_cycles(flow_pcu_h: ArrayLike, saturation_pcu_h: ArrayLike, lost_s: Arra
     m, n = q.shape
     if s.shape != (m, n) or lost.shape != (m, n) or minimum.shape != (m, n):
         raise PlanError("flows, saturation flows, lost times and minimum splits must have the same shape")
-    lo = np.maximum(np.ceil(np.broadcast_to(np.asarray(min_cycle_s, dtype=float), (m,))),
-                    np.ceil(minimum.sum(axis=1) - 1e-9))
-    hi = np.floor(np.broadcast_to(np.asarray(max_cycle_s, dtype=float), (m,)))
-    if np.any(lo > hi):
-        k = int(np.argmax(lo > hi))
-        raise PlanError(f"row {k}: minimum splits need {float(minimum[k].sum()):.1f} s, max cycle is {hi[k]} s")
-    cycles = np.arange(lo.min(), hi.max() + 1, dtype=float)                  # (k,)
+    lo = np.maximum(np.broadcast_to(np.asarray(min_cycle_s, dtype=float), (m,)), minimum.sum(axis=1))
+    hi = np.broadcast_to(np.asarray(max_cycle_s, dtype=float), (m,))
+    if np.any(lo > hi + 1e-9):
+        r = int(np.argmax(lo > hi + 1e-9))
+        raise PlanError(f"row {r}: minimum splits need {float(minimum[r].sum()):.1f} s, max cycle is {hi[r]} s")
+    start = float(np.floor(lo.min() / step) * step)
+    cycles = np.round(np.arange(start, float(hi.max()) + step, step), 6)          # (k,)
     k = cycles.size
-    valid = (cycles[None, :] >= lo[:, None]) & (cycles[None, :] <= hi[:, None])  # (m, k)
+    valid = (cycles[None, :] >= lo[:, None] - 1e-9) & (cycles[None, :] <= hi[:, None] + 1e-9)  # (m, k)
+    narrow = ~valid.any(axis=1)
+    if narrow.any():  # a box narrower than the grid step: search those rows on the plan's 0.1 s grid
+        if step <= 0.1 + 1e-9:
+            raise PlanError("no cycle on the 0.1 s grid fits the limits")
+        rows = np.flatnonzero(narrow)
+        fine = best_cycles(q[rows], s[rows], lost[rows], minimum[rows], min_cycle_s=lo[rows], max_cycle_s=hi[rows],
+                           x_max=x_max, step=0.1)
+        rest = best_cycles(q[~narrow], s[~narrow], lost[~narrow], minimum[~narrow], min_cycle_s=lo[~narrow],
+                           max_cycle_s=hi[~narrow], x_max=x_max, step=step) if (~narrow).any() else []
+        merged: list[CycleChoice] = []
+        fine_it, rest_it = iter(fine), iter(rest)
+        for is_narrow in narrow:
+            merged.append(next(fine_it) if is_narrow else next(rest_it))
+        return merged
     y = webster.flow_ratios(q, np.where(s > 0, s, 1.0))
     rows_y = np.repeat(y, k, axis=0)
     rows_c = np.tile(cycles, m)

@@ -22,6 +22,7 @@ import numpy as np
 
 from controller import webster
 from controller.actuation import actuate
+from controller.bounds import Bounds
 from controller.cycle_search import CycleChoice, best_cycle, best_cycles
 from controller.demand import PhaseDemand
 from controller.safety import ensure_safe
@@ -57,7 +58,8 @@ class _Sizing:
     max_cycle: float
 
 
-def _size(spec: IntersectionSpec, demand: PhaseDemand, settings: OptimizerSettings) -> _Sizing:
+def _size(spec: IntersectionSpec, demand: PhaseDemand, settings: OptimizerSettings,
+          bounds: Bounds | None = None) -> _Sizing:
     if demand.controller_id != spec.controller_id:
         raise PlanError(f"demand is for {demand.controller_id!r}, not {spec.controller_id!r}")
     flows = {p: f for p, f in zip(demand.phases, demand.flow_pcu_h_lane)}
@@ -68,12 +70,15 @@ def _size(spec: IntersectionSpec, demand: PhaseDemand, settings: OptimizerSettin
     y = webster.flow_ratios(q, s)
     lost = webster.phase_lost_time([p.yellow_s for p in spec.phases], [p.red_clear_s for p in spec.phases],
                                    min_lost_s=settings.lost_time_per_phase_s)
-    min_split = np.array([p.min_split_s for p in spec.phases])
-    max_cycle = min(settings.max_cycle_s, spec.max_cycle_s)
-    min_cycle = max(settings.min_cycle_s, math.ceil(float(min_split.sum())))
+    b = bounds.check(spec) if bounds is not None else Bounds()
+    # engineer minimums rounded up to the plans' 0.1 s resolution, so rounding the splits cannot undercut them
+    min_split = np.array([max(p.min_split_s, math.ceil(b.min_split_s.get(p.phase, 0.0) * 10 - 1e-6) / 10)
+                          for p in spec.phases])
+    max_cycle = min(settings.max_cycle_s, spec.max_cycle_s, b.max_cycle_s or math.inf)
+    min_cycle = max(settings.min_cycle_s, b.min_cycle_s or 0.0, math.ceil(float(min_split.sum())))
     if min_cycle > max_cycle:
-        # the design itself needs more than the policy maximum; the spec's own limit still binds
-        max_cycle = spec.max_cycle_s
+        # the design itself needs more than the policy maximum; the spec's (and engineer's) limits still bind
+        max_cycle = min(spec.max_cycle_s, b.max_cycle_s or math.inf)
         if min_cycle > max_cycle:
             raise PlanError(f"{spec.controller_id}: minimum splits need {min_cycle} s, max cycle is {max_cycle} s")
     c0 = float(webster.optimum_cycle(lost.sum(), y.sum(), min_cycle_s=min_cycle, max_cycle_s=max_cycle))
@@ -103,7 +108,8 @@ def _choice(sz: _Sizing) -> CycleChoice:
 
 def optimize(spec: IntersectionSpec, demand: PhaseDemand, incumbent: TimingPlan, settings: OptimizerSettings, *,
              version: int, common_cycle: float | None = None, offset_s: float | None = None,
-             reason: str = "", cycle_choice: CycleChoice | None = None) -> Proposal:
+             reason: str = "", cycle_choice: CycleChoice | None = None,
+             bounds: Bounds | None = None) -> Proposal:
     """A plan for one intersection, moving at most ``max_cycle_step_s`` from ``incumbent``.
 
     The target cycle is the delay-optimal one under the constraints
@@ -112,9 +118,9 @@ def optimize(spec: IntersectionSpec, demand: PhaseDemand, incumbent: TimingPlan,
     maximum greens and mode from :mod:`controller.actuation`.
     ``common_cycle`` replaces the target (corridor coordination);
     ``offset_s`` sets the offset (default: the incumbent's, wrapped into the
-    new cycle).
+    new cycle). ``bounds`` are the engineer's limits (:class:`Bounds`).
     """
-    sz = _size(spec, demand, settings)
+    sz = _size(spec, demand, settings, bounds)
     choice = cycle_choice if cycle_choice is not None else _choice(sz)
     target = float(common_cycle) if common_cycle is not None else choice.cycle_s
     cycle = _bounded(target, incumbent.patternCycleTime, settings.max_cycle_step_s, sz.min_cycle, sz.max_cycle)
@@ -133,7 +139,8 @@ def optimize(spec: IntersectionSpec, demand: PhaseDemand, incumbent: TimingPlan,
                                  version=version, reason=why, coord_phase=coord)
     plan = actuate(plan, spec, [p.green for p in plan.phases], mode=settings.plan_mode,
                    factor=settings.max_green_factor, floor_s=settings.max_green_floor_s,
-                   cap_s=settings.max_green_cap_s, passage_s=settings.passage_s)
+                   cap_s=min(settings.max_green_cap_s, (bounds.max_green_cap_s if bounds else None) or math.inf),
+                   passage_s=settings.passage_s)
     ensure_safe(plan, spec)
     greens_after = splits - sz.lost
     delay_before = _incumbent_delay(incumbent, spec, sz)
@@ -164,6 +171,7 @@ def optimize(spec: IntersectionSpec, demand: PhaseDemand, incumbent: TimingPlan,
         "delay_before_s": None if delay_before is None else round(delay_before, 2),
         "delay_after_s": round(delay_after, 2),
         "incumbent_plan_id": incumbent.plan_id,
+        "bounds": bounds.to_dict() if bounds is not None else None,
         "demand": demand.to_dict(),
     }
     return Proposal(plan, explanation)
@@ -209,7 +217,8 @@ def green_wave_offsets(corridor: Corridor, cycle_s: float,
 
 def optimize_corridor(corridor: Corridor, demands: Mapping[str, PhaseDemand], incumbents: Mapping[str, TimingPlan],
                       settings: OptimizerSettings, versions: Mapping[str, int], *,
-                      exclude: Collection[str] = ()) -> dict[str, Proposal]:
+                      exclude: Collection[str] = (),
+                      bounds: Mapping[str, Bounds] | None = None) -> dict[str, Proposal]:
     """Plans for every intersection of the corridor.
 
     ``settings.plan_mode == "free"`` (fully actuated): each intersection gets
@@ -219,8 +228,10 @@ def optimize_corridor(corridor: Corridor, demands: Mapping[str, PhaseDemand], in
     reach one common value within ``max_cycle_step_s`` they all move there
     together; otherwise each moves its own bounded step towards it (and the
     explanation says the corridor is still converging). ``exclude`` (locked
-    controllers) are neither sized nor re-planned.
+    controllers) are neither sized nor re-planned; ``bounds`` (engineer's
+    limits per controller) are kept by every plan.
     """
+    bounds = dict(bounds or {})
     specs = [s for s in corridor.intersections if s.controller_id not in set(exclude)]
     if not specs:
         return {}
@@ -228,7 +239,8 @@ def optimize_corridor(corridor: Corridor, demands: Mapping[str, PhaseDemand], in
         for needed, what in ((demands, "demand"), (incumbents, "incumbent plan"), (versions, "version")):
             if s.controller_id not in needed:
                 raise PlanError(f"corridor {corridor.name}: no {what} for {s.controller_id}")
-    sizes = {s.controller_id: _size(s, demands[s.controller_id], settings) for s in specs}
+    sizes = {s.controller_id: _size(s, demands[s.controller_id], settings, bounds.get(s.controller_id))
+             for s in specs}
     choices = _search_all(sizes)
     if settings.plan_mode == "free":
         # fully actuated: no common cycle to keep, every intersection takes its own optimum
@@ -236,7 +248,7 @@ def optimize_corridor(corridor: Corridor, demands: Mapping[str, PhaseDemand], in
         for s in specs:
             cid = s.controller_id
             out_free[cid] = optimize(s, demands[cid], incumbents[cid], settings, version=versions[cid],
-                                     cycle_choice=choices[cid])
+                                     cycle_choice=choices[cid], bounds=bounds.get(cid))
             out_free[cid].explanation.update({"corridor": corridor.name, "corridor_common": False})
         return out_free
     target = float(math.ceil(max(c.cycle_s for c in choices.values())))
@@ -255,7 +267,7 @@ def optimize_corridor(corridor: Corridor, demands: Mapping[str, PhaseDemand], in
         cid = s.controller_id
         proposal = optimize(s, demands[cid], incumbents[cid], settings, version=versions[cid],
                             common_cycle=cycle if cycle is not None else target, offset_s=offsets[cid],
-                            cycle_choice=choices[cid],
+                            cycle_choice=choices[cid], bounds=bounds.get(cid),
                             reason=f"corridor {corridor.name}: common cycle target {target:.0f}s, green wave")
         proposal.explanation.update({
             "corridor": corridor.name,

@@ -40,6 +40,7 @@ from typing import Any, Callable, Mapping, Protocol
 import psycopg
 
 from controller import locks as lock_store
+from controller.bounds import Bounds
 from controller import plan_store as store
 from controller.demand import PhaseDemand, phase_demand
 from controller.dispatch import Dispatcher
@@ -138,6 +139,7 @@ class CentralService:
         self._apply_timeout_s = (apply_timeout_s if apply_timeout_s is not None
                                  else settings.control.ack_timeout_s)
         self._previous: dict[str, PhaseDemand] = {}
+        self._bounds: dict[str, Bounds] = {}
         self._registered = False
         self._epoch = 0
 
@@ -158,6 +160,25 @@ class CentralService:
         self._known(controller_id)
         with db.connect(self._dsn, autocommit=True) as conn:
             return lock_store.unlock(conn, controller_id, actor, reason)
+
+    def set_bounds(self, controller_id: str, bounds: Bounds | None, actor: str) -> None:
+        """Keep the optimizer inside ``bounds`` for ``controller_id`` (None removes them).
+
+        Checked against the intersection at once (a contradictory box raises
+        PlanError and changes nothing). Every plan proposed afterwards carries
+        the bounds in its explanation, so the history says who boxed it in.
+        Held by this service (not stored): a restarted service starts unbounded.
+        """
+        spec = self._known(controller_id)
+        if bounds is None:
+            self._bounds.pop(controller_id, None)
+        else:
+            self._bounds[controller_id] = bounds.check(spec)
+        log.info("%s: bounds %s set by %s", controller_id, None if bounds is None else bounds.to_dict(), actor)
+
+    def bounds(self, controller_id: str) -> Bounds | None:
+        """The engineer's bounds in force for ``controller_id``, if any."""
+        return self._bounds.get(controller_id)
 
     def override(self, plan: TimingPlan, actor: str, reason: str, *, lock: bool = True) -> EpochReport:
         """Send an engineer's plan: recorded, safety-checked, dispatched, and (by default) locked.
@@ -262,7 +283,7 @@ class CentralService:
         self._previous.update(demands)
         versions = {cid: store.next_version(conn, cid) for cid in free}
         proposals = optimize_corridor(self.corridor, demands, incumbents, self.settings.optimizer, versions,
-                                      exclude=report.locked)
+                                      exclude=report.locked, bounds=self._bounds)
 
         candidates: dict[str, TimingPlan] = {}
         for cid, proposal in proposals.items():

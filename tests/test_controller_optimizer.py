@@ -172,3 +172,49 @@ def test_unsafe_result_raises_instead_of_returning():
     with pytest.raises(UnsafePlanError) as info:
         optimize(spec, demand(spec, [500.0, 500.0]), spec.default_plan(), OPT, version=2)
     assert "CONFLICT" in info.value.rules
+
+
+def test_engineer_bounds_are_kept_and_explained():
+    from controller.bounds import Bounds
+
+    spec = four_leg("c1")
+    bounds = Bounds(min_cycle_s=100.0, max_cycle_s=110.0, max_green_cap_s=30.0, min_split_s={2: 40.0})
+    proposal = optimize(spec, demand(spec, [900.0, 100.0]), spec.default_plan(100.0),
+                        replace(OPT, max_cycle_step_s=500), version=2, bounds=bounds)
+    plan = proposal.plan
+    assert 100.0 <= plan.patternCycleTime <= 110.0
+    assert plan.phase(2).splitTime >= 40.0
+    assert all(p.phaseMaximum1 <= max(30.0, p.phaseMinimumGreen, p.phaseWalk + p.phasePedestrianClear)
+               for p in plan.phases)
+    assert proposal.explanation["bounds"]["min_split_s"] == {"2": 40.0}
+    assert check_plan(plan, spec) == []
+
+
+@pytest.mark.parametrize("bad", [
+    dict(min_cycle_s=120.0, max_cycle_s=90.0), dict(max_cycle_s=-5.0), dict(min_split_s={9: 20.0}),
+    dict(min_split_s={1: 100.0, 2: 100.0}), dict(max_green_cap_s=float("nan"))])
+def test_contradictory_or_unknown_bounds_are_refused(bad):
+    from controller.bounds import Bounds
+
+    spec = four_leg("c1")
+    with pytest.raises(PlanError):
+        optimize(spec, demand(spec, [300.0, 200.0]), spec.default_plan(), OPT, version=2, bounds=Bounds(**bad))
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(st.floats(40, 120), st.floats(0, 60), st.floats(0, 50), st.floats(5, 80),
+       st.lists(st.floats(0, 1500), min_size=2, max_size=2))
+def test_bounded_plans_are_safe_and_inside_the_box(lo, width, min_split, cap, flows):
+    from controller.bounds import Bounds
+
+    spec = four_leg("c1")
+    bounds = Bounds(min_cycle_s=lo, max_cycle_s=lo + width, max_green_cap_s=cap, min_split_s={2: min_split})
+    try:
+        bounds.check(spec)
+    except PlanError:
+        return  # a contradictory box is refused (tested above)
+    plan = optimize(spec, demand(spec, flows), spec.default_plan(90.0), replace(OPT, max_cycle_step_s=500),
+                    version=2, bounds=bounds).plan
+    assert check_plan(plan, spec) == []
+    assert plan.patternCycleTime <= lo + width + 1e-6 or plan.patternCycleTime <= sum(plan.splits) + 1e-6
+    assert plan.patternCycleTime >= lo - 1e-6 and plan.phase(2).splitTime >= min_split - 1e-6

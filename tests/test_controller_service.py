@@ -321,3 +321,24 @@ def test_no_heartbeat_for_a_plan_the_centre_never_sent(rig):
     _, _, fields = rig
     report = _service(rig, StubGate(accept=False)).run_epoch(NOW, 600)
     assert report.heartbeats == 0 and all(not f.received for f in fields)
+
+
+def test_engineer_bounds_box_in_the_optimizer(rig):
+    from controller.bounds import Bounds
+
+    dsn, _, _ = rig
+    service = _service(rig, None)
+    with pytest.raises(PlanError):
+        service.set_bounds("c0", Bounds(min_cycle_s=150.0, max_cycle_s=100.0), "engineer:lan")
+    assert service.bounds("c0") is None
+    service.set_bounds("c0", Bounds(min_cycle_s=95.0, max_cycle_s=100.0), "engineer:lan")
+    service.set_bounds("c1", Bounds(min_cycle_s=95.0, max_cycle_s=100.0), "engineer:lan")
+    report = service.run_epoch(NOW, 600)
+    assert report.applied == 2
+    for cid in ("c0", "c1"):
+        assert 95.0 <= report.plans[cid].patternCycleTime <= 100.0
+    with db.connect(dsn, autocommit=True) as conn:
+        explanation = store.get_plan(conn, report.plans["c0"].plan_id).events[0].detail["explanation"]
+    assert explanation["bounds"]["max_cycle_s"] == 100.0
+    service.set_bounds("c0", None, "engineer:lan")
+    assert service.bounds("c0") is None
