@@ -26,6 +26,8 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from traffic import topics
 from traffic.config import MqttSettings
@@ -74,7 +76,7 @@ class LoadGenerator:
 
     def __init__(self, mqtt_settings: MqttSettings, *, site: str, controllers: int, detectors: int = 16,
                  interval_s: int = 1, connections: int = 2, origin: datetime = DEFAULT_ORIGIN,
-                 max_inflight: int = 1000, first_controller: int = 0) -> None:
+                 max_inflight: int = 1000, first_controller: int = 0, session_expiry_s: int = 0) -> None:
         if controllers < 1 or detectors < 1 or interval_s < 1 or connections < 1:
             raise ValueError("controllers, detectors, interval_s and connections must be >= 1")
         self.site = topics.check_id(site, "site")
@@ -84,6 +86,7 @@ class LoadGenerator:
         self.origin = origin
         self.first_controller = first_controller
         self._settings = mqtt_settings
+        self._session_expiry_s = session_expiry_s
         self._acked = 0
         self._lock = threading.Lock()
         self._topics = [topics.topic(site, controller_id(first_controller + c), topics.COUNTS)
@@ -116,7 +119,13 @@ class LoadGenerator:
     def start(self, timeout_s: float = 10.0) -> None:
         try:
             for client in self._clients:
-                client.connect(self._settings.host, self._settings.port, keepalive=60)
+                # A session that outlives the connection lets paho re-send
+                # unacknowledged publishes after a broker restart.
+                props = Properties(PacketTypes.CONNECT)
+                props.SessionExpiryInterval = self._session_expiry_s
+                client.reconnect_delay_set(min_delay=1, max_delay=2)
+                client.connect(self._settings.host, self._settings.port, keepalive=60, clean_start=False,
+                               properties=props)
                 client.loop_start()
         except OSError as exc:
             self.stop()
@@ -141,6 +150,10 @@ class LoadGenerator:
         self.stop()
 
     @property
+    def connected(self) -> bool:
+        return all(c.is_connected() for c in self._clients)
+
+    @property
     def acked(self) -> int:
         with self._lock:
             return self._acked
@@ -154,6 +167,7 @@ class LoadGenerator:
         the run early (the result says what was published).
         """
         times = np.full((intervals, self.controllers), np.nan)
+        acked_before = self.acked
         started = time.monotonic()
         behind = 0.0
         sent = 0
@@ -176,7 +190,7 @@ class LoadGenerator:
                 self._clients[c % n_clients].publish(self._topics[c], payload, qos=1)
                 sent += 1
         deadline = time.monotonic() + wait_acks_s
-        while self.acked < sent and time.monotonic() < deadline:
+        while self.acked - acked_before < sent and time.monotonic() < deadline:
             time.sleep(0.01)
-        return LoadResult(messages=sent, records=sent * self.detectors, acked=self.acked,
+        return LoadResult(messages=sent, records=sent * self.detectors, acked=self.acked - acked_before,
                           seconds=time.monotonic() - started, behind_s=behind, publish_times=times)
