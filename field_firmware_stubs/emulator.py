@@ -64,6 +64,7 @@ STALE_VERSION = "STALE_VERSION"
 REPLAY = "REPLAY"          # a central plan accepted earlier and since replaced, sent again
 SIGNATURE = "SIGNATURE"    # unsigned, unknown key, or the signature does not match the plan
 _SEEN_MAX = 4096           # accepted plan ids remembered for the replay check
+_unsigned_warned = threading.Event()
 _EPS = 1e-6
 
 
@@ -123,7 +124,8 @@ class FieldEmulator:
     clock used to judge plan expiry (default: the simulated clock).
     ``plan_verifier`` (``traffic.security.signing.PlanVerifier``) makes the
     emulator refuse every plan not signed by a trusted key (``SIGNATURE``);
-    without one it accepts unsigned plans and warns once (development mode).
+    without one it accepts unsigned plans and warns once per process
+    (development mode).
     Without :meth:`start` the emulator runs offline and publishes nothing.
     """
 
@@ -157,7 +159,6 @@ class FieldEmulator:
         self._link: Endpoint = _NoLink()
         self._mqtt_link: MqttLink | None = None
         self._verifier = plan_verifier
-        self._warned_unsigned = False
 
         self._monitor = ClearanceMonitor(spec)  # conflict monitor + red clearance
         self._program: SignalProgram | None = None
@@ -318,8 +319,8 @@ class FieldEmulator:
             except PlanSignatureError as exc:
                 self._reject(claimed_id, SIGNATURE, str(exc), response_topic, correlation)
                 return
-        elif not self._warned_unsigned:
-            self._warned_unsigned = True
+        elif not _unsigned_warned.is_set():  # once per process: a load test runs hundreds of emulators
+            _unsigned_warned.set()
             log.warning("%s: no plan verifier configured: accepting unsigned plans (development mode)",
                         self.controller_id)
         try:
