@@ -1,11 +1,12 @@
 """Benchmarks of the adaptive optimizer: optimizer time at city scale, and delay on real scenarios.
 
     .venv/bin/python -m bench.optimizer timing [--intersections 1000]
-    .venv/bin/python -m bench.optimizer scenarios [--seed 42] [--processes 2] [NAME ...]
+    .venv/bin/python -m bench.optimizer scenarios [--seeds 1,2,3] [--processes 2] [NAME ...]
 
-``timing`` re-optimises N generated intersections (4 phases, random demand)
-on one core and prints the time per pass and per intersection, safety check
-included. ``scenarios`` runs every scenario folder under
+``timing`` re-optimises N generated intersections (two-phase with
+pedestrians, random demand) on one core and prints the time per pass and per
+intersection, safety check included, both as one city-wide
+``optimize_corridor`` call and as N separate ``optimize`` calls. ``scenarios`` runs every scenario folder under
 ``../shared/scenarios`` (or the names given; ``corridor`` is the project's
 own motorcycle-heavy corridor) with the city's fixed-time plans ("static",
 :func:`simulation.runner.run`) and with the adaptive loop
@@ -38,28 +39,42 @@ REFERENCE = {
 
 
 def timing(n: int, repeats: int = 3) -> dict[str, float]:
-    """Seconds to re-optimise ``n`` intersections (best of ``repeats``), safety check included."""
+    """Seconds to re-optimise ``n`` intersections on one core (best of ``repeats``), safety check included.
+
+    ``city_s``: one :func:`optimize_corridor` call over all ``n`` (the
+    production path: one vectorised cycle search for all, then per
+    intersection splits, maximum greens, plan build and safety check);
+    ``each_s``: ``n`` separate :func:`optimize` calls (each searching alone).
+    """
     from controller.demand import PhaseDemand
-    from controller.examples import uniform_corridor
-    from controller.optimizer import optimize
+    from controller.examples import four_leg
+    from controller.optimizer import optimize, optimize_corridor
     from traffic.config import OptimizerSettings
+    from traffic.intersection import Corridor
 
     settings = OptimizerSettings()
-    spec = uniform_corridor(1).intersections[0]
+    specs = tuple(four_leg(f"c{k}") for k in range(n))
+    corridor = Corridor("city", specs)
     rng = random.Random(7)
-    phases = tuple(p.phase for p in spec.phases)
-    demands = []
-    for _ in range(n):
+    demands, incumbents = {}, {}
+    for spec in specs:
+        phases = tuple(p.phase for p in spec.phases)
         flows = tuple(rng.uniform(50, 700) for _ in phases)
-        demands.append(PhaseDemand(spec.controller_id, None, None, phases, flows, flows))
-    incumbent = spec.default_plan(90)
-    best = float("inf")
+        demands[spec.controller_id] = PhaseDemand(spec.controller_id, None, None, phases, flows, flows)
+        incumbents[spec.controller_id] = spec.default_plan(90)
+    versions = {c: 2 for c in demands}
+    city = each = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
-        for demand in demands:
-            optimize(spec, demand, incumbent, settings, version=2)
-        best = min(best, time.perf_counter() - started)
-    return {"intersections": n, "seconds": round(best, 4), "ms_per_intersection": round(1000 * best / n, 4)}
+        optimize_corridor(corridor, demands, incumbents, settings, versions)
+        city = min(city, time.perf_counter() - started)
+        started = time.perf_counter()
+        for spec in specs:
+            cid = spec.controller_id
+            optimize(spec, demands[cid], incumbents[cid], settings, version=2)
+        each = min(each, time.perf_counter() - started)
+    return {"intersections": n, "city_s": round(city, 4), "each_s": round(each, 4),
+            "ms_per_intersection": round(1000 * city / n, 4)}
 
 
 def _one(job: tuple[str, str, int, int | None]) -> dict[str, Any]:
@@ -87,27 +102,38 @@ def _one(job: tuple[str, str, int, int | None]) -> dict[str, Any]:
             "fallbacks": report.get("fallbacks")}
 
 
-def scenarios(names: list[str], seed: int, processes: int, controls: list[str],
+def scenarios(names: list[str], seeds: list[int], processes: int, controls: list[str],
               duration: int | None) -> list[dict[str, Any]]:
-    jobs = [(n, c, seed, duration) for n in names for c in controls]
+    jobs = [(n, c, seed, duration) for n in names for c in controls for seed in seeds]
     with ProcessPoolExecutor(max_workers=processes) as pool:
         return list(pool.map(_one, jobs))
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    by = {(r["scenario"], r["control"]): r for r in rows}
+    """Mean delay per scenario and control, averaged over the seeds run (per-seed values in brackets)."""
     names = sorted({r["scenario"] for r in rows}, key=lambda n: list(REFERENCE).index(n) if n in REFERENCE else 99)
-    lines = ["| scenario | static | adaptive | vs static | max-pressure (ref) | undeparted s/a | wall a (s) |",
+    seeds = sorted({r["seed"] for r in rows})
+
+    def cell(n: str, c: str) -> tuple[float | None, str, str]:
+        got = [r for r in rows if r["scenario"] == n and r["control"] == c]
+        if not got:
+            return None, "-", "-"
+        got.sort(key=lambda r: r["seed"])
+        mean = sum(r["mean_delay_s"] for r in got) / len(got)
+        per = "/".join(f"{r['mean_delay_s']:.1f}" for r in got)
+        undeparted = "/".join(str(r["undeparted"]) for r in got)
+        return mean, f"{mean:.1f} ({per})" if len(got) > 1 else f"{mean:.1f}", undeparted
+
+    lines = [f"seeds {', '.join(map(str, seeds))}; mean delay per vehicle (s), undeparted vehicles per seed",
+             "| scenario | static | adaptive | adaptive vs static | max-pressure (README, seed 42) "
+             "| undeparted static | undeparted adaptive |",
              "|---|---|---|---|---|---|---|"]
     for n in names:
-        s, a = by.get((n, "static")), by.get((n, "adaptive"))
+        sm, st, su = cell(n, "static")
+        am, at, au = cell(n, "adaptive")
+        gain = f"{100 * (am - sm) / sm:+.0f} %" if sm and am is not None else "-"
         ref = REFERENCE.get(n, (None, None, None))[2]
-        sd = s["mean_delay_s"] if s else None
-        ad = a["mean_delay_s"] if a else None
-        gain = f"{100 * (sd - ad) / sd:+.0f} %" if sd and ad is not None else "-"
-        lines.append(f"| {n} | {sd if sd is not None else '-'} | {ad if ad is not None else '-'} | {gain} | "
-                     f"{ref if ref is not None else '-'} | {s['undeparted'] if s else '-'}/"
-                     f"{a['undeparted'] if a else '-'} | {a['wall'] if a else '-'} |")
+        lines.append(f"| {n} | {st} | {at} | {gain} | {ref if ref is not None else '-'} | {su} | {au} |")
     return "\n".join(lines)
 
 
@@ -118,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--intersections", type=int, default=1000)
     s = sub.add_parser("scenarios")
     s.add_argument("names", nargs="*")
-    s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--seeds", default="42", help="comma separated, e.g. 1,2,3")
     s.add_argument("--processes", type=int, default=2)
     s.add_argument("--controls", default="static,adaptive")
     s.add_argument("--duration", type=int, default=None, help="seconds from the scenario's begin (default: all)")
@@ -126,13 +152,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.command == "timing":
+        sys.stdout.write("| intersections | optimize_corridor (s) | ms / intersection | one by one (s) |\n"
+                         "|---|---|---|---|\n")
         for n in (1, 100, args.intersections):
             r = timing(n)
-            sys.stdout.write(f"{r['intersections']:>6} intersections: {r['seconds']:.4f} s "
-                             f"({r['ms_per_intersection']:.3f} ms each, one core)\n")
+            sys.stdout.write(f"| {r['intersections']} | {r['city_s']:.3f} | {r['ms_per_intersection']:.3f} | "
+                             f"{r['each_s']:.3f} |\n")
         return 0
     names = args.names or sorted(p.name for p in SCENARIOS.iterdir() if p.is_dir())
-    rows = scenarios(names, args.seed, args.processes, args.controls.split(","), args.duration)
+    names = [n for n in names if (SCENARIOS / n).is_dir() or n == "corridor"]
+    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    rows = scenarios(names, seeds, args.processes, args.controls.split(","), args.duration)
     sys.stdout.write(_table(rows) + "\n")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -20,7 +20,6 @@ intersection, so a city of 1,000 re-optimises well inside a second.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np

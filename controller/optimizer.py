@@ -109,7 +109,7 @@ def _choice(sz: _Sizing) -> CycleChoice:
 def optimize(spec: IntersectionSpec, demand: PhaseDemand, incumbent: TimingPlan, settings: OptimizerSettings, *,
              version: int, common_cycle: float | None = None, offset_s: float | None = None,
              reason: str = "", cycle_choice: CycleChoice | None = None,
-             bounds: Bounds | None = None) -> Proposal:
+             bounds: Bounds | None = None, _sizing: _Sizing | None = None) -> Proposal:
     """A plan for one intersection, moving at most ``max_cycle_step_s`` from ``incumbent``.
 
     The target cycle is the delay-optimal one under the constraints
@@ -120,7 +120,7 @@ def optimize(spec: IntersectionSpec, demand: PhaseDemand, incumbent: TimingPlan,
     ``offset_s`` sets the offset (default: the incumbent's, wrapped into the
     new cycle). ``bounds`` are the engineer's limits (:class:`Bounds`).
     """
-    sz = _size(spec, demand, settings, bounds)
+    sz = _sizing if _sizing is not None else _size(spec, demand, settings, bounds)
     choice = cycle_choice if cycle_choice is not None else _choice(sz)
     target = float(common_cycle) if common_cycle is not None else choice.cycle_s
     cycle = _bounded(target, incumbent.patternCycleTime, settings.max_cycle_step_s, sz.min_cycle, sz.max_cycle)
@@ -248,7 +248,7 @@ def optimize_corridor(corridor: Corridor, demands: Mapping[str, PhaseDemand], in
         for s in specs:
             cid = s.controller_id
             out_free[cid] = optimize(s, demands[cid], incumbents[cid], settings, version=versions[cid],
-                                     cycle_choice=choices[cid], bounds=bounds.get(cid))
+                                     cycle_choice=choices[cid], bounds=bounds.get(cid), _sizing=sizes[cid])
             out_free[cid].explanation.update({"corridor": corridor.name, "corridor_common": False})
         return out_free
     target = float(math.ceil(max(c.cycle_s for c in choices.values())))
@@ -267,7 +267,7 @@ def optimize_corridor(corridor: Corridor, demands: Mapping[str, PhaseDemand], in
         cid = s.controller_id
         proposal = optimize(s, demands[cid], incumbents[cid], settings, version=versions[cid],
                             common_cycle=cycle if cycle is not None else target, offset_s=offsets[cid],
-                            cycle_choice=choices[cid], bounds=bounds.get(cid),
+                            cycle_choice=choices[cid], bounds=bounds.get(cid), _sizing=sizes[cid],
                             reason=f"corridor {corridor.name}: common cycle target {target:.0f}s, green wave")
         proposal.explanation.update({
             "corridor": corridor.name,

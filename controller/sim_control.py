@@ -38,13 +38,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from controller.bounds import Bounds
 from controller.demand import DetectorTotals, PhaseDemand, estimate
 from controller.optimizer import optimize_corridor
 from controller.safety import check_plan
 from traffic import messages, topics
 from traffic.config import Settings, load_settings
 from traffic.errors import MessageError, ScenarioError, TrafficError
-from traffic.intersection import Corridor, DetectorSpec, IntersectionSpec
+from traffic.intersection import Corridor
 from traffic.plan import TimingPlan
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,7 @@ class SimCentral:
     active: dict[str, TimingPlan] = field(default_factory=dict)
     previous: dict[str, PhaseDemand] = field(default_factory=dict)
     versions: dict[str, int] = field(default_factory=dict)
+    bounds: dict[str, Bounds] = field(default_factory=dict)  # engineers' limits per controller
     log: list[dict[str, Any]] = field(default_factory=list)
     optimizer_s: float = 0.0
 
@@ -173,7 +175,8 @@ class SimCentral:
         current = {cid: self.active.get(cid, incumbents[cid]) for cid in specs}
         versions = {cid: self.versions.get(cid, current[cid].version) + 1 for cid in specs}
         started = time.perf_counter()
-        proposals = optimize_corridor(self.corridor, demands, current, self.settings.optimizer, versions)
+        proposals = optimize_corridor(self.corridor, demands, current, self.settings.optimizer, versions,
+                                      bounds=self.bounds)
         self.optimizer_s += time.perf_counter() - started
         expires = (self.clock(now_s) + timedelta(seconds=self.settings.control.plan_expiry_s)).isoformat()
         record: dict[str, Any] = {"t": now_s, "sent": {}, "heartbeat": [], "refused": {}}
