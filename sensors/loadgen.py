@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 __all__ = ["LoadGenerator", "LoadResult", "controller_id", "detector_id", "vehicle_count", "expected_total"]
 
 DEFAULT_ORIGIN = datetime(2026, 1, 5, 6, 0, tzinfo=timezone.utc)
+# The exact bytes CountReport.to_json() writes (compact separators, same key order).
+_HEAD = '{"schema":"counts/1","controller_id":"%s","seq":%d,"interval_start":"%s","interval_s":%d,"records":['
+_RECORD = '{"detector_id":"%s","count":%%d,"occupancy_pct":%%r,"motorcycle_count":%%d}'
 
 
 def controller_id(index: int) -> str:
@@ -91,6 +94,7 @@ class LoadGenerator:
         self._lock = threading.Lock()
         self._topics = [topics.topic(site, controller_id(first_controller + c), topics.COUNTS)
                         for c in range(controllers)]
+        self._record_formats = [_RECORD % detector_id(d) for d in range(detectors)]
         self._clients: list[mqtt.Client] = []
         tag = uuid.uuid4().hex[:6]
         for i in range(connections):
@@ -106,15 +110,31 @@ class LoadGenerator:
         with self._lock:
             self._acked += 1
 
-    def payload(self, controller: int, interval: int) -> bytes:
-        """The ``counts/1`` payload of one controller (index) for one interval."""
+    def report(self, controller: int, interval: int) -> CountReport:
+        """The report of one controller (index in this generator) for one interval."""
         c = self.first_controller + controller
         return CountReport(
             controller_id(c), interval, self.origin + timedelta(seconds=interval * self.interval_s),
             self.interval_s,
             tuple(CountRecord(detector_id(d), n := vehicle_count(c, interval, d), float(n * 3 % 100), n * 3 // 4)
                   for d in range(self.detectors)),
-        ).to_json()
+        )
+
+    def payload(self, controller: int, interval: int) -> bytes:
+        """``report(controller, interval).to_json()``, byte for byte, about ten times cheaper.
+
+        Building the dataclasses and running ``json.dumps`` cost a few hundred
+        microseconds per report, which made the generator, not the pipeline,
+        the bottleneck of a city-scale run. The equality is unit-tested.
+        """
+        c = self.first_controller + controller
+        start = (self.origin + timedelta(seconds=interval * self.interval_s)).isoformat()
+        head = _HEAD % (controller_id(c), interval, start, self.interval_s)
+        base = c * 7 + interval * 3
+        records = ",".join([fmt % (n, float(n * 3 % 100), n * 3 // 4)
+                            for d, fmt in enumerate(self._record_formats)
+                            for n in ((base + d * 5) % 10,)])
+        return (head + records + "]}").encode()
 
     def start(self, timeout_s: float = 10.0) -> None:
         try:

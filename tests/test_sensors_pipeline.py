@@ -202,3 +202,22 @@ def test_failed_detectors_lists_every_non_ok_state_with_since(pg_dsn):
         (v.detector_id, v.state, v.since) for v in verdicts[:5]]
     store_health(pg_dsn, [DetectorHealth("c1", "d1", health.OK, NOW)], now=NOW)
     assert failed_detectors(pg_dsn, "c1") == {"d2", "d3", "d4"}
+
+
+# ---------------------------------------------------------------------------
+# load generator: the same schema, byte for byte, and a known total
+
+def test_loadgen_payload_is_the_schema_message_byte_for_byte_and_totals_reconcile():
+    from sensors.loadgen import LoadGenerator, expected_total
+    from traffic.config import MqttSettings
+
+    gen = LoadGenerator(MqttSettings(url="mqtt://127.0.0.1:1"), site="s", controllers=7, detectors=5,
+                        interval_s=60, first_controller=11)
+    total = 0
+    for k in range(13):
+        for c in range(7):
+            payload = gen.payload(c, k)
+            assert payload == gen.report(c, k).to_json()
+            report = messages.decode_counts(payload)
+            total += sum(r.count for r in report.records)
+    assert total == expected_total(18, 5, range(13)) - expected_total(11, 5, range(13))
