@@ -60,10 +60,11 @@ class Centre:
         self.client.on_message = self._on_message
         subscribed = threading.Event()
         self.client.on_subscribe = lambda *a: subscribed.set()
+        # subscribe on every (re)connection: the session does not outlive a broker restart
+        self.client.on_connect = lambda c, *a: c.subscribe([(topics.wildcard(SITE, topics.PLAN_RESULT), 1),
+                                                            (topics.wildcard(SITE, topics.STATUS), 1)])
         self.client.connect(settings.host, settings.port)
         self.client.loop_start()
-        self.client.subscribe([(topics.wildcard(SITE, topics.PLAN_RESULT), 1),
-                               (topics.wildcard(SITE, topics.STATUS), 1)])
         assert subscribed.wait(5)
 
     def _on_message(self, client, userdata, message) -> None:
