@@ -42,9 +42,12 @@ Design choices (and why):
 * Free mode has no cycle to keep: every phase, the coordinated one
   included, gaps out or maxes out (the max timer starts with the first
   conflicting call), and the green rests on the current phase while no
-  other phase calls. Its "cycle boundary", where plan changes happen, is the
-  wrap of the phase sequence past the coordinated phase. No offset
-  transitions.
+  other phase calls. The next phase is the one with the most waiting lanes,
+  aged so nobody waits forever (``AGE_WEIGHT_S``; recall phases age from
+  their last service), rather than the next in a fixed ring: with eight
+  stages that overlap (a grid junction's through, left and single-approach
+  stages) a fixed ring serves several stages for the same lanes. Every
+  phase change is a boundary, where a pending plan takes over; no offsets.
 * Every plan the engine runs is re-checked with :func:`plan_check.check_plan`;
   an unsafe plan raises :class:`~traffic.errors.UnsafePlanError` instead of
   reaching the heads, whoever the caller is.
@@ -155,7 +158,9 @@ class SignalProgram:
         start = to_ds(start_time)
         cycle = self._cycle
         boundary_phase = self._boundary_phase(plan)
-        first = start - ((start - boundary_phase) % cycle)
+        # free mode keeps no cycle: start in the first phase's green rather than fast-forward into
+        # the middle of an interval the heads never showed
+        first = start if plan.mode == "free" else start - ((start - boundary_phase) % cycle)
         self._now = first
         self._begin_cycle(first, initial=True)
         self._start_green(0, first)
