@@ -99,7 +99,7 @@ def _one(job: tuple[str, str, int, int | None]) -> dict[str, Any]:
         kpis = run_adaptive(scenario, seed=seed, end=stop, workdir=workdir / "run", report=report)
     return {"scenario": name, "control": control, "seed": seed, **kpis.to_dict(),
             "wall": round(time.perf_counter() - started, 1), "optimizer_s": report.get("optimizer_s"),
-            "fallbacks": report.get("fallbacks")}
+            "fallbacks": report.get("fallbacks"), "flashed": report.get("flashed")}
 
 
 def scenarios(names: list[str], seeds: list[int], processes: int, controls: list[str],

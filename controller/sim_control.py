@@ -310,6 +310,7 @@ def run_adaptive(scenario: Any, *, seed: int, begin: int | None = None, end: int
                 central.epoch(float(t), float(control.epoch_s), incumbents)
     finally:
         world.close()
+        flashed = [e.controller_id for e in emulators.values() if e.monitor.tripped]
         for emulator in emulators.values():
             emulator.stop()
     wall = time.perf_counter() - started
@@ -320,7 +321,7 @@ def run_adaptive(scenario: Any, *, seed: int, begin: int | None = None, end: int
                       fallbacks=sum(e.stats.fallbacks for e in emulators.values()),
                       plans_applied=sum(e.stats.plans_applied for e in emulators.values()),
                       plans_rejected=sum(e.stats.plans_rejected for e in emulators.values()),
-                      bad_messages=bus.bad_messages)
+                      bad_messages=bus.bad_messages, flashed=flashed)
     if own_dir:
         import shutil
 

@@ -71,3 +71,4 @@ def test_adaptive_loop_beats_the_fixed_plan_on_a_generated_corridor(tmp_path):
     assert adaptive.undeparted <= static.undeparted
     assert adaptive.mean_delay_s < static.mean_delay_s
     assert report["fallbacks"] == 0 and report["plans_rejected"] == 0 and report["plans_applied"] >= 2
+    assert report["flashed"] == []  # the conflict monitor never saw an unsafe state
