@@ -36,14 +36,14 @@ _Count = Annotated[int, msgspec.Meta(ge=0, le=10_000)]
 _Occupancy = Annotated[float, msgspec.Meta(ge=0.0, le=100.0)]
 
 
-class _Record(msgspec.Struct):
+class _Record(msgspec.Struct, gc=False):
     detector_id: _Ident
     count: _Count
     occupancy_pct: _Occupancy
     motorcycle_count: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
-class _Report(msgspec.Struct):
+class _Report(msgspec.Struct, gc=False):
     schema: str
     controller_id: _Ident
     seq: Annotated[int, msgspec.Meta(ge=0)]

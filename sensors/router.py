@@ -61,8 +61,24 @@ def route(topic: str, payload: bytes, received_at: datetime, *, site: str | None
         return dead_letter(topic, f"internal error: {type(exc).__name__}: {exc}", payload, received_at)
 
 
+# Topics repeat (one per controller and leaf): parse each once. Only valid
+# topics are cached, and the cache is bounded so a flood of distinct bogus
+# topics cannot grow it.
+_PARSED: dict[str, topics.ParsedTopic] = {}
+_PARSED_MAX = 1 << 17
+
+
+def _parse(topic: str) -> topics.ParsedTopic:
+    parsed = _PARSED.get(topic)
+    if parsed is None:
+        parsed = topics.parse(topic)
+        if len(_PARSED) < _PARSED_MAX:
+            _PARSED[topic] = parsed
+    return parsed
+
+
 def _route(topic: str, payload: bytes, received_at: datetime, site: str | None) -> Batch:
-    parsed = topics.parse(topic)
+    parsed = _parse(topic)
     if site is not None and parsed.site != site:
         raise MessageError(f"topic site {parsed.site!r} is not this service's site {site!r}")
     if parsed.leaf not in ACCEPTED_LEAVES:

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 COUNT_COLUMNS = ("controller_id", "detector_id", "interval_start", "interval_s", "vehicle_count",
                  "occupancy_pct", "motorcycle_count", "received_at")
 EVENT_COLUMNS = ("device_id", "ts", "event_code", "event_param")
-# PostgreSQL type of each column (integer range guard; binary COPY in the benchmark).
+# PostgreSQL type of each column (for binary COPY users such as benchmarks).
 COUNT_TYPES = ("text", "text", "timestamptz", "int4", "int4", "float4", "int4", "timestamptz")
 EVENT_TYPES = ("text", "timestamptz", "int2", "int4")
 
@@ -55,8 +55,6 @@ _STAGING_DDL = (
         " event_param integer) ON COMMIT DELETE ROWS"
     ).format(sql.Identifier(_STAGE_EVENTS)),
 )
-
-_INT_LIMITS = {"int2": 2**15, "int4": 2**31}
 
 # Errors that mean "this data will never go in", as opposed to "not now".
 _PERMANENT = (psycopg.DataError, psycopg.IntegrityError)
@@ -234,24 +232,6 @@ class CountStore:
 # ---------------------------------------------------------------------------
 # statements (one connection, inside the caller's transaction)
 
-def _check_int_ranges(rows: Sequence[Sequence[Any]], columns: Sequence[str], types: Sequence[str]) -> None:
-    """Refuse integers the column cannot hold.
-
-    PostgreSQL would refuse them too, but this names the column in the
-    error, and it guards binary COPY (used by the benchmark and once used
-    here), which packs an out-of-range int into the column width and stores
-    the wrapped value (2**40 arrives as 0).
-    """
-    checks = [(i, _INT_LIMITS[t]) for i, t in enumerate(types) if t in _INT_LIMITS]
-    for row in rows:
-        for i, limit in checks:
-            value = row[i]
-            if value is not None and not -limit <= value < limit:
-                err = StorageError(f"{columns[i]} = {value} does not fit the column ({types[i]})")
-                err.transient = False  # type: ignore[attr-defined]
-                raise err
-
-
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _NULL = "\\N"
 
@@ -308,8 +288,12 @@ def _copy_idempotent(conn: psycopg.Connection, stage: str, table: str, columns: 
     and the batch goes the slower idempotent way: COPY into a temporary
     staging table, then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``.
     Either way the number returned is the number of rows newly stored.
+
+    A value a column cannot hold (an integer out of range, a NUL in text)
+    makes PostgreSQL refuse the COPY with a DataError naming the column and
+    line; the caller maps that to a permanent StorageError. (Binary COPY would
+    silently wrap such integers, one more reason this path is text.)
     """
-    _check_int_ranges(rows, columns, types)
     cols = sql.SQL(", ").join(map(sql.Identifier, columns))
     try:
         with conn.transaction(), conn.cursor() as cur:
