@@ -149,6 +149,24 @@ def make_gate(scenario, settings: Settings, dsn: str, clock_origin: datetime, wo
     return gate
 
 
+def plan_signer_for(settings: Settings):
+    """The centre's plan-signing key: the configured one, else a key kept in the state folder.
+
+    The closed loop always runs with signed plans, so the emulators refuse
+    anything the centre did not sign (see docs/security.md).
+    """
+    from traffic.security import signing
+
+    signer = signing.signer_from_settings(settings.security)
+    if signer is not None:
+        return signer
+    key_path = Path(settings.state_dir) / "keys" / "plan-signing.key"
+    if not key_path.exists():
+        key_path.parent.mkdir(parents=True, exist_ok=True)
+        signing.write_signing_key(key_path, signing.generate_signing_key())
+    return signing.PlanSigner.from_file(key_path)
+
+
 def run_loop(settings: Settings, scenario, *, dsn: str, adaptive: bool, seed: int, clock_origin: datetime,
              workdir: Path, label: str, progress: ProgressFn | None = None,
              end: int | None = None,
@@ -182,6 +200,8 @@ def run_loop(settings: Settings, scenario, *, dsn: str, adaptive: bool, seed: in
         # plan expiry guards the *transport* (a stale command must not be applied late): wall time
         return datetime.now(timezone.utc)
 
+    signer = plan_signer_for(settings)
+    verifier = signer.verifier()
     ingest = IngestService(settings, dsn=dsn, site=site, client_id=f"ingest-{site}-{label}-{clock_origin:%Y%m%d%H%M}")
     emulators: dict[str, FieldEmulator] = {}
     dispatcher = None
@@ -192,12 +212,14 @@ def run_loop(settings: Settings, scenario, *, dsn: str, adaptive: bool, seed: in
         for spec in corridor.intersections:
             emulators[spec.tls_id] = FieldEmulator(
                 spec, site=site, mqtt=settings.mqtt, count_interval_s=control.count_interval_s,
-                clock_origin=clock_origin, settings=settings.field_, expiry_clock=wall_now)
+                clock_origin=clock_origin, settings=settings.field_, expiry_clock=wall_now,
+                plan_verifier=verifier)
         for emulator in emulators.values():
             emulator.start()
         central = None
         if adaptive:
-            dispatcher = Dispatcher(settings.mqtt, site, client_id=f"central-{label}-{clock_origin:%H%M%S}")
+            dispatcher = Dispatcher(settings.mqtt, site, client_id=f"central-{label}-{clock_origin:%H%M%S}",
+                                    plan_signer=signer)
             dispatcher.connect()
             gate = make_gate(scenario, settings, dsn, clock_origin, workdir)
             central = CentralService(settings, corridor, dsn=dsn, gate=gate, dispatcher=dispatcher,
