@@ -56,6 +56,10 @@ def route(topic: str, payload: bytes, received_at: datetime, *, site: str | None
         return _route(topic, payload, received_at, site)
     except MessageError as exc:
         return dead_letter(topic, str(exc), payload, received_at)
+    except RecursionError:
+        # json.loads gives up on deeply nested arrays this way; expected from
+        # hostile input, so no traceback in the log for each one.
+        return dead_letter(topic, "payload is not JSON: nested too deeply", payload, received_at)
     except Exception as exc:  # noqa: BLE001 - the contract is "never raises"; keep the evidence
         log.exception("unexpected error decoding message on %r", topic)
         return dead_letter(topic, f"internal error: {type(exc).__name__}: {exc}", payload, received_at)
