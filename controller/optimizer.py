@@ -125,7 +125,8 @@ def optimize(spec: IntersectionSpec, demand: PhaseDemand, incumbent: TimingPlan,
     target = float(common_cycle) if common_cycle is not None else choice.cycle_s
     cycle = _bounded(target, incumbent.patternCycleTime, settings.max_cycle_step_s, sz.min_cycle, sz.max_cycle)
     cycle = float(round(cycle, 1))
-    raw = webster.allocate_splits(cycle, sz.y, sz.lost, sz.min_split)
+    raw = (np.array(choice.splits_s) if abs(cycle - choice.cycle_s) < 1e-9 and common_cycle is None
+           else webster.allocate_splits(cycle, sz.y, sz.lost, sz.min_split))  # the search already split it
     try:
         splits = webster.round_splits(raw, cycle, min_split_s=sz.min_split)
     except ValueError as exc:
