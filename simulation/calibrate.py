@@ -29,9 +29,9 @@ import sys
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import psycopg
 
@@ -168,6 +168,19 @@ def read_rates(conn: psycopg.Connection, corridor: Corridor, start: datetime, en
     return rates
 
 
+def read_binned_rates(conn: psycopg.Connection, corridor: Corridor, start: datetime, end: datetime,
+                      bin_s: int) -> list[dict[str, float]]:
+    """Per-detector veh/h in equal bins of about ``bin_s`` splitting ``[start, end)`` (as :func:`write_edgedata` does)."""
+    if bin_s <= 0:
+        raise SimulationError(f"bin_s must be positive, got {bin_s}")
+    total = (end - start).total_seconds()
+    if total <= 0:
+        raise SimulationError(f"empty count window {start} .. {end}")
+    n = max(1, round(total / bin_s))
+    width = timedelta(seconds=total / n)
+    return [read_rates(conn, corridor, start + k * width, start + (k + 1) * width) for k in range(n)]
+
+
 # ---- candidate routes ------------------------------------------------------------------------
 
 def candidate_routes(scenario: Scenario, out_path: Path) -> tuple[Path, dict[str, float]]:
@@ -207,7 +220,7 @@ def candidate_routes(scenario: Scenario, out_path: Path) -> tuple[Path, dict[str
                     edges = tuple(e.getID() for e in path) if path else ()
                 if edges:
                     routes[edges] = None
-                    types[el.get("type", "")] += _weight(el)
+                    types[el.get("type", "")] += flow_vehicles(el)
                 el.clear()
         except ET.ParseError as exc:
             raise ScenarioError(f"cannot read route file {route_file}: {exc}") from exc
@@ -224,7 +237,8 @@ def candidate_routes(scenario: Scenario, out_path: Path) -> tuple[Path, dict[str
     return out_path, {t: w / total for t, w in types.items()} if total > 0 else {}
 
 
-def _weight(el: ET.Element) -> float:
+def flow_vehicles(el: ET.Element) -> float:
+    """Vehicles a ``<flow>`` emits over its own begin..end (1 for a vehicle or trip; 1 when unreadable)."""
     if el.tag != "flow":
         return 1.0
     try:
@@ -259,13 +273,24 @@ def _type_elements(scenario: Scenario) -> list[ET.Element]:
 
 # ---- routeSampler ----------------------------------------------------------------------------
 
-def write_edgedata(flows_veh_h: Mapping[str, float], path: Path, *, begin: int, end: int) -> Path:
-    """The edgeData counts file routeSampler reads: vehicles entering each edge in ``[begin, end)``."""
+def write_edgedata(flows_veh_h: Mapping[str, float] | Sequence[Mapping[str, float]], path: Path, *, begin: int,
+                   end: int) -> Path:
+    """The edgeData counts file routeSampler reads: vehicles entering each edge per interval.
+
+    One mapping: one interval ``[begin, end)``. A sequence of mappings: that
+    many equal intervals splitting ``[begin, end)`` (the time profile of the
+    counts), each with the edges known in it.
+    """
+    bins = [flows_veh_h] if isinstance(flows_veh_h, Mapping) else list(flows_veh_h)
+    if not bins:
+        raise SimulationError("no counts to write")
     root = ET.Element("data")
-    interval = ET.SubElement(root, "interval", id="counts", begin=str(begin), end=str(end))
-    hours = (end - begin) / 3600.0
-    for edge in sorted(flows_veh_h):
-        ET.SubElement(interval, "edge", id=edge, entered=str(int(round(flows_veh_h[edge] * hours))))
+    width = (end - begin) / len(bins)
+    for k, flows in enumerate(bins):
+        lo, hi = begin + k * width, begin + (k + 1) * width
+        interval = ET.SubElement(root, "interval", id=f"counts{k}", begin=f"{lo:g}", end=f"{hi:g}")
+        for edge in sorted(flows):
+            ET.SubElement(interval, "edge", id=edge, entered=str(int(round(flows[edge] * width / 3600.0))))
     ET.indent(root)
     path = Path(path)
     ET.ElementTree(root).write(path, encoding="UTF-8", xml_declaration=True)
@@ -284,7 +309,7 @@ def modelled_edge_flows(route_file: Path, *, begin: int, end: int) -> dict[str, 
                 continue
             inner = el.find("route")
             edges = inner.get("edges", "").split() if inner is not None else named.get(el.get("route", ""), [])
-            n = _weight(el)
+            n = flow_vehicles(el)
             for e in dict.fromkeys(edges):
                 counts[e] += n
             el.clear()
@@ -295,12 +320,15 @@ def modelled_edge_flows(route_file: Path, *, begin: int, end: int) -> dict[str, 
 
 
 def demand_from_counts(scenario: Scenario, rates_veh_h: Mapping[str, float], out_dir: Path, *, begin: int,
-                       end: int, seed: int = 42) -> Calibration:
+                       end: int, seed: int = 42, binned_rates: Sequence[Mapping[str, float]] = ()) -> Calibration:
     """Build a route file for ``[begin, end)`` matching per-detector rates; score it with GEH.
 
     ``rates_veh_h`` are keyed ``<controller_id>.<detector_id>`` (see
-    :func:`read_rates`). Raises SimulationError when no counting location
-    has data (there would be nothing to calibrate on).
+    :func:`read_rates`) and cover the whole window; the GEH score is on
+    them. ``binned_rates`` (see :func:`read_binned_rates`), when given,
+    split the window into equal intervals so the demand follows the counts'
+    time profile (a peak stays a peak). Raises SimulationError when no
+    counting location has data (there would be nothing to calibrate on).
     """
     if end <= begin:
         raise SimulationError(f"end ({end}) must be after begin ({begin})")
@@ -310,8 +338,12 @@ def demand_from_counts(scenario: Scenario, rates_veh_h: Mapping[str, float], out
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     candidates, shares = candidate_routes(scenario, out_dir / "candidates.rou.xml")
-    counts = write_edgedata({e: v for e, (v, _k) in stations.items()}, out_dir / "counts.edgedata.xml",
-                            begin=begin, end=end)
+    if binned_rates:
+        per_bin = [{e: v for e, (v, _k) in station_flows(scenario.corridor, b).items()} for b in binned_rates]
+        counts = write_edgedata(per_bin, out_dir / "counts.edgedata.xml", begin=begin, end=end)
+    else:
+        counts = write_edgedata({e: v for e, (v, _k) in stations.items()}, out_dir / "counts.edgedata.xml",
+                                begin=begin, end=end)
     sampled = out_dir / "sampled.rou.xml"
     attrs = 'departLane="best" departSpeed="max"'
     known_types = [t for t in shares if t]

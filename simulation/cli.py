@@ -109,7 +109,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="traffic-replay-"))
     result = replay(dsn, start=args.start, end=args.end, scenario_path=args.scenario, plans=args.plans,
-                    seeds=seeds, workdir=workdir, settings=settings, processes=args.processes)
+                    seeds=seeds, workdir=workdir, settings=settings, processes=args.processes,
+                    bin_s=args.bin)
     _write_json(args.json, result.to_dict())
     sys.stdout.write(result.table() + "\n")
     return 0
@@ -143,6 +144,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     rep.add_argument("--scenario", type=Path, default=None, help="default: the generated demo corridor")
     rep.add_argument("--dsn", default=None, help="PostgreSQL DSN (default: configuration)")
     rep.add_argument("--seeds", default="1,2")
+    rep.add_argument("--bin", type=int, default=900, help="demand follows the counts in bins of this many seconds")
     rep.add_argument("--processes", type=int, default=2)
     rep.add_argument("--json", type=Path, default=None)
     rep.add_argument("--workdir", type=Path, default=None)

@@ -30,7 +30,7 @@ from typing import Any, Mapping, Sequence
 
 import psycopg
 
-from simulation.calibrate import Calibration, demand_from_counts, read_rates
+from simulation.calibrate import Calibration, demand_from_counts, read_binned_rates, read_rates
 from simulation.controls import summarize
 from simulation.kpi import Kpis
 from simulation.runner import RunJob, plans_by_tls, run_many
@@ -182,11 +182,13 @@ class ReplayResult:
 
 def replay(dsn: str, *, start: datetime, end: datetime, scenario_path: Path | None = None,
            plans: str = "recorded", seeds: Sequence[int] = (1, 2), workdir: Path,
-           settings: Settings | None = None, processes: int = 2, scenario: Scenario | None = None) -> ReplayResult:
+           settings: Settings | None = None, processes: int = 2, scenario: Scenario | None = None,
+           bin_s: int = 900) -> ReplayResult:
     """Replay ``[start, end)`` (see module docstring) and return every variant's KPIs.
 
     ``scenario`` (already loaded) wins over ``scenario_path``; with neither,
-    the generated demo corridor is used.
+    the generated demo corridor is used. The demand follows the counts in
+    bins of about ``bin_s`` seconds (one bin when the period is shorter).
     """
     if plans not in ("recorded", "candidate"):
         raise SimulationError(f"plans must be 'recorded' or 'candidate', got {plans!r}")
@@ -207,9 +209,11 @@ def replay(dsn: str, *, start: datetime, end: datetime, scenario_path: Path | No
     end_s = begin + int((end - start).total_seconds())
     with connect(dsn) as conn:
         rates = read_rates(conn, scenario.corridor, start, end)
+        binned = read_binned_rates(conn, scenario.corridor, start, end, bin_s)
         schedules = recorded_schedules(conn, scenario.corridor, start, end)
         candidate = candidate_plans(conn, scenario, schedules, start, end, settings) if plans == "candidate" else {}
-    calibration = demand_from_counts(scenario, rates, workdir / "demand", begin=begin, end=end_s)
+    calibration = demand_from_counts(scenario, rates, workdir / "demand", begin=begin, end=end_s,
+                                     binned_rates=binned if len(binned) > 1 else ())
     routes = (calibration.route_file,)
     variants: dict[str, tuple[dict, tuple[Path, ...]]] = {"network": ({}, ())}
     plan_ids: dict[str, dict[str, list[str]]] = {}
