@@ -152,7 +152,8 @@ class IntersectionSpec:
             controller_id=self.controller_id,
             phases=tuple(phases),
             patternCycleTime=cycle,
-            patternOffsetTime=round(offset_s % cycle, 1) if cycle > 0 else 0.0,
+            # round, then wrap again: 52.68 % 52.7 rounds to 52.7, which is not < cycle
+            patternOffsetTime=round(round(offset_s % cycle, 1) % cycle, 1) if cycle > 0 else 0.0,
             splitCoordPhase=coord_phase if coord_phase is not None else self.phases[0].phase,
             mode=mode,
             version=version,
