@@ -8,8 +8,10 @@ another plan have done, on that day's traffic?":
   over the scenario's own routes), with its GEH score;
 * **recorded plans**: for each controller, the plans that were ``active``
   (``plan_events``) during the period, switched at the recorded times
-  through a SUMO WAUT (a timed program switch); a controller with no
-  recorded plan keeps the network's own program;
+  through a SUMO WAUT (a timed program switch; SUMO switches at once,
+  where the field runs a bounded transition, so the minutes right after a
+  switch are approximate); a controller with no recorded plan keeps the
+  network's own program;
 * **alternatives**: ``network`` (the scenario's own programs, always run as
   the reference) and, with ``plans="candidate"``, what the optimizer
   (:func:`controller.optimizer.optimize_corridor`) proposes from the same
