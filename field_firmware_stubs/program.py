@@ -42,9 +42,10 @@ Design choices (and why):
 * Free mode has no cycle to keep: every phase, the coordinated one
   included, gaps out or maxes out (the max timer starts with the first
   conflicting call), and the green rests on the current phase while no
-  other phase calls. The next phase is the one with the most waiting lanes,
-  aged so nobody waits forever (``AGE_WEIGHT_S``; recall phases age from
-  their last service), rather than the next in a fixed ring: with eight
+  other phase calls. The next phase is the one that serves the most waiting
+  lanes per second of junction time it costs, aged so nobody waits forever
+  (``AGE_WEIGHT_S``; recall phases age from their last service, pedestrian
+  phases at most ``PED_MAX_WAIT_S``), rather than the next in a fixed ring: with eight
   stages that overlap (a grid junction's through, left and single-approach
   stages) a fixed ring serves several stages for the same lanes. Every
   phase change is a boundary, where a pending plan takes over; no offsets.
@@ -68,13 +69,15 @@ from field_firmware_stubs import events as ev
 from field_firmware_stubs.events import HiResEvent
 from field_firmware_stubs.plan_check import check_plan
 
-__all__ = ["SignalProgram", "Transition", "to_ds", "BLOCKED_S"]
+__all__ = ["SignalProgram", "Transition", "to_ds", "BLOCKED_S", "AGE_WEIGHT_S", "PED_MAX_WAIT_S"]
 
 #: a loop occupied this long without a break while its lane has green means the lane is not moving
 #: (typically a left-turner waiting for a gap in a permissive green): it calls the protected phase
 BLOCKED_S = 12.0
 #: free mode picks the next phase by demand: one waiting lane counts as much as this many seconds of waiting
 AGE_WEIGHT_S = 20.0
+#: free mode: a phase timing pedestrians is served at least this often (s), whatever the vehicles want
+PED_MAX_WAIT_S = 90.0
 
 
 def to_ds(seconds: float) -> int:
@@ -445,13 +448,16 @@ class SignalProgram:
         return min(times) if times else None
 
     def _choose_by_demand(self, t: int) -> None:
-        """Free mode: serve next the phase with the most waiting lanes, aged so that none waits forever.
+        """Free mode: serve next the phase that clears the most waiting per second of junction time.
 
-        Score = lanes with a call it serves + (time its oldest call has waited)
-        / ``AGE_WEIGHT_S``; recall phases (pedestrians, no loops) age from
-        their last service. Ties go to the next phase in sequence. Every
-        phase change is a boundary in free mode (no cycle, no offset), so a
-        pending plan takes over at once.
+        Score = (lanes with a call it serves + time its oldest call has waited
+        / ``AGE_WEIGHT_S``) / (its minimum green + yellow + red clearance), so
+        a stage with a long pedestrian minimum is not chosen for one car when
+        a short stage serves it too; recall phases age from their last
+        service, and a pedestrian phase not served for ``PED_MAX_WAIT_S``
+        goes first. Ties go to the next phase in sequence. Every phase change
+        is a boundary in free mode (no cycle, no offset), so a pending plan
+        takes over at once.
         """
         current = self._order[self._idx].number
         self._served_at[current] = t
@@ -469,10 +475,14 @@ class SignalProgram:
             if not self._serve(phase):
                 continue
             lanes = sum(1 for d in self._phase_detectors.get(phase.number, ()) if d in self._det_calls)
+            last_served = self._served_at.setdefault(phase.number, t)
             since = self._call_time(phase.number)
             if since is None:
-                since = self._served_at.get(phase.number, t)
-            score = lanes + (t - since) / to_ds(AGE_WEIGHT_S)
+                since = last_served
+            cost = max(1, phase.min_green + phase.yellow + phase.red)
+            score = (lanes + (t - since) / to_ds(AGE_WEIGHT_S)) * 10.0 / cost
+            if (phase.walk > 0 or phase.ped_clear > 0) and t - last_served >= to_ds(PED_MAX_WAIT_S):
+                score += 1e6 + (t - last_served)  # pedestrians waited long enough: first, longest wait first
             if best is None or score > best[0] + 1e-9:
                 best = (score, j)
         self._next_idx = best[1] if best is not None else (start + 1) % n

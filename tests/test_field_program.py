@@ -250,3 +250,23 @@ def two_phase_no_peds():
 
     spec = two_phase()
     return replace(spec, phases=tuple(replace(p, ped_crossing_m=0.0) for p in spec.phases))
+
+
+def test_free_mode_serves_pedestrian_phases_within_the_max_wait_under_heavy_traffic():
+    from field_firmware_stubs.program import PED_MAX_WAIT_S
+
+    plan = SPEC.plan_from_splits([30.0, 30.0, 30.0, 30.0], mode="free", coord_phase=1)
+    plan = replace(plan, phases=tuple(replace(p, phaseMaximum1=40.0) for p in plan.phases))
+    program = SignalProgram(SPEC, plan, start_time=0.0)
+    # queues everywhere, all the time: every phase wants the junction
+    busy = lambda t: {d.detector_id: True for d in SPEC.detectors}  # noqa: E731
+    changes = run(program, 0.0, 1200.0, dt=0.5, presence=busy)
+    longest_turn = max(p.phaseMaximum1 + p.phaseYellowChange + p.phaseRedClear for p in plan.phases)
+    for ped in (p.phase for p in SPEC.phases if p.ped_crossing_m > 0):
+        ends = [t for t, state, phase, kind in changes if phase == ped and kind == "yellow"]
+        starts = [t for t, state, phase, kind in changes if phase == ped and kind == "green"]
+        assert len(starts) >= 4
+        waits = [s - e for e, s in zip(ends, [x for x in starts if x > ends[0]])]
+        assert max(waits) <= PED_MAX_WAIT_S + 2 * longest_turn
+    greens = _greens(changes)
+    assert set(greens) == {p.phase for p in SPEC.phases}  # nobody starves
