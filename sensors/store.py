@@ -266,11 +266,22 @@ class _TextEncoder:
         return out
 
     def counts(self, rows: Sequence[CountRow]) -> bytes:
+        # Rows of one report are adjacent and share controller, interval and
+        # arrival objects: the parts built from those are reused while they
+        # stay the same object (an identity test, far cheaper than a lookup).
         text, time_ = self.text, self.time
-        return "".join([
-            f"{text(c)}\t{text(d)}\t{time_(s)}\t{i}\t{n}\t{o!r}\t{_NULL if m is None else m}\t{time_(r)}\n"
-            for c, d, s, i, n, o, m, r in rows
-        ]).encode()
+        cached = self._text.get
+        out: list[str] = []
+        append = out.append
+        last_c = last_s = last_r = last_i = None
+        head = mid = tail = ""
+        for c, d, s, i, n, o, m, r in rows:
+            if c is not last_c or s is not last_s or r is not last_r or i != last_i:
+                last_c, last_s, last_r, last_i = c, s, r, i
+                head, mid, tail = text(c) + "\t", f"\t{time_(s)}\t{i}\t", f"\t{time_(r)}\n"
+            det = cached(d) or text(d)
+            append(f"{head}{det}{mid}{n}\t{o!r}\t{_NULL if m is None else m}{tail}")
+        return "".join(out).encode()
 
     def events(self, rows: Sequence[EventRow]) -> bytes:
         text, time_ = self.text, self.time
