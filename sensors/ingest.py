@@ -118,7 +118,8 @@ class IngestService:
         spool_dir = settings.ingest.spool_dir or str(Path(settings.state_dir) / "spool")
         self._spool = Spool(spool_dir)
 
-        self._queue: queue.Queue[_Inbound] = queue.Queue()
+        # SimpleQueue: C-implemented, measurably cheaper per message than Queue.
+        self._queue: queue.SimpleQueue[_Inbound] = queue.SimpleQueue()
         self._cv = threading.Condition()
         self._counters = dict.fromkeys(IngestStats.__dataclass_fields__, 0)
         self._received_seq = 0
