@@ -17,11 +17,12 @@ what-if, not a configuration: it drops the pedestrian crossings that
 ``simulation.network`` assumes for networks without crosswalks (walk +
 clearance then no longer set the minimum greens), to show what they cost.
 
-Measured here (seeds 1-3, SUMO 1.28, mean delay s): cologne1 static 42.9 /
-adaptive 24.9, cologne3 35.8 / 26.9, ingolstadt1 29.3 / 25.6, grid4x4
-91.5 / 91.1, corridor 64.4 / 37.7; without the assumed pedestrian crossings
-adaptive gives cologne1 23.8, cologne3 25.3, ingolstadt1 19.5, grid4x4 44.8.
-Timing: 1,000 intersections in 0.78 s on one core (machine shared, load ~2).
+Measured here (seeds 1-3, SUMO 1.28, mean delay s, static / adaptive):
+cologne1 42.9 / 24.9, cologne3 35.8 / 26.6, ingolstadt1 29.3 / 24.7,
+grid4x4 91.5 / 88.7, corridor 64.4 / 37.7. Without the assumed pedestrian
+crossings adaptive gives cologne1 23.6, cologne3 25.3, ingolstadt1 19.5,
+grid4x4 44.8. Timing: 1,000 intersections re-optimised in 0.73-0.75 s on
+one core (optimize_corridor, safety check included; shared machine, load ~1).
 """
 
 from __future__ import annotations
