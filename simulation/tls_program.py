@@ -12,6 +12,15 @@ reference" when the reference is simulation time 0.
 A ``tlLogic`` with a new ``programID`` in an additional file becomes the
 active program when SUMO loads it (the last loaded program wins), so a run
 only needs the extra file.
+
+Plans the field runs actuated (``mode`` ``actuated`` or ``free``) become
+SUMO ``type="actuated"`` programs: each green gets ``minDur`` = the plan's
+minimum green (at least walk + pedestrian clearance where pedestrians are
+served) and ``maxDur`` = ``phaseMaximum1``, with the plan's passage time as
+SUMO's ``max-gap``; change intervals stay fixed. SUMO's gap-out logic is not
+the emulator's (no phase skipping, no coordination), so the gate judges an
+actuated plan on an approximation of its field behaviour, which is closer
+than running its splits fixed-time.
 """
 
 from __future__ import annotations
@@ -22,9 +31,10 @@ from typing import Mapping
 
 from traffic.errors import SimulationError
 from traffic.plan import TimingPlan
-from traffic.signals import cycle_intervals, cycle_start_offset
+from traffic.signals import KIND_GREEN, cycle_intervals, cycle_start_offset
 
 DEFAULT_PROGRAM_ID = "traffic"
+ACTUATED_MODES = ("actuated", "free")
 
 
 def _fmt(seconds: float) -> str:
@@ -45,15 +55,27 @@ def tllogic_element(plan: TimingPlan, tls_id: str, program_id: str) -> ET.Elemen
         raise SimulationError(
             f"plan {plan.plan_id}: intervals sum to {total} s but patternCycleTime is {plan.patternCycleTime} s")
     offset = round(cycle_start_offset(plan), 1)
-    logic = ET.Element("tlLogic", id=tls_id, type="static", programID=program_id, offset=_fmt(offset))
+    actuated = plan.mode in ACTUATED_MODES
+    logic = ET.Element("tlLogic", id=tls_id, type="actuated" if actuated else "static", programID=program_id,
+                       offset=_fmt(offset))
+    if actuated:
+        passages = [p.phasePassage for p in plan.phases if p.phasePassage > 0]
+        ET.SubElement(logic, "param", key="max-gap", value=_fmt(min(passages) if passages else 3.0))
     for interval in intervals:
-        ET.SubElement(logic, "phase", duration=_fmt(interval.duration), state=interval.state,
-                      name=f"p{interval.phase}-{interval.kind}")
+        attrs = {"duration": _fmt(interval.duration), "state": interval.state,
+                 "name": f"p{interval.phase}-{interval.kind}"}
+        if actuated and interval.kind == KIND_GREEN:
+            timing = plan.phase(interval.phase)
+            min_green = max(timing.phaseMinimumGreen, timing.phaseWalk + timing.phasePedestrianClear)
+            max_green = max(min_green, timing.phaseMaximum1)
+            attrs.update(minDur=_fmt(min_green), maxDur=_fmt(max_green),
+                         duration=_fmt(min(max(interval.duration, min_green), max_green)))
+        ET.SubElement(logic, "phase", **attrs)
     return logic
 
 
 def plan_to_tllogic_xml(plan: TimingPlan, tls_id: str, program_id: str = DEFAULT_PROGRAM_ID) -> str:
-    """One ``<tlLogic type="static">`` (as XML text) that runs ``plan`` on SUMO TLS ``tls_id``."""
+    """One ``<tlLogic>`` (as XML text) that runs ``plan`` on SUMO TLS ``tls_id`` (static or actuated by mode)."""
     element = tllogic_element(plan, tls_id, program_id)
     ET.indent(element)
     return ET.tostring(element, encoding="unicode")

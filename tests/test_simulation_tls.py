@@ -95,3 +95,32 @@ def test_tllogic_cycle_and_offset_properties(scenario, extra, offset) -> None:
     for a, b in zip(states, states[1:] + states[:1]):
         for x, y in zip(a, b):
             assert not (x in "Gg" and y == "r")
+
+
+def test_actuated_and_free_plans_become_sumo_actuated_programs(scenario, tmp_path: Path) -> None:
+    import libsumo
+    from dataclasses import replace
+
+    spec = scenario.corridor.intersections[0]
+    fixed = spec.plan_from_splits([40.3, 35.0])
+    for mode in ("actuated", "free"):
+        plan = replace(fixed, mode=mode)
+        el = ET.fromstring(plan_to_tllogic_xml(plan, spec.tls_id, "act"))
+        assert el.get("type") == "actuated"
+        greens = [p for p in el.findall("phase") if p.get("name", "").endswith("-green")]
+        for phase_el, timing in zip(greens, plan.phases):
+            min_green = max(timing.phaseMinimumGreen, timing.phaseWalk + timing.phasePedestrianClear)
+            assert float(phase_el.get("minDur")) == pytest.approx(min_green)
+            assert float(phase_el.get("maxDur")) == pytest.approx(max(min_green, timing.phaseMaximum1))
+        # change intervals are not stretched by actuation
+        assert all(p.get("minDur") is None for p in el.findall("phase") if not p.get("name", "").endswith("-green"))
+    # SUMO loads it as an actuated program whose greens vary with traffic
+    add = write_plans_additional({spec.tls_id: replace(fixed, mode="free")}, tmp_path / "act.add.xml", "act")
+    libsumo.start(["sumo", "-c", str(scenario.sumocfg), "-a", ",".join([*map(str, scenario.additional_files), str(add)]),
+                   "--no-step-log", "true", "--no-warnings", "true"])
+    try:
+        logic = next(lg for lg in libsumo.trafficlight.getAllProgramLogics(spec.tls_id) if lg.programID == "act")
+        assert logic.type == 3  # TRAFFICLIGHT_TYPE_ACTUATED
+        assert libsumo.trafficlight.getProgram(spec.tls_id) == "act"
+    finally:
+        libsumo.close()
