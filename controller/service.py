@@ -46,6 +46,7 @@ from controller.demand import PhaseDemand, phase_demand
 from controller.dispatch import Dispatcher
 from controller.optimizer import optimize_corridor
 from controller.safety import check_plan
+from traffic.security import audit
 from traffic import db, messages, topics
 from traffic.config import Settings
 from traffic.errors import DispatchError, PlanError, TrafficError, TransportError, UnsafePlanError
@@ -358,6 +359,7 @@ class CentralService:
         waiting: list[TimingPlan] = []
         for cid, answer in answers.items():
             plan = candidates[cid]
+            self._record_signature(conn, plan.plan_id)
             if isinstance(answer, Exception):
                 state = store.REJECTED if isinstance(answer, UnsafePlanError) else store.FAILED
                 self._step(conn, plan, state, report, stage="dispatch", error=str(answer))
@@ -384,6 +386,16 @@ class CentralService:
                 report.applied += 1
             else:
                 self._step(conn, plan, store.REJECTED, report, stage="field", rule=result.rule, reason=result.reason)
+
+    def _record_signature(self, conn: psycopg.Connection, plan_id: str) -> None:
+        """Audit: keep the signature of exactly what was published (nothing when unsigned or unpublished)."""
+        signed = self._dispatcher.signed_plan(plan_id)
+        if signed is None:
+            return
+        try:
+            audit.record_signature(conn, signed)
+        except TrafficError:
+            log.exception("could not record the signature of plan %s", plan_id)
 
     def _heartbeat(self, conn: psycopg.Connection, report: EpochReport) -> None:
         """Re-send the active plan to controllers that got nothing new this epoch (see module docstring).

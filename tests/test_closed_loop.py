@@ -68,8 +68,10 @@ def test_closed_loop_stores_counts_dispatches_and_runs_the_plan_in_sumo(corridor
         active = conn.execute("SELECT plan_id, controller_id, body FROM plans WHERE state = 'active'"
                               " AND created_by <> 'bootstrap'").fetchall()
         states = {r[0] for r in conn.execute("SELECT DISTINCT state FROM plan_events")}
+        signed = conn.execute("SELECT count(DISTINCT plan_id) FROM plan_signatures").fetchone()[0]
     assert result.plans_dispatched >= len(specs)
     assert result.plans_acknowledged == result.plans_dispatched
+    assert signed == result.plans_dispatched  # every published plan was signed and its signature audited
     assert result.plans_applied >= len(specs)
     assert {"proposed", "checked", "simulated", "dispatched", "active"} <= states
     # the plans the store calls active are the ones the emulators ran in SUMO at the last pause
