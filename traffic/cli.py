@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -54,25 +52,19 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from sensors.ingest import IngestService
-    from traffic import db
+    """One ingest worker (``sensors.worker``): stable client id = its persistent MQTT session."""
+    import socket
 
-    settings = load_settings(args.config)
-    if not settings.database.dsn or not settings.mqtt.url:
-        raise TrafficError("ingest needs TRAFFIC_DATABASE_DSN and TRAFFIC_MQTT_URL")
-    db.migrate(settings.database.dsn)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    service = IngestService(settings, dsn=settings.database.dsn)
-    service.start()
-    try:
-        while not stop.wait(5.0):
-            log.info("ingest: %s", service.stats)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        service.stop()
-    return 0
+    from sensors import worker
+
+    argv = ["--client-id", args.client_id or f"ingest-{socket.gethostname().lower()}"]
+    if args.config:
+        argv += ["--config", str(args.config)]
+    for flag, value in (("--site", args.site), ("--spool-dir", args.spool_dir), ("--mqtt-url", args.mqtt_url),
+                        ("--dsn", args.dsn)):
+        if value:
+            argv += [flag, value]
+    return worker.main(argv)
 
 
 def _cmd_plan_check(args: argparse.Namespace) -> int:
@@ -176,7 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--dsn", default=None)
     migrate.set_defaults(func=_cmd_migrate)
 
-    ingest = sub.add_parser("ingest", help="run the MQTT to PostgreSQL ingest service")
+    ingest = sub.add_parser("ingest", help="run one MQTT to PostgreSQL ingest worker (scale out: several, "
+                                           "each with its own --client-id and --spool-dir)")
+    ingest.add_argument("--client-id", default="", help="stable per worker (default ingest-<hostname>)")
+    ingest.add_argument("--site", default="")
+    ingest.add_argument("--spool-dir", default="")
+    ingest.add_argument("--mqtt-url", default="")
+    ingest.add_argument("--dsn", default="")
     ingest.set_defaults(func=_cmd_ingest)
 
     plan = sub.add_parser("plan", help="plan tools")
