@@ -15,14 +15,22 @@ Every traffic light system (TLS) becomes an
   opposing ``G``) is a foe but not a conflict.
 * **clearance width** is the larger side of the junction shape's bounding box
   (stop line to far side, conservative for every movement).
-* **pedestrian crossing length**: with modelled crossings, the longest
-  crossing whose green ends with the phase (its clearance must fit in that
-  phase). Without them (most SUMO scenarios) pedestrians are assumed to walk
+* **pedestrian crossing length**: pedestrian timing applies where the
+  scenario says pedestrians cross. With modelled crossings (SUMO crossings
+  and their signals), the longest crossing whose green ends with the phase
+  (its clearance must fit in that phase). A network without modelled
+  crossings gets no pedestrian timing (``pedestrians="auto"``, the default):
+  nobody walks in that scenario, and assuming walkers would impose walk +
+  clearance minimum greens and periodic pedestrian service that no one
+  uses. A generator or deployment that *knows* pedestrians cross but does
+  not model them passes ``pedestrians="assume"``: pedestrians then walk
   beside a protected through movement, across an arm whose traffic is red
   and into which only right-turners (who yield) drive; the length is that
   arm's incoming plus outgoing vehicle lanes times their widths, and each
   arm's crosswalk is served once per cycle, by the eligible phase with the
   longest green in the approved program. Protected-left stages serve none.
+  ``pedestrians="none"`` drops pedestrian timing even where crossings are
+  modelled (what-if studies only). This is geometry input, not tuning.
 * **detectors** are the scenario's E1 loops on lanes feeding the TLS, or, if a
   lane has none, a loop placed 40 m before the stop line (mid-lane on short
   lanes); :func:`write_detectors_additional` writes them for SUMO with the ids
@@ -48,6 +56,8 @@ log = logging.getLogger(__name__)
 DETECTOR_DISTANCE_M = 40.0
 LOOP_PERIOD_S = 60
 MAX_LINK_SEARCH_M = 2000.0
+#: values of ``corridor_from_net(pedestrians=...)``: where pedestrian timing applies
+PEDESTRIAN_CHOICES = ("auto", "assume", "none")
 DEFAULT_LANE_WIDTH_M = 3.2
 _GREEN = frozenset("Gg")
 _NOT_GREEN_STAGE = frozenset("yYu")  # yellow or red-yellow: a change interval, not a stage
@@ -317,8 +327,10 @@ def _phases(view: _TlsView, stages: list[tuple[str, float]], clearance_w: float,
         crossings: dict[int, float] = {}
     elif view.ped_links:
         crossings = _modelled_crossings(view, stages)
-    else:
+    elif pedestrians == "assume":
         crossings = _estimated_crossings(view, stages)
+    else:  # "auto" and nothing modelled: nobody crosses here
+        crossings = {}
     all_speeds = [c.getFromLane().getSpeed() for i in view.links for c in view.vehicle_links(i)]
     for index, (greens, _duration) in enumerate(stages):
         speeds: list[float] = []
@@ -442,11 +454,17 @@ def corridor_from_net(net_file: Path, *, site: str, additional_files: Sequence[P
                       pedestrians: str = "auto") -> Corridor:
     """Map every TLS of ``net_file`` to an :class:`IntersectionSpec` (see module docstring).
 
-    ``pedestrians`` is ``"auto"`` (crossings when modelled, else the
-    estimate) or ``"none"`` (no pedestrian timing at all).
+    ``pedestrians`` says where pedestrian timing applies, because it costs
+    every phase walk + clearance of minimum green and must follow who
+    actually crosses: ``"auto"`` (default) times the crossings the network
+    models and assumes none elsewhere; ``"assume"`` times modelled crossings
+    and, on junctions without any, the estimated crosswalks (for generators
+    and deployments that know pedestrians cross); ``"none"`` times no
+    pedestrians at all.
     """
-    if pedestrians not in ("auto", "none"):
-        raise ScenarioError(f"pedestrians must be 'auto' or 'none', got {pedestrians!r}")
+    if pedestrians not in PEDESTRIAN_CHOICES:
+        raise ScenarioError(f"pedestrians must be one of {', '.join(map(repr, PEDESTRIAN_CHOICES))}, "
+                            f"got {pedestrians!r}")
     net = _read_net(Path(net_file))
     lane_lengths = {lane.getID(): lane.getLength() for edge in net.getEdges() for lane in edge.getLanes()}
     loops = _read_loops(additional_files, lane_lengths)

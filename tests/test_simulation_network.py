@@ -193,9 +193,43 @@ def test_load_scenario_auto_places_detectors(left_ped_net: Path, tmp_path: Path)
     assert missing_loops(again, scenario.additional_files) == 0
 
 
+def test_pedestrian_timing_follows_the_scenario(corridor_scenario, left_ped_net: Path) -> None:
+    net = corridor_scenario.net_file
+    # the generator knows people cross its streets (assume); the same network read as a scenario
+    # models no crosswalk, so by default nobody crosses and no phase times pedestrians
+    assert all(p.ped_crossing_m > 0 for s in corridor_scenario.corridor.intersections for p in s.phases)
+    auto = corridor_from_net(net, site="t", additional_files=corridor_scenario.additional_files)
+    assert all(p.ped_crossing_m == 0 and p.walk_s == 0 for s in auto.intersections for p in s.phases)
+    for spec in auto.intersections:
+        _assert_consistent(spec)
+    # assumed crossings change only pedestrian fields (and so the smallest splits), nothing else
+    assumed = corridor_from_net(net, site="hanoi", additional_files=corridor_scenario.additional_files,
+                                pedestrians="assume", name=corridor_scenario.corridor.name)
+    assert assumed.intersections == corridor_scenario.corridor.intersections  # what the generator passes
+    for a, b in zip(auto.intersections, assumed.intersections):
+        assert [p.greens for p in a.phases] == [p.greens for p in b.phases]
+        assert a.detectors == b.detectors and a.conflicts == b.conflicts
+        assert all(pa.min_split_s < pb.min_split_s for pa, pb in zip(a.phases, b.phases))
+    # modelled crossings are timed by default and by "assume"; "none" drops them (what-if)
+    modelled = corridor_from_net(left_ped_net, site="t")
+    assert corridor_from_net(left_ped_net, site="t", pedestrians="assume") == modelled
+    assert any(p.ped_crossing_m > 0 for s in modelled.intersections for p in s.phases)
+    dropped = corridor_from_net(left_ped_net, site="t", pedestrians="none")
+    assert all(p.ped_crossing_m == 0 for s in dropped.intersections for p in s.phases)
+
+
+def test_unknown_pedestrian_choice_is_refused(left_ped_net: Path) -> None:
+    with pytest.raises(ScenarioError, match="pedestrians"):
+        corridor_from_net(left_ped_net, site="t", pedestrians="estimate")
+
+
 def test_load_generated_corridor(corridor_scenario) -> None:
     loaded = load_scenario(corridor_scenario.sumocfg, site="hanoi")
-    assert loaded.corridor.intersections == corridor_scenario.corridor.intersections
+    # a loaded scenario models no crosswalks ("auto"): same design except pedestrian timing
+    strip = [[(p.phase, p.greens, p.lanes) for p in s.phases] for s in corridor_scenario.corridor.intersections]
+    assert [[(p.phase, p.greens, p.lanes) for p in s.phases] for s in loaded.corridor.intersections] == strip
+    assert [s.detectors for s in loaded.corridor.intersections] == \
+        [s.detectors for s in corridor_scenario.corridor.intersections]
     assert loaded.additional_files == corridor_scenario.additional_files
     assert (loaded.begin, loaded.end) == (0, 300)
     with pytest.raises(ScenarioError):
