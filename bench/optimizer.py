@@ -12,10 +12,12 @@ own motorcycle-heavy corridor) with the city's fixed-time plans ("static",
 :func:`simulation.runner.run`) and with the adaptive loop
 (:func:`controller.sim_control.run_adaptive`) on the same seed, and prints
 the mean delay side by side with the max-pressure reference numbers
-measured for the scenarios' README (seed 42). ``--no-pedestrians`` is a
-what-if, not a configuration: it drops the pedestrian crossings that
-``simulation.network`` assumes for networks without crosswalks (walk +
-clearance then no longer set the minimum greens), to show what they cost.
+measured for the scenarios' README (seed 42). Pedestrian timing follows
+the scenario (``simulation.network``): the shared scenarios model no
+crosswalks, so none is timed; the corridor generator assumes crosswalks
+(people cross its streets). ``--no-pedestrians`` is a what-if, not a
+configuration: it drops every pedestrian crossing (walk + clearance then no
+longer set the minimum greens), to show what they cost.
 
 Measured here (seeds 1-3, SUMO 1.28, mean delay s, static / adaptive):
 cologne1 42.9 / 24.9, cologne3 35.8 / 26.6, ingolstadt1 29.3 / 24.7,
@@ -88,7 +90,7 @@ def timing(n: int, repeats: int = 3) -> dict[str, float]:
 
 
 def _without_pedestrians(scenario: Any) -> Any:
-    """What-if only: the scenario with no pedestrian crossing in any phase (the baselines model none)."""
+    """What-if only: the scenario with no pedestrian crossing in any phase (the baselines time none)."""
     from dataclasses import replace
 
     specs = tuple(replace(s, phases=tuple(replace(p, ped_crossing_m=0.0) for p in s.phases))
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--duration", type=int, default=None, help="seconds from the scenario's begin (default: all)")
     s.add_argument("--json", type=Path)
     s.add_argument("--no-pedestrians", action="store_true",
-                   help="what-if: drop the pedestrian crossings the network mapping assumes (adaptive only)")
+                   help="what-if: drop every pedestrian crossing of the mapped design (adaptive only)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.command == "timing":
