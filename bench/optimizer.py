@@ -19,11 +19,11 @@ crosswalks, so none is timed; the corridor generator assumes crosswalks
 configuration: it drops every pedestrian crossing (walk + clearance then no
 longer set the minimum greens), to show what they cost.
 
-Measured here (seeds 1-3, SUMO 1.28, mean delay s, static / adaptive):
-cologne1 42.9 / 24.9, cologne3 35.8 / 26.6, ingolstadt1 29.3 / 24.7,
-grid4x4 91.5 / 88.7, corridor 64.4 / 37.7. Without the assumed pedestrian
-crossings adaptive gives cologne1 23.6, cologne3 25.3, ingolstadt1 19.5,
-grid4x4 44.8. Timing: 1,000 intersections re-optimised in 0.73-0.75 s on
+Measured here (seeds 1-3, SUMO 1.28, mean delay s, static / adaptive),
+pedestrians timed only where the scenario has them: cologne1 42.9 / 23.6,
+cologne3 35.8 / 25.3, ingolstadt1 29.3 / 19.5, grid4x4 91.5 / 44.8,
+corridor 64.4 / 37.7 (before, with crosswalks assumed on every network:
+adaptive 24.9, 26.6, 24.7, 88.7). Timing: 1,000 intersections re-optimised in 0.73-0.75 s on
 one core (optimize_corridor, safety check included; shared machine, load ~1).
 """
 
