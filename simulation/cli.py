@@ -76,7 +76,7 @@ def _cmd_sim_run(args: argparse.Namespace) -> int:
 
     seeds = parse_seeds(args.seeds) if args.seeds else [args.seed]
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="traffic-sim-"))
-    scenario = load_scenario(args.scenario, detectors_dir=workdir / "detectors")
+    scenario = load_scenario(args.scenario, detectors_dir=workdir / "detectors", pedestrians=args.pedestrians)
     begin = scenario.begin if args.begin is None else args.begin
     end = scenario.end if args.end is None else args.end
     results = run_seeds(args.control, scenario, seeds, workdir=workdir, begin=begin, end=end,
@@ -134,6 +134,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--json", type=Path, default=None, help="write the KPIs (and per-seed runs) as JSON")
     run.add_argument("--processes", type=int, default=2, help="seeds run at the same time")
     run.add_argument("--backend", choices=list(BACKENDS), default="auto", help="in-loop controls: libsumo or traci")
+    run.add_argument("--pedestrians", choices=("auto", "assume", "none"), default="auto",
+                     help="pedestrian timing: crossings the network models (auto), also estimated crosswalks "
+                          "where people cross unmodelled (assume: e.g. the generated Hanoi corridor), or none")
     run.add_argument("--workdir", type=Path, default=None, help="keep SUMO outputs here")
     run.set_defaults(func=_cmd_sim_run)
 

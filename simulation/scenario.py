@@ -83,10 +83,13 @@ def find_sumocfg(path: Path) -> Path:
 
 
 def load_scenario(path: Path, *, site: str = "hanoi", detectors_dir: Path | None = None,
-                  sumo_options: tuple[str, ...] = ()) -> Scenario:
+                  sumo_options: tuple[str, ...] = (), pedestrians: str = "auto") -> Scenario:
     """Read a ``.sumocfg`` (or a folder holding one) into a :class:`Scenario`.
 
-    The network is mapped with :func:`simulation.network.corridor_from_net`.
+    The network is mapped with :func:`simulation.network.corridor_from_net`
+    (``pedestrians``: ``auto`` times the crossings the network models,
+    ``assume`` also estimated crosswalks where people cross unmodelled, as on
+    the generated Hanoi corridor; ``none`` for what-if runs).
     When the scenario has no usable induction loops on signalised approaches,
     detectors are placed automatically and written to
     ``detectors_dir/detectors.add.xml`` (a fresh temporary folder when not
@@ -111,7 +114,8 @@ def load_scenario(path: Path, *, site: str = "hanoi", detectors_dir: Path | None
             raise ScenarioError(f"{cfg}: referenced file {f} does not exist")
     begin = _time(root, "begin", 0)
     end = _time(root, "end", 3600)
-    corridor = corridor_from_net(nets[0], site=site, additional_files=additionals, name=cfg.stem)
+    corridor = corridor_from_net(nets[0], site=site, additional_files=additionals, name=cfg.stem,
+                                 pedestrians=pedestrians)
     missing = missing_loops(corridor, additionals)
     if missing:
         out_dir = Path(detectors_dir) if detectors_dir else Path(tempfile.mkdtemp(prefix="traffic-det-"))
