@@ -21,24 +21,9 @@ from traffic.clearance import MAX_YELLOW_S, MIN_WALK_S, TOLERANCE_S, pedestrian_
 from traffic.errors import ScenarioError, UnsafePlanError
 from traffic.intersection import IntersectionSpec, PhaseSpec
 from traffic.plan import PhaseTiming, SIGNAL_CHARS, TimingPlan, Violation
+from traffic.rules import (CONFLICT, COORD_PHASE, CYCLE_RANGE, CYCLE_SUM, IDENTITY, MAX_GREEN, MIN_GREEN,  # noqa: F401
+                           OFFSET, PED_CLEAR, PED_WALK, PHASES, RED_CLEAR, RULES, SERVES_ALL, YELLOW)
 
-IDENTITY = "IDENTITY"
-PHASES = "PHASES"
-CYCLE_SUM = "CYCLE_SUM"
-CYCLE_RANGE = "CYCLE_RANGE"
-OFFSET = "OFFSET"
-COORD_PHASE = "COORD_PHASE"
-MIN_GREEN = "MIN_GREEN"
-MAX_GREEN = "MAX_GREEN"
-YELLOW = "YELLOW"
-RED_CLEAR = "RED_CLEAR"
-PED_WALK = "PED_WALK"
-PED_CLEAR = "PED_CLEAR"
-CONFLICT = "CONFLICT"
-SERVES_ALL = "SERVES_ALL"
-
-RULES = (IDENTITY, PHASES, CYCLE_SUM, CYCLE_RANGE, OFFSET, COORD_PHASE, MIN_GREEN, MAX_GREEN,
-         YELLOW, RED_CLEAR, PED_WALK, PED_CLEAR, CONFLICT, SERVES_ALL)
 
 GREEN_CHARS = frozenset("Gg")
 _TIMING_FIELDS = ("splitTime", "phaseMinimumGreen", "phaseMaximum1", "phasePassage", "phaseYellowChange",
