@@ -30,7 +30,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, TypeVar
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -42,6 +42,7 @@ from traffic.config import MqttSettings
 from traffic.errors import DispatchError, MessageError, PlanError, TransportError
 from traffic.intersection import IntersectionSpec
 from traffic.messages import PlanResult, StatusMessage
+from traffic.mqtt_client import new_client
 from traffic.plan import TimingPlan
 from traffic.security.signing import PlanSigner
 
@@ -103,21 +104,11 @@ class Dispatcher:
         self._sub_mid: int | None = None
         self._connect_error: str | None = None
         self.bad_messages = 0
-        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                   protocol=MQTTProtocolVersion.MQTTv5)
-        if mqtt.username:
-            self._client.username_pw_set(mqtt.username, mqtt.password or None)
-        if mqtt.tls:
-            try:
-                self._client.tls_set(ca_certs=mqtt.ca_file or None, certfile=mqtt.cert_file or None,
-                                     keyfile=mqtt.key_file or None)
-            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-                raise TransportError(f"cannot set up TLS for {client_id}: {exc}") from exc
+        self._client = new_client(mqtt, client_id)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
-        self._client.reconnect_delay_set(min_delay=1, max_delay=10)
 
     # ---- lifecycle ---------------------------------------------------
     def connect(self) -> "Dispatcher":

@@ -28,13 +28,14 @@ import uuid
 from typing import Callable, Protocol
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from traffic import topics
 from traffic.config import MqttSettings
 from traffic.errors import MessageError, TransportError
+from traffic.mqtt_client import new_client
 
 __all__ = ["Endpoint", "PlanHandler", "MqttLink", "FieldGateway", "publish_properties", "response_fields",
            "DEFAULT_SESSION_EXPIRY_S"]
@@ -89,17 +90,8 @@ class MqttLink:
         self._started = False
         self._last_info: mqtt.MQTTMessageInfo | None = None
         self._closing = False
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        client = new_client(settings, client_id)
         client.max_queued_messages_set(0)  # unlimited: QoS 1 telemetry waits out a short outage
-        client.reconnect_delay_set(min_delay=1, max_delay=10)
-        if settings.username:
-            client.username_pw_set(settings.username, settings.password or None)
-        if settings.tls:
-            try:
-                client.tls_set(ca_certs=settings.ca_file or None, certfile=settings.cert_file or None,
-                               keyfile=settings.key_file or None)
-            except (OSError, ValueError) as exc:
-                raise TransportError(f"cannot set up TLS for {client_id}: {exc}") from exc
         if will is not None:
             client.will_set(will[0], will[1], qos=1, retain=True)
         client.on_connect = self._handle_connect

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -45,6 +44,7 @@ from sensors.store import BatchResult, CountStore, is_transient
 from traffic import topics
 from traffic.config import Settings
 from traffic.errors import StorageError, TransportError
+from traffic.mqtt_client import new_client
 
 log = logging.getLogger(__name__)
 
@@ -277,17 +277,7 @@ class IngestService:
     # ---- MQTT ---------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
         mq = self._settings.mqtt
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self._client_id,
-                             protocol=mqtt.MQTTv5, manual_ack=True)
-        if mq.username:
-            client.username_pw_set(mq.username, mq.password or None)
-        if mq.tls:
-            try:
-                client.tls_set(ca_certs=mq.ca_file or None, certfile=mq.cert_file or None,
-                               keyfile=mq.key_file or None)
-            except (OSError, ValueError) as exc:
-                raise TransportError(f"TLS setup failed: {exc}") from exc
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client = new_client(mq, self._client_id, manual_ack=True, max_reconnect_delay_s=30)
         client.on_connect = self._guard(self._on_connect)
         client.on_subscribe = self._guard(self._on_subscribe)
         client.on_disconnect = self._guard(self._on_disconnect)
