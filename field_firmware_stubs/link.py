@@ -35,7 +35,7 @@ from paho.mqtt.properties import Properties
 from traffic import topics
 from traffic.config import MqttSettings
 from traffic.errors import MessageError, TransportError
-from traffic.mqtt_client import new_client
+from traffic.mqtt_client import disconnect, new_client
 
 __all__ = ["Endpoint", "PlanHandler", "MqttLink", "FieldGateway", "publish_properties", "response_fields",
            "DEFAULT_SESSION_EXPIRY_S"]
@@ -138,14 +138,9 @@ class MqttLink:
                 last.wait_for_publish(timeout=2.0)
             except (RuntimeError, ValueError):
                 log.warning("%s: last message not acknowledged before disconnect", self.client_id)
-        props = None
-        if discard_session:
-            props = Properties(PacketTypes.DISCONNECT)
-            props.SessionExpiryInterval = 0
         try:
-            self._client.disconnect(properties=props)
+            disconnect(self._client, end_session=discard_session)
         finally:
-            self._client.loop_stop()
             self._started = False
             self._connected.clear()
 

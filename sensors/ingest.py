@@ -44,7 +44,7 @@ from sensors.store import BatchResult, CountStore, is_transient
 from traffic import topics
 from traffic.config import Settings
 from traffic.errors import StorageError, TransportError
-from traffic.mqtt_client import new_client
+from traffic.mqtt_client import disconnect, new_client
 
 log = logging.getLogger(__name__)
 
@@ -202,14 +202,7 @@ class IngestService:
         if self._client is not None and self._client.is_connected():
             self.flush(timeout=max(0.0, deadline - time.monotonic()))
         if self._client is not None:
-            props = None
-            if end_session:
-                props = Properties(PacketTypes.DISCONNECT)
-                props.SessionExpiryInterval = 0
-            try:
-                self._client.disconnect(properties=props)
-            finally:
-                self._client.loop_stop()
+            disconnect(self._client, end_session=end_session)
         self._stopping.set()
         self._writer.join(max(0.1, deadline - time.monotonic()))
         if self._writer.is_alive():

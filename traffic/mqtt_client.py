@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from traffic.config import MqttSettings
 from traffic.errors import TransportError
@@ -30,3 +32,20 @@ def new_client(settings: MqttSettings, client_id: str, *, manual_ack: bool = Fal
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             raise TransportError(f"cannot set up TLS for {client_id}: {exc}") from exc
     return client
+
+
+def disconnect(client: mqtt.Client, *, end_session: bool = False) -> None:
+    """Disconnect cleanly and stop the network loop.
+
+    ``end_session`` sends SessionExpiryInterval 0 with the DISCONNECT so the
+    broker drops the persistent session (and stops queueing for it); without
+    it the session survives for the next connection under the same id.
+    """
+    props = None
+    if end_session:
+        props = Properties(PacketTypes.DISCONNECT)
+        props.SessionExpiryInterval = 0
+    try:
+        client.disconnect(properties=props)
+    finally:
+        client.loop_stop()
