@@ -343,19 +343,7 @@ class CentralService:
                        topic=topics.topic(self._dispatcher.site, cid, topics.PLAN_SET))
             report.dispatched += 1
 
-        def send(cid: str) -> messages.PlanResult | Exception:
-            status = self._dispatcher.field_status(cid)
-            if status is not None and status.state == messages.OFFLINE:
-                return DispatchError(f"{cid} is offline")
-            try:
-                return self._dispatcher.dispatch(candidates[cid], self.specs[cid], expiry_s=control.plan_expiry_s,
-                                                 timeout_s=control.ack_timeout_s)
-            except (DispatchError, TransportError, UnsafePlanError) as exc:
-                return exc
-
-        # controllers answer independently: wait for all of them at once, record in this thread
-        with ThreadPoolExecutor(max_workers=min(16, len(candidates))) as pool:
-            answers = dict(zip(candidates, pool.map(send, candidates)))
+        answers = self._send_all(candidates, skip_offline=True)
         waiting: list[TimingPlan] = []
         for cid, answer in answers.items():
             plan = candidates[cid]
@@ -386,6 +374,26 @@ class CentralService:
                 report.applied += 1
             else:
                 self._step(conn, plan, store.REJECTED, report, stage="field", rule=result.rule, reason=result.reason)
+
+    def _send_all(self, plans: dict[str, TimingPlan], *, skip_offline: bool
+                  ) -> dict[str, messages.PlanResult | Exception]:
+        """Dispatch to every controller at once (they answer independently); errors come back as values
+        so the caller records each outcome in its own thread."""
+        control = self.settings.control
+
+        def send(cid: str) -> messages.PlanResult | Exception:
+            if skip_offline:
+                status = self._dispatcher.field_status(cid)
+                if status is not None and status.state == messages.OFFLINE:
+                    return DispatchError(f"{cid} is offline")
+            try:
+                return self._dispatcher.dispatch(plans[cid], self.specs[cid], expiry_s=control.plan_expiry_s,
+                                                 timeout_s=control.ack_timeout_s)
+            except (DispatchError, TransportError, UnsafePlanError) as exc:
+                return exc
+
+        with ThreadPoolExecutor(max_workers=min(16, len(plans))) as pool:
+            return dict(zip(plans, pool.map(send, plans)))
 
     def _record_signature(self, conn: psycopg.Connection, plan_id: str) -> None:
         """Audit: keep the signature of exactly what was published (nothing when unsigned or unpublished)."""
@@ -424,17 +432,7 @@ class CentralService:
             due[cid] = active
         if not due:
             return
-        control = self.settings.control
-
-        def send(cid: str) -> messages.PlanResult | Exception:
-            try:
-                return self._dispatcher.dispatch(due[cid], self.specs[cid], expiry_s=control.plan_expiry_s,
-                                                 timeout_s=control.ack_timeout_s)
-            except (DispatchError, TransportError, UnsafePlanError) as exc:
-                return exc
-
-        with ThreadPoolExecutor(max_workers=min(16, len(due))) as pool:
-            answers = dict(zip(due, pool.map(send, due)))
+        answers = self._send_all(due, skip_offline=False)
         for cid, answer in answers.items():
             detail: dict[str, Any] = {"heartbeat": True}
             if isinstance(answer, Exception):
