@@ -132,7 +132,9 @@ def _check_phase(p: PhaseTiming, s: PhaseSpec) -> list[Violation]:
     if s.ped_crossing_m > 0 and not (p.phaseWalk >= MIN_WALK_S - TOLERANCE_S):
         out.append(Violation(PED_WALK, f"walk {p.phaseWalk} s < {MIN_WALK_S} s for a "
                                        f"{s.ped_crossing_m} m crossing", n))
-    need_ped = pedestrian_clear_s(s.ped_crossing_m)
+    # the yellow + red shown after the green are the MUTCD buffer that may cover part of the crossing
+    buffer = p.phaseYellowChange + p.phaseRedClear if s.ped_clear_in_buffer else 0.0
+    need_ped = pedestrian_clear_s(s.ped_crossing_m, buffer)
     if not (p.phasePedestrianClear >= need_ped - TOLERANCE_S):
         out.append(Violation(PED_CLEAR, f"pedestrian clearance {p.phasePedestrianClear} s < {need_ped} s "
                                         f"for {s.ped_crossing_m} m", n))

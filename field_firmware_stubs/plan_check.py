@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
-from traffic.clearance import (MAX_YELLOW_S, MIN_WALK_S, TOLERANCE_S, WALKING_SPEED_MPS, ceil_tenth,
-                               red_clearance_s, yellow_change_s)
+from traffic.clearance import (MAX_YELLOW_S, MIN_BUFFER_S, MIN_PED_CHANGE_S, MIN_WALK_S, TOLERANCE_S,
+                               WALKING_SPEED_MPS, ceil_tenth, red_clearance_s, yellow_change_s)
 from traffic.intersection import IntersectionSpec, PhaseSpec
 from traffic.plan import PhaseTiming, TimingPlan, Violation
 from traffic.rules import (CONFLICT, COORD_PHASE, CYCLE_RANGE, CYCLE_SUM, IDENTITY, MAX_GREEN, MIN_GREEN,  # noqa: F401
@@ -123,7 +123,11 @@ def _check_phase_timing(t: PhaseTiming, d: PhaseSpec) -> Iterable[Violation]:
     if d.ped_crossing_m > 0:
         if t.phaseWalk < MIN_WALK_S - TOLERANCE_S:
             yield Violation(PED_WALK, f"walk {t.phaseWalk} s below {MIN_WALK_S} s", n)
-        need_clear = ceil_tenth(d.ped_crossing_m / WALKING_SPEED_MPS)
+        crossing_time = ceil_tenth(d.ped_crossing_m / WALKING_SPEED_MPS)
+        need_clear = crossing_time
+        buffer = t.phaseYellowChange + t.phaseRedClear  # steady don't-walk before any conflicting release
+        if d.ped_clear_in_buffer and buffer >= MIN_BUFFER_S - TOLERANCE_S:  # MUTCD 4E.06
+            need_clear = max(min(MIN_PED_CHANGE_S, crossing_time), ceil_tenth(crossing_time - buffer))
         if t.phasePedestrianClear < need_clear - TOLERANCE_S:
             yield Violation(PED_CLEAR, f"pedestrian clearance {t.phasePedestrianClear} s below {need_clear} s "
                                        f"for a {d.ped_crossing_m} m crossing", n)

@@ -61,9 +61,11 @@ def test_cycle_change_is_bounded_per_epoch():
 
 
 def test_cycle_never_below_sum_of_minimum_splits():
-    spec = three_phase("c3")  # minimum splits 15.4 + 10.4 + 30.7 = 56.5 s > min_cycle 40 s
+    spec = three_phase("c3")  # the pedestrian phase's minimum split pushes the sum above min_cycle
+    needed = sum(p.min_split_s for p in spec.phases)
+    assert needed > OPT.min_cycle_s
     proposal = optimize(spec, demand(spec, [0.0, 0.0, 0.0]), spec.default_plan(60.0), OPT, version=2)
-    assert proposal.plan.patternCycleTime >= 56.5
+    assert proposal.plan.patternCycleTime >= needed - 0.05
     assert check_plan(proposal.plan, spec) == []
 
 

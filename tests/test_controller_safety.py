@@ -57,7 +57,7 @@ FAILING = [
     ("YELLOW", lambda p: with_phase(p, 1, phaseYellowChange=6.1)),
     ("RED_CLEAR", lambda p: with_phase(p, 1, phaseRedClear=1.5)),
     ("PED_WALK", lambda p: with_phase(p, 0, phaseWalk=6.9)),
-    ("PED_CLEAR", lambda p: with_phase(p, 0, phasePedestrianClear=13.0)),
+    ("PED_CLEAR", lambda p: with_phase(p, 0, phasePedestrianClear=SPEC.phases[0].ped_clear_s - 1.0)),
     ("CONFLICT", lambda p: with_phase(p, 1, greens="rrrgGgGg")),           # S left with E-W
     ("CONFLICT", lambda p: with_phase(p, 0, greens="GgGGrrrr")),           # foes 0 and 3 both G
     ("SERVES_ALL", lambda p: with_phase(p, 1, greens="rrrrGgGr")),         # group 7 never green
@@ -167,7 +167,9 @@ MUTATIONS = {
     "RED_CLEAR": lambda p, s, d: {"phaseRedClear": red_clearance_s(s.approach_speed_mps, s.clearance_width_m) - 0.1 - d},
     "MIN_GREEN": lambda p, s, d: {"splitTime": p.phaseYellowChange + p.phaseRedClear + s.min_green_s - 0.1 - d},
     "PED_WALK": lambda p, s, d: {"phaseWalk": 6.9 - d},
-    "PED_CLEAR": lambda p, s, d: {"phasePedestrianClear": pedestrian_clear_s(s.ped_crossing_m) - 0.1 - d},
+    # the flashing don't-walk needed given the yellow + red buffer the plan shows after it (MUTCD 4E.06)
+    "PED_CLEAR": lambda p, s, d: {"phasePedestrianClear": pedestrian_clear_s(
+        s.ped_crossing_m, p.phaseYellowChange + p.phaseRedClear) - 0.1 - d},
 }
 
 

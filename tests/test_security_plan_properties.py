@@ -36,7 +36,7 @@ from controller import examples
 from controller import safety as centre
 from field_firmware_stubs import plan_check as field
 from field_firmware_stubs import samples
-from traffic.clearance import MAX_YELLOW_S, MIN_WALK_S
+from traffic.clearance import MAX_YELLOW_S, MIN_WALK_S, pedestrian_clear_s
 from traffic.intersection import IntersectionSpec
 from traffic.plan import PhaseTiming, TimingPlan
 
@@ -170,7 +170,8 @@ def d_walk_short(spec, plan, rng):
 
 def d_ped_clear_short(spec, plan, rng):
     k = _ped_phase(spec, rng)
-    need = spec.phases[k].ped_clear_s
+    p = plan.phases[k]  # the buffer (yellow + red) the plan shows after the green may cover part of the crossing
+    need = pedestrian_clear_s(spec.phases[k].ped_crossing_m, p.phaseYellowChange + p.phaseRedClear)
     return _replace_phase(plan, k, phasePedestrianClear=_t(need - tenths(rng, 2, int(need * 10))))
 
 

@@ -33,6 +33,7 @@ class PhaseSpec:
     min_green_s: float = 5.0         # local policy floor
     lanes: int = 1                   # lanes (approach-lane equivalents) discharging in this phase
     saturation_flow_pcu_h_lane: float = 1900.0
+    ped_clear_in_buffer: bool = True  # MUTCD 4E.06: yellow + red clearance count towards the crossing time
 
     @property
     def yellow_s(self) -> float:
@@ -44,7 +45,9 @@ class PhaseSpec:
 
     @property
     def ped_clear_s(self) -> float:
-        return pedestrian_clear_s(self.ped_crossing_m)
+        """Flashing don't-walk: the crossing time, less the yellow + red buffer when policy allows it."""
+        buffer = self.yellow_s + self.red_clear_s if self.ped_clear_in_buffer else 0.0
+        return pedestrian_clear_s(self.ped_crossing_m, buffer)
 
     @property
     def walk_s(self) -> float:
