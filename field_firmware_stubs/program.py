@@ -33,8 +33,9 @@ Design choices (and why):
   of them is served (locking memory, because the loops lie upstream and a
   vehicle that stopped past one is no longer seen); when a phase maxes out
   or is forced off, its lanes that were still arriving call again. A phase with detectors, no pedestrian
-  timing and no call is skipped. Phases that time pedestrians (no push
-  buttons: pedestrian recall) are always served; so are phases without
+  timing and no call is skipped. In pretimed and coordinated-actuated
+  operation, phases that time pedestrians are always served with their
+  walk (pedestrian recall, every cycle); so are phases without
   detectors (minimum recall: served at minimum green) and phases whose
   detectors the world does not report (maximum recall, the fail-safe for
   a broken loop: they run to their maximum or split). Detectors belong to the phases
@@ -42,10 +43,19 @@ Design choices (and why):
 * Free mode has no cycle to keep: every phase, the coordinated one
   included, gaps out or maxes out (the max timer starts with the first
   conflicting call), and the green rests on the current phase while no
-  other phase calls. The next phase is the one that serves the most waiting
-  lanes per second of junction time it costs, aged so nobody waits forever
-  (``AGE_WEIGHT_S``; recall phases age from their last service, pedestrian
-  phases at most ``PED_MAX_WAIT_S``), rather than the next in a fixed ring: with eight
+  other phase calls. Pedestrians are served on demand: a pedestrian phase
+  shows its walk (and times walk + flashing don't-walk as its minimum green)
+  when a push button called it (:meth:`SignalProgram.place_ped_call`) or
+  when its last walk began ``PED_MAX_WAIT_S`` ago (timed pedestrian recall,
+  for crossings without push buttons: a walk at least that often, as a
+  fixed 90 s cycle would give; the running green still ends by gap-out or
+  max-out, so the wait is at most that plus one maximum green and its
+  clearance); otherwise it is served for its vehicles like any other phase,
+  with the pedestrian heads kept at don't-walk. The next phase is the one
+  that serves the most waiting lanes per second of junction time it costs,
+  aged so nobody waits forever (``AGE_WEIGHT_S``; recall phases age from
+  their last service; a pedestrian walk that fell due goes first), rather
+  than the next in a fixed ring: with eight
   stages that overlap (a grid junction's through, left and single-approach
   stages) a fixed ring serves several stages for the same lanes. Every
   phase change is a boundary, where a pending plan takes over; no offsets.
@@ -76,7 +86,7 @@ __all__ = ["SignalProgram", "Transition", "to_ds", "BLOCKED_S", "AGE_WEIGHT_S", 
 BLOCKED_S = 12.0
 #: free mode picks the next phase by demand: one waiting lane counts as much as this many seconds of waiting
 AGE_WEIGHT_S = 20.0
-#: free mode: a phase timing pedestrians is served at least this often (s), whatever the vehicles want
+#: free mode: a phase timing pedestrians shows its walk at least this often (s), whatever the vehicles want
 PED_MAX_WAIT_S = 90.0
 
 
@@ -105,7 +115,8 @@ class _Phase:
     yellow: int
     red: int
     split: int
-    min_green: int
+    min_green: int      # with the pedestrian walk + flashing don't-walk when the phase times pedestrians
+    veh_min_green: int  # without them (free mode, green served without a walk)
     max_green: int
     passage: int
     walk: int
@@ -142,6 +153,9 @@ class SignalProgram:
             for d in spec.detectors}
         self._blocked_since: dict[str, int] = {}
         self._served_at: dict[int, int] = {}  # phase -> end of its last green
+        self._walk_at: dict[int, int] = {}    # phase -> start of its last walk (free mode: timed ped recall)
+        self._ped_calls: dict[int, int] = {}  # phase -> time (tenths) a push button called it
+        self._walk_now = False                # the current green shows the walk (times pedestrian minimum)
         self._calls: dict[int, int] = {}      # phase -> time (tenths) a phase-level call was placed
         self._det_calls: dict[str, int] = {}  # detector -> time its lane call was placed
         self._det_last: dict[str, int] = {}   # detector -> last time it was occupied
@@ -225,6 +239,15 @@ class SignalProgram:
         self._require_safe(plan)
         self._pending = plan
 
+    def place_ped_call(self, phase: int) -> None:
+        """A pedestrian pushed the button of ``phase``'s crossing (held until its walk is shown).
+
+        Unknown phases and phases without pedestrian timing are ignored (a
+        miswired button must not change the timing).
+        """
+        if any(p.number == phase and (p.walk > 0 or p.ped_clear > 0) for p in self._order):
+            self._ped_calls.setdefault(phase, self._now)
+
     def step(self, now: float, detector_presence: Mapping[str, bool] | None = None) -> str:
         """Advance to ``now`` (s) and return the state to drive.
 
@@ -274,12 +297,14 @@ class SignalProgram:
     def _precompute(self, t: PhaseTiming) -> _Phase:
         design = self.spec.phase(t.phase)
         walk, ped_clear = to_ds(t.phaseWalk), to_ds(t.phasePedestrianClear)
-        min_green = max(to_ds(t.phaseMinimumGreen), to_ds(design.min_green_s), walk + ped_clear)
+        veh_min_green = max(to_ds(t.phaseMinimumGreen), to_ds(design.min_green_s))
+        min_green = max(veh_min_green, walk + ped_clear)
         green = to_ds(t.splitTime) - to_ds(t.phaseYellowChange) - to_ds(t.phaseRedClear)
         return _Phase(
             timing=t, number=t.phase, greens=t.greens, green=green,
             yellow=to_ds(t.phaseYellowChange), red=to_ds(t.phaseRedClear), split=to_ds(t.splitTime),
-            min_green=min(min_green, green), max_green=max(to_ds(t.phaseMaximum1), min_green),
+            min_green=min(min_green, green), veh_min_green=min(veh_min_green, green),
+            max_green=max(to_ds(t.phaseMaximum1), min_green),
             passage=max(1, to_ds(t.phasePassage)), walk=walk, ped_clear=ped_clear,
         )
 
@@ -353,12 +378,24 @@ class SignalProgram:
         for det in self._phase_detectors.get(phase.number, ()):  # this green serves these lanes
             self._det_calls.pop(det, None)
         self._marks: list[tuple[int, int, int]] = []
-        if phase.walk > 0 or phase.ped_clear > 0:
+        self._walk_now = _times_peds(phase) and (not self._free or self._ped_due_at(phase, t) <= t)
+        if self._walk_now:
+            self._walk_at[phase.number] = t
+            self._ped_calls.pop(phase.number, None)
             self._marks = [(t + phase.walk, ev.PED_BEGIN_CLEAR, phase.number),
                            (t + phase.walk + phase.ped_clear, ev.PED_BEGIN_DONT_WALK, phase.number)]
         self._emit(t, ev.PHASE_BEGIN_GREEN, phase.number)
-        if phase.walk > 0:
+        if self._walk_now and phase.walk > 0:
             self._emit(t, ev.PED_BEGIN_WALK, phase.number)
+
+    def _min_green(self, phase: _Phase) -> int:
+        """Minimum green of the phase now timing: with the pedestrian minimum only when its walk shows."""
+        return phase.min_green if self._walk_now or not self._free else phase.veh_min_green
+
+    def _ped_due_at(self, phase: _Phase, t: int) -> int:
+        """Free mode: when ``phase`` must next show its walk (push-button call, or the timed recall)."""
+        recall = self._walk_at.setdefault(phase.number, t) + to_ds(PED_MAX_WAIT_S)
+        return min(self._ped_calls.get(phase.number, recall), recall)
 
     def _green_end(self, now: int) -> tuple[int, int]:
         """End time of the current green and the termination code (gap-out / max-out / force-off)."""
@@ -386,8 +423,9 @@ class SignalProgram:
         or not wired: maximum recall) runs to its maximum or split.
         """
         own = self._phase_detectors.get(phase.number, ())
+        minimum = self._min_green(phase)
         if not own:
-            return start + phase.min_green
+            return start + minimum
         reported = [d for d in own if d in self._det_on]
         if not reported:
             return None
@@ -395,11 +433,11 @@ class SignalProgram:
             gap = now + phase.passage  # call present: extend at least one passage time
         else:
             gap = max(self._last_presence.get(phase.number, start), start) + phase.passage
-        return max(gap, start + phase.min_green)
+        return max(gap, start + minimum)
 
     def _free_green_end(self, phase: _Phase, start: int, now: int) -> tuple[int, int]:
         """Fully actuated: gap-out or max-out once another phase calls; rest in green until then."""
-        conflict = self._conflicting_call_time(phase.number, start)
+        conflict = self._conflicting_call_time(phase.number, start, now)
         if conflict is None:
             return now + 1, 0  # nobody else wants the junction: rest in green
         end, code = max(start, conflict) + phase.max_green, ev.PHASE_MAX_OUT
@@ -407,7 +445,7 @@ class SignalProgram:
         if gap is not None and gap < end:
             end, code = gap, ev.PHASE_GAP_OUT
         # never end (and so never start the yellow) before the call that allows it arrived
-        return max(end, conflict, start + phase.min_green), code
+        return max(end, conflict, start + self._min_green(phase)), code
 
     @staticmethod
     def _redundant_phases(spec: IntersectionSpec) -> frozenset[int]:
@@ -423,20 +461,24 @@ class SignalProgram:
                 out.add(phase.phase)
         return frozenset(out)
 
-    def _serve(self, phase: _Phase) -> bool:
+    def _serve(self, phase: _Phase, t: int) -> bool:
         """Whether ``phase`` must be served when its turn comes (call, recall, unknown demand)."""
-        if self._call_time(phase.number) is not None or phase.walk > 0 or phase.ped_clear > 0:
+        if self._call_time(phase.number) is not None:
             return True
+        if _times_peds(phase) and (not self._free or self._ped_due_at(phase, t) <= t):
+            return True  # pedestrian recall (every cycle; free mode: when the walk is due)
         if phase.number in self._redundant:
             return False
         return not any(d in self._det_on for d in self._phase_detectors.get(phase.number, ()))
 
-    def _conflicting_call_time(self, number: int, start: int) -> int | None:
+    def _conflicting_call_time(self, number: int, start: int, now: int) -> int | None:
         """Earliest time another phase asked for the junction (recalls count from ``start``)."""
         times = []
         for p in self._order:
-            if p.number != number and self._serve(p):
+            if p.number != number and self._serve(p, now):
                 called = self._call_time(p.number)
+                if called is None and self._free and _times_peds(p):
+                    called = max(start, self._ped_due_at(p, now))  # the walk fell due then
                 times.append(start if called is None else called)
         return min(times) if times else None
 
@@ -472,17 +514,18 @@ class SignalProgram:
             phase = order[j]
             if phase.number == current and best is not None:
                 continue
-            if not self._serve(phase):
+            if not self._serve(phase, t):
                 continue
             lanes = sum(1 for d in self._phase_detectors.get(phase.number, ()) if d in self._det_calls)
             last_served = self._served_at.setdefault(phase.number, t)
             since = self._call_time(phase.number)
             if since is None:
                 since = last_served
-            cost = max(1, phase.min_green + phase.yellow + phase.red)
+            walk_due = _times_peds(phase) and self._ped_due_at(phase, t) <= t
+            cost = max(1, (phase.min_green if walk_due else phase.veh_min_green) + phase.yellow + phase.red)
             score = (lanes + (t - since) / to_ds(AGE_WEIGHT_S)) * 10.0 / cost
-            if (phase.walk > 0 or phase.ped_clear > 0) and t - last_served >= to_ds(PED_MAX_WAIT_S):
-                score += 1e6 + (t - last_served)  # pedestrians waited long enough: first, longest wait first
+            if walk_due:
+                score += 1e6 + (t - self._ped_due_at(phase, t))  # pedestrians first, longest wait first
             if best is None or score > best[0] + 1e-9:
                 best = (score, j)
         self._next_idx = best[1] if best is not None else (start + 1) % n
@@ -509,7 +552,7 @@ class SignalProgram:
             last = len(order) - 1
             for j in range(idx + 1, len(order)):
                 # coordinated mode: the coordinated phase is always served (it holds the cycle's fixed point)
-                if self._serve(order[j]) or (j == last and not self._free):
+                if self._serve(order[j], t) or (j == last and not self._free):
                     self._wrap, self._next_idx = False, j
                     return
         # past the coordinated phase: a boundary; a pending plan takes over from here
@@ -519,7 +562,7 @@ class SignalProgram:
         order = self._rotation(self._committed) if self._committed is not None else order
         committed_free = (self._committed or self._plan).mode == "free"
         fallback = 0 if committed_free else len(order) - 1  # coordinated: rest in the coordinated phase
-        self._next_idx = next((j for j, p in enumerate(order) if self._serve(p)), fallback)
+        self._next_idx = next((j for j, p in enumerate(order) if self._serve(p, t)), fallback)
 
     def _advance(self, now: int) -> None:
         while True:
@@ -617,3 +660,8 @@ class SignalProgram:
 
     def _emit_raw(self, t: int, code: int, param: int) -> None:
         self._events.append(HiResEvent(t / 10.0, code, param))
+
+
+def _times_peds(phase: _Phase) -> bool:
+    """Whether the plan times a pedestrian walk / clearance in this phase."""
+    return phase.walk > 0 or phase.ped_clear > 0
