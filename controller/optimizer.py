@@ -22,6 +22,7 @@ import numpy as np
 
 from controller import webster
 from controller.actuation import actuate
+from controller.bandwidth import CorridorBands, corridor_bands
 from controller.bounds import Bounds
 from controller.cycle_search import CycleChoice, best_cycle, best_cycles
 from controller.demand import PhaseDemand
@@ -224,13 +225,24 @@ def optimize_corridor(corridor: Corridor, demands: Mapping[str, PhaseDemand], in
 
     ``settings.plan_mode == "free"`` (fully actuated): each intersection gets
     its own delay-optimal cycle; there is no cycle to share and no offset.
-    Otherwise one common cycle with green-wave offsets: the common target is
+    Otherwise one common cycle with coordinated offsets: the common target is
     the largest individual optimum (the busiest intersection sets the pace), rounded up to a whole second. When every incumbent can
     reach one common value within ``max_cycle_step_s`` they all move there
     together; otherwise each moves its own bounded step towards it (and the
     explanation says the corridor is still converging). ``exclude`` (locked
     controllers) are neither sized nor re-planned; ``bounds`` (engineer's
     limits per controller) are kept by every plan.
+
+    Offsets (``settings.offset_method``): ``"bandwidth"`` maximises the
+    two-way through-bands along every simple chain of linked intersections
+    (:mod:`controller.bandwidth`, on the coordinated greens the splits
+    leave); a locked controller whose plan in ``incumbents`` runs the common
+    cycle keeps its offset and the others fit around it. Where that does not
+    apply (no common cycle yet, links that branch or loop, a solver failure)
+    and with ``"green-wave"``, one-direction green-wave offsets
+    (:func:`green_wave_offsets`). The explanation names the method used per
+    intersection (``offset_method``) and the bands found (``bandwidth_s``,
+    ``bandwidth_inbound_s``; ``None`` when not computed or one-way).
     """
     bounds = dict(bounds or {})
     specs = [s for s in corridor.intersections if s.controller_id not in set(exclude)]
@@ -263,21 +275,63 @@ def optimize_corridor(corridor: Corridor, demands: Mapping[str, PhaseDemand], in
     anchor_cycle = cycle if cycle is not None else target
     anchors = {c: incumbents[c].patternOffsetTime for c in sizes}
     offsets = green_wave_offsets(corridor, anchor_cycle, anchors)
+    reason = f"corridor {corridor.name}: common cycle target {target:.0f}s, green wave"
     out: dict[str, Proposal] = {}
     for s in specs:
         cid = s.controller_id
-        proposal = optimize(s, demands[cid], incumbents[cid], settings, version=versions[cid],
+        out[cid] = optimize(s, demands[cid], incumbents[cid], settings, version=versions[cid],
                             common_cycle=cycle if cycle is not None else target, offset_s=offsets[cid],
-                            cycle_choice=choices[cid], bounds=bounds.get(cid), _sizing=sizes[cid],
-                            reason=f"corridor {corridor.name}: common cycle target {target:.0f}s, green wave")
-        proposal.explanation.update({
+                            cycle_choice=choices[cid], bounds=bounds.get(cid), _sizing=sizes[cid], reason=reason)
+    bands = None
+    if settings.offset_method == "bandwidth":
+        if cycle is None:
+            log.info("corridor %s: no common cycle yet, green-wave offsets", corridor.name)
+        else:
+            bands = _bandwidth_offsets(corridor, cycle, out, incumbents, exclude)
+    for s in specs:
+        cid = s.controller_id
+        method = "green-wave"
+        if bands is not None and cid in bands.offsets_s:
+            method = "bandwidth"
+            out_s, in_s = bands.bandwidth_s[cid], bands.bandwidth_inbound_s[cid]
+            two_way = "two-way" if in_s is not None else "one-way"
+            out[cid] = optimize(s, demands[cid], incumbents[cid], settings, version=versions[cid],
+                                common_cycle=cycle, offset_s=bands.offsets_s[cid], cycle_choice=choices[cid],
+                                bounds=bounds.get(cid), _sizing=sizes[cid],
+                                reason=f"corridor {corridor.name}: common cycle target {target:.0f}s, "
+                                       f"{two_way} bandwidth {out_s:.1f}s"
+                                       + (f"/{in_s:.1f}s" if in_s is not None else ""))
+        out[cid].explanation.update({
             "corridor": corridor.name,
             "corridor_target_cycle_s": target,
             "corridor_common": common,
             "green_wave_offset_s": offsets[cid],
+            "offset_method": method,
+            "bandwidth_s": bands.bandwidth_s[cid] if method == "bandwidth" else None,
+            "bandwidth_inbound_s": bands.bandwidth_inbound_s[cid] if method == "bandwidth" else None,
         })
-        out[cid] = proposal
     return out
+
+
+def _bandwidth_offsets(corridor: Corridor, cycle: float, proposals: Mapping[str, Proposal],
+                       incumbents: Mapping[str, TimingPlan], exclude: Collection[str]) -> CorridorBands:
+    """Two-way bandwidth offsets for the proposals (all on ``cycle``) and the locked plans that share it."""
+    greens: dict[str, float] = {}
+    fixed: dict[str, float] = {}
+    for cid, proposal in proposals.items():
+        plan = proposal.plan
+        if abs(plan.patternCycleTime - cycle) < 0.05:  # a plan that could not reach the cycle stays out
+            greens[cid] = plan.phase(plan.splitCoordPhase).green
+    for cid in exclude:
+        plan = incumbents.get(cid)
+        if plan is not None and abs(plan.patternCycleTime - cycle) < 0.05:
+            try:
+                greens[cid] = plan.phase(plan.splitCoordPhase).green
+            except PlanError:
+                continue
+            fixed[cid] = plan.patternOffsetTime
+    anchors = {cid: incumbents[cid].patternOffsetTime for cid in proposals}
+    return corridor_bands(corridor, cycle, greens, fixed_s=fixed, anchors_s=anchors)
 
 
 def _search_all(sizes: Mapping[str, _Sizing]) -> dict[str, CycleChoice]:

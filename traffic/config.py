@@ -21,6 +21,8 @@ from traffic.errors import ConfigError
 
 ENV_PREFIX = "TRAFFIC_"
 DEFAULT_CONFIG_FILE = "traffic.toml"
+#: values of ``OptimizerSettings.offset_method``
+OFFSET_METHODS = ("bandwidth", "green-wave")
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,15 @@ class OptimizerSettings:
     max_green_floor_s: float = 20.0
     max_green_cap_s: float = 60.0
     passage_s: float = 3.0
+    # corridor offsets of coordinated plans (plan_mode other than "free"): "bandwidth" (two-way
+    # MAXBAND MILP, controller.bandwidth; green wave where the links are not a simple chain)
+    # or "green-wave" (one direction only, controller.optimizer.green_wave_offsets)
+    offset_method: str = "bandwidth"
+
+    def __post_init__(self) -> None:
+        if self.offset_method not in OFFSET_METHODS:
+            raise ConfigError(f"optimizer.offset_method must be one of {', '.join(OFFSET_METHODS)}, "
+                              f"got {self.offset_method!r}")
 
 
 @dataclass(frozen=True)
