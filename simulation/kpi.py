@@ -12,6 +12,16 @@ so far).
 Per vehicle: delay = ``timeLoss`` + ``departDelay`` (departed) or
 ``departDelay`` (undeparted). Trip time averages completed trips only;
 waiting time and stops (``waitingCount``) average the vehicles that departed.
+
+The undeparted *count* cannot tell an entry gridlock from a vehicle that was
+scheduled in the last second or two of the run and whose insertion slipped
+by one step (SUMO inserts at ``departSpeed="avg"``, so a car behind a slow
+or stopped leader enters slowly and blocks the insertion point for the next
+second; any control shows this when the entry lane is not moving at the end).
+So two diagnostics ride along, without changing any measure:
+``undeparted_wait_max_s`` (the longest an undeparted vehicle had been waiting
+at the end) and ``depart_delay_max_s`` (the longest insertion wait of any
+vehicle, departed or not: the symptom of a queue reaching the network edge).
 """
 
 from __future__ import annotations
@@ -39,6 +49,10 @@ class Kpis:
     teleports: int = 0
     throughput_veh_h: float = 0.0
     wall_s: float = 0.0
+    #: longest wait of a vehicle still not inserted at the end (0 when none): 1-2 s is an end-of-run slip
+    undeparted_wait_max_s: float = 0.0
+    #: longest insertion wait of any vehicle (departed or not): large when a queue reaches an entry
+    depart_delay_max_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +82,7 @@ def read_tripinfo(path: Path, *, end_s: float, begin_s: float = 0.0) -> Kpis:
     if end_s <= begin_s:
         raise SimulationError(f"end_s ({end_s}) must be after begin_s ({begin_s})")
     delay_sum = trip_sum = wait_sum = stops_sum = 0.0
+    undeparted_wait_max = depart_delay_max = 0.0
     vehicles = completed = undeparted = departed = 0
     try:
         for _event, el in ET.iterparse(path, events=("end",)):
@@ -79,14 +94,19 @@ def read_tripinfo(path: Path, *, end_s: float, begin_s: float = 0.0) -> Kpis:
                 undeparted += 1
                 raw_delay = el.get("departDelay")
                 if raw_delay is not None and float(raw_delay) >= 0:
-                    delay_sum += float(raw_delay)
+                    waited = float(raw_delay)
                 else:  # fall back to the scheduled departure, when SUMO wrote it
                     scheduled = float(el.get("desiredDepart", el.get("depart", begin_s)))
-                    delay_sum += max(0.0, end_s - max(scheduled, begin_s))
+                    waited = max(0.0, end_s - max(scheduled, begin_s))
+                delay_sum += waited
+                undeparted_wait_max = max(undeparted_wait_max, waited)
+                depart_delay_max = max(depart_delay_max, waited)
                 el.clear()
                 continue
             departed += 1
-            delay_sum += _f(el, "timeLoss", path) + max(0.0, _f(el, "departDelay", path))
+            depart_delay = max(0.0, _f(el, "departDelay", path))
+            depart_delay_max = max(depart_delay_max, depart_delay)
+            delay_sum += _f(el, "timeLoss", path) + depart_delay
             wait_sum += _f(el, "waitingTime", path)
             stops_sum += _f(el, "waitingCount", path)
             if _f(el, "arrival", path) >= 0:
@@ -107,6 +127,8 @@ def read_tripinfo(path: Path, *, end_s: float, begin_s: float = 0.0) -> Kpis:
         completed=completed,
         undeparted=undeparted,
         throughput_veh_h=round(completed / hours, 2),
+        undeparted_wait_max_s=round(undeparted_wait_max, 3),
+        depart_delay_max_s=round(depart_delay_max, 3),
     )
 
 
