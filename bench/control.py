@@ -8,6 +8,12 @@ skipped when absent) plus ``corridor``, the project's own generated 4-signal
 arterial; a scenario may also be given as a path to a ``.sumocfg`` or folder.
 Prints markdown tables: mean delay (mean +/- sample standard deviation over
 the seeds, the RESCO definition), undeparted vehicles and wall time per run.
+When ``adaptive`` runs with baselines, a goals table follows (issue #4): per
+scenario the best of ``static``, ``actuated`` and ``max-pressure`` run here
+(plus the scenarios README's max-pressure at seed 42, where known), whether
+``adaptive`` is at most that best and at least 25 % below ``static``, and
+whether it leaves vehicles undeparted on a seed where the best baseline
+leaves none.
 ``--gate`` adds the gate-overhead table: the gate's incumbent-vs-candidate
 call (one seed, one process) against bare ``sumo`` running the same two
 programs on the same window and seed (no outputs), as wall time and as CPU
@@ -37,10 +43,18 @@ from simulation.scenario import BASE_OPTIONS, Scenario, load_scenario
 from simulation.tls_program import write_plans_additional
 from traffic.errors import TrafficError
 
+try:  # run as `python -m bench.control` or as `python bench/control.py`
+    from bench.reference import README_REFERENCE
+except ImportError:  # pragma: no cover - script mode
+    from reference import README_REFERENCE
+
 log = logging.getLogger("bench.control")
 
 SHARED = Path("/work/shared/scenarios")
 DEFAULT_CONTROLS = ("static", "actuated", "max-pressure")
+#: the baselines issue #4 measures the adaptive control against
+GOAL_BASELINES = ("static", "actuated", "max-pressure")
+GOAL_BELOW_STATIC = 0.25
 
 
 def _scenarios(names: list[str] | None, shared: Path, workdir: Path) -> dict[str, Scenario]:
@@ -74,6 +88,7 @@ def control_table(scenarios: dict[str, Scenario], controls: list[str], seeds: li
             summary = summarize(results)
             rows.append({"scenario": sname, "control": cname, "seeds": seeds, "summary": summary,
                          "per_seed_delay_s": [k.mean_delay_s for k in results],
+                         "per_seed_undeparted": [k.undeparted for k in results],
                          "elapsed_s": round(time.perf_counter() - started, 1)})
             sys.stderr.write(f"{sname:12s} {cname:18s} delay {summary['mean_delay_s']['mean']:8.1f} "
                              f"± {summary['mean_delay_s']['std']:.1f}\n")
@@ -147,6 +162,38 @@ def markdown(rows: list[dict], gate_rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def goal_table(rows: list[dict]) -> str:
+    """Issue #4's goals per scenario, from the rows of one run ("" when adaptive or the baselines are missing)."""
+    by = {(r["scenario"], r["control"]): r for r in rows if "error" not in r}
+    lines = ["| scenario | best baseline (here) | max-pressure (README, seed 42) | adaptive | vs static | "
+             "adaptive <= best | >= 25 % below static | undeparted adaptive / best, per seed | all met |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name in dict.fromkeys(r["scenario"] for r in rows):
+        adaptive = by.get((name, "adaptive"))
+        baselines = {c: by[(name, c)] for c in GOAL_BASELINES if (name, c) in by}
+        if adaptive is None or "static" not in baselines:
+            continue
+
+        def mean(row: dict) -> float:
+            return float(row["summary"]["mean_delay_s"]["mean"])
+
+        best_name = min(baselines, key=lambda c: mean(baselines[c]))
+        best, static, ours = mean(baselines[best_name]), mean(baselines["static"]), mean(adaptive)
+        reference = README_REFERENCE.get(name, (None, None, None))[2]
+        at_most_best = ours <= best
+        below_static = ours <= (1.0 - GOAL_BELOW_STATIC) * static
+        best_undeparted = baselines[best_name].get("per_seed_undeparted", [])
+        ours_undeparted = adaptive.get("per_seed_undeparted", [])
+        undeparted_ok = all(o == 0 or b > 0 for o, b in zip(ours_undeparted, best_undeparted))
+        met = at_most_best and below_static and undeparted_ok
+        lines.append(
+            f"| {name} | {best_name} {best:.1f} | {reference if reference is not None else '-'} | {ours:.1f} | "
+            f"{100.0 * (ours - static) / static:+.0f} % | {'yes' if at_most_best else 'no'} | "
+            f"{'yes' if below_static else 'no'} | {'/'.join(map(str, ours_undeparted))} vs "
+            f"{'/'.join(map(str, best_undeparted))} | {'yes' if met else 'no'} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", default="", help="comma list (shared folder names, 'corridor' or paths)")
@@ -171,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = [] if args.gate_only else control_table(scenarios, controls, seeds, args.processes, workdir)
     gate_rows = gate_table(scenarios, args.repeat, workdir, args.gate_window) if (args.gate or args.gate_only) else []
     sys.stdout.write(markdown(rows, gate_rows) + "\n")
+    goals = goal_table(rows)
+    if goals:
+        sys.stdout.write("\n" + goals + "\n")
     if args.json:
         args.json.write_text(json.dumps({"controls": rows, "gate": gate_rows}, indent=1))
     return 0

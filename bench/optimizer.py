@@ -41,13 +41,10 @@ from pathlib import Path
 from typing import Any
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "shared" / "scenarios"
-#: the scenarios README's seed-42 references (static, actuated, max-pressure), mean delay in s
-REFERENCE = {
-    "cologne1": (41.9, 77.7, 23.4),
-    "cologne3": (35.7, 36.4, 22.1),
-    "ingolstadt1": (29.9, 19.9, 15.2),
-    "grid4x4": (91.3, 69.1, 50.2),
-}
+try:  # run as `python -m bench.optimizer` or as `python bench/optimizer.py`
+    from bench.reference import README_REFERENCE as REFERENCE
+except ImportError:  # pragma: no cover - script mode
+    from reference import README_REFERENCE as REFERENCE
 
 
 def timing(n: int, repeats: int = 3) -> dict[str, float]:

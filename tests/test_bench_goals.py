@@ -1,0 +1,39 @@
+"""The goals table of bench/control.py judges issue #4's goals from one run's rows."""
+
+from __future__ import annotations
+
+from bench.control import goal_table
+
+
+def _row(scenario: str, control: str, delay: float, undeparted: list[int]) -> dict:
+    return {"scenario": scenario, "control": control, "summary": {"mean_delay_s": {"mean": delay, "std": 0.0}},
+            "per_seed_delay_s": [delay] * len(undeparted), "per_seed_undeparted": undeparted}
+
+
+def _verdicts(table: str) -> dict[str, list[str]]:
+    out = {}
+    for line in table.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        out[cells[0]] = cells
+    return out
+
+
+def test_goals_met_only_when_adaptive_beats_the_best_baseline_and_static_by_a_quarter():
+    rows = [_row("a", "static", 40.0, [0, 0]), _row("a", "actuated", 30.0, [0, 0]),
+            _row("a", "adaptive", 29.0, [0, 0]),
+            _row("b", "static", 40.0, [0, 0]), _row("b", "max-pressure", 20.0, [0, 0]),
+            _row("b", "adaptive", 25.0, [0, 0]),
+            _row("c", "static", 40.0, [0, 0]), _row("c", "adaptive", 35.0, [0, 0]),
+            _row("d", "static", 40.0, [0, 3]), _row("d", "adaptive", 20.0, [1, 2]),
+            _row("e", "static", 40.0, [0, 0])]
+    verdicts = _verdicts(goal_table(rows))
+    assert verdicts["a"][1] == "actuated 30.0" and verdicts["a"][-1] == "yes"
+    assert verdicts["b"][1] == "max-pressure 20.0" and verdicts["b"][5] == "no" and verdicts["b"][-1] == "no"
+    assert verdicts["c"][5] == "yes" and verdicts["c"][6] == "no" and verdicts["c"][-1] == "no"
+    # one undeparted vehicle where the best baseline had none (seed 1) fails the goal
+    assert verdicts["d"][7] == "1/2 vs 0/3" and verdicts["d"][-1] == "no"
+    assert "e" not in verdicts  # no adaptive run: nothing to judge
+
+
+def test_no_table_without_adaptive():
+    assert goal_table([_row("a", "static", 40.0, [0])]) == ""
