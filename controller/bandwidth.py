@@ -158,11 +158,16 @@ def solve_chain(cycle_s: float, greens_s: Sequence[float], travel_s: Sequence[fl
 
     if n == 1:
         return measured(np.array([fixed[0]]), "single intersection")
-    both = _milp(g, gb, shift, t, tb, k if two_way else 0.0, two_way, fixed, time_limit_s)
     if not two_way:
-        if both is None:
+        found = _milp(g, gb, shift, t, tb, 0.0, False, fixed, time_limit_s)
+        if found is None:
             raise PlanError("bandwidth MILP infeasible: the fixed offsets leave no band through every signal")
-        return measured(*both)
+        return measured(*found)
+    try:
+        both = _milp(g, gb, shift, t, tb, k, True, fixed, time_limit_s)
+    except PlanError as exc:  # time limit without a solution: long chains with short greens
+        log.info("two-way bandwidth: %s; one direction only", exc)
+        both = None
     # A direction without any band scores 0 (MAXBAND itself would call that infeasible): one full band
     # for the heavier direction can beat two narrow ones, so the one-way optimum competes on the
     # same objective b + k*bb, as long as it keeps the target ratio (or two bands are impossible).
@@ -372,6 +377,13 @@ def corridor_bands(corridor: Corridor, cycle_s: float, greens_s: Mapping[str, fl
                       f"(branching or a loop); green wave kept there")
             log.info("corridor %s: %s", corridor.name, reason)
             out.reasons.append(reason)
+            continue
+        if len(order) == 1:  # trivial: nothing to coordinate with; the green is the band both ways
+            cid = order[0]
+            offset = fixed.get(cid, anchors.get(cid, 0.0)) % cycle_s
+            out.offsets_s[cid] = round(round(offset, 1) % cycle_s, 1)
+            out.bandwidth_s[cid] = out.bandwidth_inbound_s[cid] = round(float(greens_s[cid]), 2)
+            out.chains.append((cid,))
             continue
         try:
             bands = _solve_order(order, cycle_s, greens_s, travel, fixed, anchors, k, time_limit_s)

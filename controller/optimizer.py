@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Collection, Mapping
 
 import numpy as np
@@ -295,12 +295,9 @@ def optimize_corridor(corridor: Corridor, demands: Mapping[str, PhaseDemand], in
             method = "bandwidth"
             out_s, in_s = bands.bandwidth_s[cid], bands.bandwidth_inbound_s[cid]
             two_way = "two-way" if in_s is not None else "one-way"
-            out[cid] = optimize(s, demands[cid], incumbents[cid], settings, version=versions[cid],
-                                common_cycle=cycle, offset_s=bands.offsets_s[cid], cycle_choice=choices[cid],
-                                bounds=bounds.get(cid), _sizing=sizes[cid],
-                                reason=f"corridor {corridor.name}: common cycle target {target:.0f}s, "
-                                       f"{two_way} bandwidth {out_s:.1f}s"
-                                       + (f"/{in_s:.1f}s" if in_s is not None else ""))
+            why = (f"corridor {corridor.name}: common cycle target {target:.0f}s, {two_way} bandwidth {out_s:.1f}s"
+                   + (f"/{in_s:.1f}s" if in_s is not None else ""))
+            out[cid] = _with_offset(out[cid], s, bands.offsets_s[cid], why)
         out[cid].explanation.update({
             "corridor": corridor.name,
             "corridor_target_cycle_s": target,
@@ -311,6 +308,17 @@ def optimize_corridor(corridor: Corridor, demands: Mapping[str, PhaseDemand], in
             "bandwidth_inbound_s": bands.bandwidth_inbound_s[cid] if method == "bandwidth" else None,
         })
     return out
+
+
+def _with_offset(proposal: Proposal, spec: IntersectionSpec, offset_s: float, reason: str) -> Proposal:
+    """``proposal`` with another offset (same splits; re-checked, as :func:`optimize` checks every plan)."""
+    plan = proposal.plan
+    cycle = plan.patternCycleTime
+    offset = round(round(offset_s % cycle, 1) % cycle, 1)  # as IntersectionSpec.plan_from_splits rounds
+    moved = replace(plan, patternOffsetTime=offset, reason=reason)
+    if offset != plan.patternOffsetTime:
+        ensure_safe(moved, spec)
+    return Proposal(moved, {**proposal.explanation, "offset_s": offset})
 
 
 def _bandwidth_offsets(corridor: Corridor, cycle: float, proposals: Mapping[str, Proposal],
