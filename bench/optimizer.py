@@ -141,7 +141,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
         got.sort(key=lambda r: r["seed"])
         mean = sum(r["mean_delay_s"] for r in got) / len(got)
         per = "/".join(f"{r['mean_delay_s']:.1f}" for r in got)
-        undeparted = "/".join(str(r["undeparted"]) for r in got)
+        undeparted = "/".join(f"{r['undeparted']}" + (f" ({r.get('undeparted_wait_max_s', 0):.0f} s)"
+                                                       if r["undeparted"] else "") for r in got)
         return mean, f"{mean:.1f} ({per})" if len(got) > 1 else f"{mean:.1f}", undeparted
 
     lines = [f"seeds {', '.join(map(str, seeds))}; mean delay per vehicle (s), undeparted vehicles per seed",

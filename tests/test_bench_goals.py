@@ -31,7 +31,7 @@ def test_goals_met_only_when_adaptive_beats_the_best_baseline_and_static_by_a_qu
     assert verdicts["b"][1] == "max-pressure 20.0" and verdicts["b"][5] == "no" and verdicts["b"][-1] == "no"
     assert verdicts["c"][5] == "yes" and verdicts["c"][6] == "no" and verdicts["c"][-1] == "no"
     # one undeparted vehicle where the best baseline had none (seed 1) fails the goal
-    assert verdicts["d"][7] == "1/2 vs 0/3" and verdicts["d"][-1] == "no"
+    assert verdicts["d"][7] == "1 (0 s)/2 (0 s) vs 0/3" and verdicts["d"][-1] == "no"
     assert "e" not in verdicts  # no adaptive run: nothing to judge
 
 
