@@ -95,8 +95,29 @@ def _without_pedestrians(scenario: Any) -> Any:
     return replace(scenario, corridor=replace(scenario.corridor, intersections=specs))
 
 
-def _one(job: tuple[str, str, int, int | None, bool]) -> dict[str, Any]:
-    name, control, seed, end, no_peds = job
+def _resco_intervals() -> None:
+    """What-if only, in this benchmark process: RESCO's change intervals (3 s yellow, no all-red) everywhere.
+
+    Replaces the ITE formulas where both plan checks and the intersection
+    model look them up, so the same adaptive code runs with the intervals
+    the published max-pressure used. It shows how much of a gap to that
+    reference is the price of the safety intervals rather than the
+    decisions; it is never a configuration (the project always times ITE
+    clearance).
+    """
+    import controller.safety
+    import field_firmware_stubs.plan_check
+    import traffic.intersection
+
+    for module in (traffic.intersection, controller.safety, field_firmware_stubs.plan_check):
+        module.yellow_change_s = lambda speed_mps, grade=0.0: 3.0  # type: ignore[attr-defined]
+        module.red_clearance_s = lambda speed_mps, width_m: 0.0  # type: ignore[attr-defined]
+
+
+def _one(job: tuple[str, str, int, int | None, bool, bool]) -> dict[str, Any]:
+    name, control, seed, end, no_peds, resco = job
+    if resco:
+        _resco_intervals()
     from controller.sim_control import run_adaptive
     from simulation.runner import run
     from simulation.scenario import load_scenario
@@ -123,8 +144,8 @@ def _one(job: tuple[str, str, int, int | None, bool]) -> dict[str, Any]:
 
 
 def scenarios(names: list[str], seeds: list[int], processes: int, controls: list[str],
-              duration: int | None, no_pedestrians: bool = False) -> list[dict[str, Any]]:
-    jobs = [(n, c, seed, duration, no_pedestrians) for n in names for c in controls for seed in seeds]
+              duration: int | None, no_pedestrians: bool = False, resco: bool = False) -> list[dict[str, Any]]:
+    jobs = [(n, c, seed, duration, no_pedestrians, resco) for n in names for c in controls for seed in seeds]
     with ProcessPoolExecutor(max_workers=processes) as pool:
         return list(pool.map(_one, jobs))
 
@@ -172,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--json", type=Path)
     s.add_argument("--no-pedestrians", action="store_true",
                    help="what-if: drop every pedestrian crossing of the mapped design (adaptive only)")
+    s.add_argument("--what-if-resco-intervals", action="store_true",
+                   help="what-if: 3 s yellow and no all-red instead of ITE (never a configuration)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.command == "timing":
@@ -185,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     names = args.names or sorted(p.name for p in SCENARIOS.iterdir() if p.is_dir())
     names = [n for n in names if (SCENARIOS / n).is_dir() or n == "corridor"]
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
-    rows = scenarios(names, seeds, args.processes, args.controls.split(","), args.duration, args.no_pedestrians)
+    rows = scenarios(names, seeds, args.processes, args.controls.split(","), args.duration, args.no_pedestrians,
+                     args.what_if_resco_intervals)
     sys.stdout.write(_table(rows) + "\n")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
