@@ -371,10 +371,9 @@ def corridor_bands(corridor: Corridor, cycle_s: float, greens_s: Mapping[str, fl
             continue
         group = _component(start, neighbours)
         seen |= group
-        order = _chain_order(group, neighbours, members, travel)
+        order, why = _chain_order(group, neighbours, members, travel)
         if order is None:
-            reason = (f"intersections {', '.join(sorted(group))} do not form a simple chain "
-                      f"(branching or a loop); green wave kept there")
+            reason = f"intersections {', '.join(sorted(group))} {why}; green wave kept there"
             log.info("corridor %s: %s", corridor.name, reason)
             out.reasons.append(reason)
             continue
@@ -412,39 +411,44 @@ def _component(start: str, neighbours: Mapping[str, set[str]]) -> set[str]:
 
 
 def _chain_order(group: set[str], neighbours: Mapping[str, set[str]], members: Sequence[str],
-                 travel: Mapping[tuple[str, str], float]) -> list[str] | None:
-    """The group as a path in outbound order, or None if it is not a simple path.
+                 travel: Mapping[tuple[str, str], float]) -> tuple[list[str] | None, str]:
+    """The group as a path in outbound order, or None and why not.
 
-    Outbound starts at an end with no inbound link (one-way streets run
-    outbound), else at the end listed first in the corridor.
+    Outbound runs from the end listed first in the corridor, unless only the
+    other way is drivable all along (a one-way street); a path that no
+    direction can drive end to end has no band to give.
     """
     if len(group) == 1:
-        return [next(iter(group))]
+        return [next(iter(group))], ""
     degree = {c: len(neighbours[c]) for c in group}
     pairs = {frozenset(p) for p in travel if p[0] in group}
     ends = [c for c in members if c in group and degree[c] == 1]
     if any(d > 2 for d in degree.values()) or len(pairs) != len(group) - 1 or len(ends) != 2:
-        return None
-    first = next((e for e in ends if not any((nb, e) in travel for nb in neighbours[e])), ends[0])
-    order, previous = [first], None
+        return None, "do not form a simple chain (branching or a loop)"
+    order, previous = [ends[0]], None
     while len(order) < len(group):
         nxt = next(c for c in neighbours[order[-1]] if c != previous)
         previous = order[-1]
         order.append(nxt)
-    return order
+    steps = list(zip(order[:-1], order[1:]))
+    if all(p in travel for p in steps):
+        return order, ""
+    if all((b, a) in travel for a, b in steps):
+        return order[::-1], ""
+    return None, "form a chain no direction can drive end to end (one-way links both ways)"
 
 
 def _solve_order(order: Sequence[str], cycle_s: float, greens_s: Mapping[str, float],
                  travel: Mapping[tuple[str, str], float], fixed: Mapping[str, float],
                  anchors: Mapping[str, float], k: float, time_limit_s: float) -> ChainBands:
     pairs = list(zip(order[:-1], order[1:]))
-    out = [travel.get((a, b), travel.get((b, a), 0.0)) for a, b in pairs]
+    out = [travel[p] for p in pairs]
     two_way = all((b, a) in travel for a, b in pairs)
-    back = [travel.get((b, a), math.nan) for a, b in pairs] if two_way else None
+    back = [travel[(b, a)] for a, b in pairs] if two_way else None
     fixed_pos = {i: fixed[c] for i, c in enumerate(order) if c in fixed}
     if not fixed_pos:
         fixed_pos = {0: anchors.get(order[0], 0.0)}
-    if not two_way and len(order) > 1:
+    if not two_way:
         log.debug("chain %s is (partly) one-way: outbound band only", "-".join(order))
     return solve_chain(cycle_s, [greens_s[c] for c in order], out, back, k=k, fixed_s=fixed_pos,
                        time_limit_s=time_limit_s)

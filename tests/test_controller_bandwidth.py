@@ -372,3 +372,16 @@ def test_offset_method_setting_is_validated(tmp_path):
     bad.write_text('[optimizer]\noffset_method = "zigzag"\n')
     with pytest.raises(ConfigError):
         load_settings(bad, env={})
+
+
+def test_one_way_chains_run_the_drivable_way():
+    specs = tuple(four_leg(f"c{k}") for k in range(3))
+    greens = {s.controller_id: 30.0 for s in specs}
+    westbound = Corridor("w", specs, (("c2", "c1", 250.0, 12.5), ("c1", "c0", 400.0, 12.5)))
+    found = corridor_bands(westbound, 80.0, greens, anchors_s={"c2": 5.0})
+    assert found.chains == [("c2", "c1", "c0")] and found.bandwidth_inbound_s["c0"] is None
+    assert [found.offsets_s[c] for c in ("c2", "c1", "c0")] == pytest.approx([5.0, 25.0, 57.0])
+    # links that meet head on at c1: no direction drives the whole chain
+    clash = Corridor("x", specs, (("c0", "c1", 250.0, 12.5), ("c2", "c1", 400.0, 12.5)))
+    found = corridor_bands(clash, 80.0, greens)
+    assert found.offsets_s == {} and "end to end" in found.reasons[0]
