@@ -51,7 +51,8 @@ Design choices (and why):
   fixed 90 s cycle would give; the running green still ends by gap-out or
   max-out, so the wait is at most that plus one maximum green and its
   clearance); otherwise it is served for its vehicles like any other phase,
-  with the pedestrian heads kept at don't-walk. The next phase is the one
+  with the pedestrian heads kept at don't-walk; a walk that falls due while
+  its phase is green starts at once and holds the green (pedestrian recycle). The next phase is the one
   that serves the most waiting lanes per second of junction time it costs,
   aged so nobody waits forever (``AGE_WEIGHT_S``; recall phases age from
   their last service; a pedestrian walk that fell due goes first), rather
@@ -156,6 +157,7 @@ class SignalProgram:
         self._walk_at: dict[int, int] = {}    # phase -> start of its last walk (free mode: timed ped recall)
         self._ped_calls: dict[int, int] = {}  # phase -> time (tenths) a push button called it
         self._walk_now = False                # the current green shows the walk (times pedestrian minimum)
+        self._walk_end = 0                    # end of the current green's walk + flashing don't-walk
         self._calls: dict[int, int] = {}      # phase -> time (tenths) a phase-level call was placed
         self._det_calls: dict[str, int] = {}  # detector -> time its lane call was placed
         self._det_last: dict[str, int] = {}   # detector -> last time it was occupied
@@ -378,19 +380,30 @@ class SignalProgram:
         for det in self._phase_detectors.get(phase.number, ()):  # this green serves these lanes
             self._det_calls.pop(det, None)
         self._marks: list[tuple[int, int, int]] = []
-        self._walk_now = _times_peds(phase) and (not self._free or self._ped_due_at(phase, t) <= t)
-        if self._walk_now:
-            self._walk_at[phase.number] = t
-            self._ped_calls.pop(phase.number, None)
-            self._marks = [(t + phase.walk, ev.PED_BEGIN_CLEAR, phase.number),
-                           (t + phase.walk + phase.ped_clear, ev.PED_BEGIN_DONT_WALK, phase.number)]
+        self._walk_now, self._walk_end = False, 0
         self._emit(t, ev.PHASE_BEGIN_GREEN, phase.number)
-        if self._walk_now and phase.walk > 0:
+        if _times_peds(phase) and (not self._free or self._ped_due_at(phase, t) <= t):
+            self._begin_walk(phase, t)
+
+    def _begin_walk(self, phase: _Phase, t: int) -> None:
+        """Show ``phase``'s walk from ``t``: the green now lasts at least walk + flashing don't-walk more."""
+        self._walk_now = True
+        self._walk_end = t + phase.walk + phase.ped_clear
+        self._walk_at[phase.number] = t
+        self._ped_calls.pop(phase.number, None)
+        self._marks = [(t + phase.walk, ev.PED_BEGIN_CLEAR, phase.number),
+                       (self._walk_end, ev.PED_BEGIN_DONT_WALK, phase.number)]
+        if phase.walk > 0:
             self._emit(t, ev.PED_BEGIN_WALK, phase.number)
 
-    def _min_green(self, phase: _Phase) -> int:
-        """Minimum green of the phase now timing: with the pedestrian minimum only when its walk shows."""
-        return phase.min_green if self._walk_now or not self._free else phase.veh_min_green
+    def _min_end(self, phase: _Phase, start: int) -> int:
+        """Earliest end of the green now timing: its minimum, and any walk shown run to its end.
+
+        Pretimed and coordinated plans always time the pedestrian minimum;
+        free mode only when (and from when) the walk is shown.
+        """
+        floor = phase.veh_min_green if self._free else phase.min_green
+        return max(start + floor, self._walk_end)
 
     def _ped_due_at(self, phase: _Phase, t: int) -> int:
         """Free mode: when ``phase`` must next show its walk (push-button call, or the timed recall)."""
@@ -423,9 +436,9 @@ class SignalProgram:
         or not wired: maximum recall) runs to its maximum or split.
         """
         own = self._phase_detectors.get(phase.number, ())
-        minimum = self._min_green(phase)
+        earliest = self._min_end(phase, start)
         if not own:
-            return start + minimum
+            return earliest
         reported = [d for d in own if d in self._det_on]
         if not reported:
             return None
@@ -433,10 +446,23 @@ class SignalProgram:
             gap = now + phase.passage  # call present: extend at least one passage time
         else:
             gap = max(self._last_presence.get(phase.number, start), start) + phase.passage
-        return max(gap, start + minimum)
+        return max(gap, earliest)
 
     def _free_green_end(self, phase: _Phase, start: int, now: int) -> tuple[int, int]:
-        """Fully actuated: gap-out or max-out once another phase calls; rest in green until then."""
+        """Fully actuated: gap-out or max-out once another phase calls; rest in green until then.
+
+        Pedestrian recycle: when the walk of the phase in green falls due
+        while its green is still running (a long or resting green), the walk
+        starts now and the green is held until it has been timed, instead of
+        ending the green and serving the phase again later for its walk.
+        """
+        end, code = self._free_green_end_at(phase, start, now)
+        if end > now and not self._walk_now and _times_peds(phase) and self._ped_due_at(phase, now) <= now:
+            self._begin_walk(phase, now)
+            end, code = self._free_green_end_at(phase, start, now)
+        return end, code
+
+    def _free_green_end_at(self, phase: _Phase, start: int, now: int) -> tuple[int, int]:
         conflict = self._conflicting_call_time(phase.number, start, now)
         if conflict is None:
             return now + 1, 0  # nobody else wants the junction: rest in green
@@ -445,7 +471,7 @@ class SignalProgram:
         if gap is not None and gap < end:
             end, code = gap, ev.PHASE_GAP_OUT
         # never end (and so never start the yellow) before the call that allows it arrived
-        return max(end, conflict, start + self._min_green(phase)), code
+        return max(end, conflict, self._min_end(phase, start)), code
 
     @staticmethod
     def _redundant_phases(spec: IntersectionSpec) -> frozenset[int]:

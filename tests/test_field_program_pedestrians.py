@@ -101,3 +101,21 @@ def test_coordinated_mode_shows_the_walk_every_cycle():
         # (the green in force at power-up was entered before recording began: its walk event is not replayed)
         services = [walk for phase, start, _e, walk in greens if phase == ped and start > 0.0]
         assert len(services) >= 8 and all(services)
+
+
+def test_free_mode_recycles_the_walk_into_a_running_green_and_holds_the_green_for_it():
+    plan = _free_plan()
+    program = SignalProgram(SPEC, plan, start_time=0.0)
+    ped = min(PED_PHASES)
+    own = {d.detector_id for d in SPEC.detectors if ped in SPEC.detector_phases(d)}
+    # only the pedestrian phase's lanes are busy: it rests in green, and its walk falls due meanwhile
+    events = _events(program, 0.0, 400.0, lambda t: {d.detector_id: d.detector_id in own for d in SPEC.detectors},
+                     dt=0.1)
+    greens = _greens(events)
+    walks = [e.time for e in events if e.code == ev.PED_BEGIN_WALK and e.param == ped]
+    recycled = [w for w in walks if any(p == ped and s < w - 1.0 < e for p, s, e, _walk in greens)]
+    assert recycled, (walks, greens)
+    timing = plan.phase(ped)
+    for w in recycled:
+        end = next(e for p, s, e, _walk in greens if p == ped and s < w <= e)
+        assert end - w >= timing.phaseWalk + timing.phasePedestrianClear - 1e-6
