@@ -17,15 +17,43 @@ in coordinated-actuated mode with green-wave and with bandwidth offsets on
 the same seeds, on the networks whose signals form a chain (``cologne3``;
 ``corridor`` = the project's generated 4-signal arterial).
 
-Measured here (shared 2-core machine, SUMO 1.28):
+Measured here (shared 2-core machine under load from other jobs, SUMO 1.28,
+scipy 1.17 / HiGHS; seed 1, 20 instances per row). ``solve``, greens 30-70 %
+of the cycle (``--greens 0.45,0.7`` in brackets):
 
-solve (20 instances each; seconds: median / max):
+| signals | solve median (s) | solve max (s) | bandwidth b / b̄ (s) | green wave b / b̄ (s) | one direction kept |
+|---|---|---|---|---|---|
+| 2 | 0.020 (0.021) | 0.023 (0.023) | 36.5 / 34.3 (43.6 / 43.6) | 45.9 / 22.6 (56.2 / 29.1) | 1 (0) |
+| 5 | 0.019 (0.023) | 0.044 (0.091) | 29.6 / 18.9 (39.6 / 26.6) | 38.6 / 1.6 (52.5 / 6.3) | 6 (5) |
+| 10 | 0.061 (0.087) | 0.165 (0.195) | 33.7 / 1.8 (45.2 / 4.1) | 34.9 / 0.0 (48.5 / 0.0) | 18 (16) |
+| 20 | 0.206 (0.237) | 0.417 (0.440) | 31.6 / 0.0 (46.0 / 0.0) | 31.6 / 0.0 (46.0 / 0.0) | 20 (20) |
+| 40 | 0.549 (1.128) | 2.009 (2.013) | 31.6 / 0.0 (46.6 / 0.0) | 31.6 / 0.0 (46.6 / 0.0) | 20 (20) |
 
-| signals | solve median (s) | solve max (s) | bands b / b̄ (s) | green wave b / b̄ (s) |
-|---|---|---|---|---|
-| 2 | see below | | | |
+"one direction kept": instances where no pair of bands threads every signal
+(or two bands score less than one full band, b + k·b̄ with a missing band
+counted 0), so the heavier direction's band alone is kept, which is the
+green wave. With random spacing a band through both directions of 10 or
+more signals rarely exists: long arterials need splitting into
+subsystems (not done here). The 2.0 s maxima are the time limit (the
+two-way MILP gave up; the one-way answer was used).
 
-city (1,000 intersections, coordinated, one call, best of 3): see below.
+``city`` (one call, best of 3): free mode 0.73 s for 1,000 intersections
+(unchanged: no offsets, the bandwidth code is never reached; ``bench.optimizer
+timing`` ran 0.76-0.84 s against 0.99-1.10 s for the code before this module,
+interleaved under the same load). Coordinated mode, unlinked: green wave
+1.02 s, bandwidth 0.75 s (single intersections need no solver; the difference
+is load noise). Coordinated, 50 two-way chains of 20: green wave 0.83 s,
+bandwidth 4.21 s, i.e. about 70 ms of MILP per 20-signal chain per epoch.
+
+``sumo`` (adaptive loop, coordinated-actuated, seeds 1-5, full scenario),
+mean delay s / mean stops, green wave -> bandwidth: ``corridor`` (4 signals,
+429 m apart, symmetric arterial demand) 32.5 / 1.21 -> 32.4 / 1.20 per seed
+32.4, 32.9, 31.8, 33.0, 32.6 -> 32.9, 32.0, 31.9, 32.7, 32.6: neutral. With
+equal greens in both directions the two-way total b + b̄ equals the green
+wave's (Little 1966); the MILP only shares it (26-30 s each way instead of
+~37 s / ~19 s). ``cologne3`` 60.3 / 1.48 both: identical plans, because the
+coordinated phase (phase 1 of the mapped design) has 14-26 s of green and
+no two-way band exists, so the one-way band (= the green wave) is kept.
 """
 
 from __future__ import annotations
@@ -45,7 +73,8 @@ from typing import Any
 SCENARIOS = Path(__file__).resolve().parents[2] / "shared" / "scenarios"
 
 
-def solve(sizes: tuple[int, ...] = (2, 5, 10, 20, 40), instances: int = 20, seed: int = 1) -> list[dict[str, Any]]:
+def solve(sizes: tuple[int, ...] = (2, 5, 10, 20, 40), instances: int = 20, seed: int = 1,
+          greens: tuple[float, float] = (0.3, 0.7)) -> list[dict[str, Any]]:
     """Solve time and bands for random chains (see module docstring)."""
     import numpy as np
 
@@ -57,17 +86,17 @@ def solve(sizes: tuple[int, ...] = (2, 5, 10, 20, 40), instances: int = 20, seed
         times, b, bb, gw_b, gw_bb, one_way = [], [], [], [], [], 0
         for _ in range(instances):
             cycle = float(round(rng.uniform(60, 150)))
-            greens = [round(rng.uniform(0.3, 0.7) * cycle, 1) for _ in range(n)]
+            green = [round(rng.uniform(*greens) * cycle, 1) for _ in range(n)]
             travel = [round(rng.uniform(150, 600) / rng.uniform(8, 16), 1) for _ in range(n - 1)]
             back = [round(t * rng.uniform(0.95, 1.05), 1) for t in travel]
             started = time.perf_counter()
-            r = solve_chain(cycle, greens, travel, back)
+            r = solve_chain(cycle, green, travel, back)
             times.append(time.perf_counter() - started)
             b.append(r.bandwidth_s)
             bb.append(r.bandwidth_inbound_s or 0.0)
             one_way += "band only" in r.status
             wave = np.mod(np.concatenate([[0.0], np.cumsum(travel)]), cycle)
-            w_b, w_bb = measured_bands(cycle, [round(float(x), 1) % cycle for x in wave], greens, travel, back)
+            w_b, w_bb = measured_bands(cycle, [round(float(x), 1) % cycle for x in wave], green, travel, back)
             gw_b.append(w_b)
             gw_bb.append(w_bb or 0.0)
         rows.append({"signals": n, "median_s": statistics.median(times), "max_s": max(times),
@@ -148,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("solve")
     s.add_argument("--instances", type=int, default=20)
+    s.add_argument("--greens", default="0.3,0.7", help="coordinated green as a share of the cycle: min,max")
     sub.add_parser("city")
     m = sub.add_parser("sumo")
     m.add_argument("names", nargs="*", default=["cologne3", "corridor"])
@@ -160,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "solve":
         out.write("| signals | solve median (s) | solve max (s) | bandwidth b / b̄ (s) | green wave b / b̄ (s) "
                   "| one direction kept |\n|---|---|---|---|---|---|\n")
-        for r in solve(instances=args.instances):
+        lo, hi = (float(x) for x in args.greens.split(","))
+        for r in solve(instances=args.instances, greens=(lo, hi)):
             out.write(f"| {r['signals']} | {r['median_s']:.3f} | {r['max_s']:.3f} | {r['b']:.1f} / {r['bb']:.1f} "
                       f"| {r['gw_b']:.1f} / {r['gw_bb']:.1f} | {r['one_way']}/{r['instances']} |\n")
     elif args.command == "city":

@@ -241,8 +241,9 @@ def optimize_corridor(corridor: Corridor, demands: Mapping[str, PhaseDemand], in
     apply (no common cycle yet, links that branch or loop, a solver failure)
     and with ``"green-wave"``, one-direction green-wave offsets
     (:func:`green_wave_offsets`). The explanation names the method used per
-    intersection (``offset_method``) and the bands found (``bandwidth_s``,
-    ``bandwidth_inbound_s``; ``None`` when not computed or one-way).
+    intersection (``offset_method``) and the bands found (``bandwidth_s``
+    outbound, ``bandwidth_inbound_s``, ``None`` when not computed or one-way;
+    ``bandwidth_chain``: the chain in outbound order).
     """
     bounds = dict(bounds or {})
     specs = [s for s in corridor.intersections if s.controller_id not in set(exclude)]
@@ -288,6 +289,7 @@ def optimize_corridor(corridor: Corridor, demands: Mapping[str, PhaseDemand], in
             log.info("corridor %s: no common cycle yet, green-wave offsets", corridor.name)
         else:
             bands = _bandwidth_offsets(corridor, cycle, out, incumbents, exclude)
+    chain_of = {c: list(chain) for chain in (bands.chains if bands is not None else []) for c in chain}
     for s in specs:
         cid = s.controller_id
         method = "green-wave"
@@ -306,6 +308,7 @@ def optimize_corridor(corridor: Corridor, demands: Mapping[str, PhaseDemand], in
             "offset_method": method,
             "bandwidth_s": bands.bandwidth_s[cid] if method == "bandwidth" else None,
             "bandwidth_inbound_s": bands.bandwidth_inbound_s[cid] if method == "bandwidth" else None,
+            "bandwidth_chain": chain_of.get(cid) if method == "bandwidth" else None,  # outbound order
         })
     return out
 

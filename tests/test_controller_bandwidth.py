@@ -267,6 +267,7 @@ def test_optimize_corridor_uses_two_way_bandwidth_and_explains_it():
     assert ex["bandwidth_s"] == pytest.approx(got[0], abs=2 * STEP)
     assert ex["bandwidth_inbound_s"] == pytest.approx(got[1], abs=2 * STEP)
     assert "green_wave_offset_s" in ex and ex["corridor_common"]
+    assert ex["bandwidth_chain"] == order and ex["offset_s"] == out["c2"].plan.patternOffsetTime
     # equal greens both ways: the total is the same (Little 1966), the MILP shares it between the directions
     assert got[0] + got[1] >= before[0] + before[1] - 2 * STEP
     assert min(got) > min(before) + 5.0
