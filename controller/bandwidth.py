@@ -7,13 +7,12 @@ at every other signal. Maximising the *sum* of both through-bands (weighted by
 the inbound/outbound demand ratio ``k``) is the classical answer:
 
 * J. D. C. Little, "The synchronization of traffic signals by mixed-integer
-  linear programming", Operations Research 14(4):568-594, 1966;
-* N. H. Gartner, J. D. C. Little, "Generalized combination method for area
-  traffic control", 1975 / the MAXBAND program: J. D. C. Little, M. D.
-  Kelson, N. H. Gartner, "MAXBAND: a program for setting signals on
-  arteries and triangular networks", Transportation Research Record 795:
-  40-46, 1981 (after Morgan & Little, "Synchronizing traffic signals for
-  maximal bandwidth", Operations Research 12(6):896-912, 1964).
+  linear programming", Operations Research 14(4):568-594, 1966 (after
+  Morgan & Little, "Synchronizing traffic signals for maximal bandwidth",
+  Operations Research 12(6):896-912, 1964);
+* J. D. C. Little, M. D. Kelson, N. H. Gartner, "MAXBAND: a program for
+  setting signals on arteries and triangular networks", Transportation
+  Research Record 795:40-46, 1981.
 
 Formulation (times in fractions of the common cycle C, intersections
 ``0..n-1`` in outbound order, outbound travel ``t_i`` from i to i+1, inbound
@@ -29,19 +28,31 @@ Formulation (times in fractions of the common cycle C, intersections
   ``wb_i + bb <= gb_i`` (Little's "band inside the green" constraints, with
   greens instead of reds);
 * the band is continuous along the arterial: outbound
-  ``w_{i+1} - w_i + theta_{i+1} - theta_i + n_i = t_i`` and inbound
-  ``wb_i - wb_{i+1} + theta_i - theta_{i+1} + nb_i = tb_i - shift_i + shift_{i+1}``
-  with integers ``n_i``, ``nb_i``. Adding the two gives exactly MAXBAND's
-  loop-integer constraint ``(w_{i+1} + wb_i) - (w_i + wb_{i+1}) + ... = t_i + tb_i - m_i``;
-  keeping ``theta`` explicit lets an engineer-locked intersection keep its
-  offset (its ``theta`` is fixed) and makes the offsets the result directly;
+  ``w_{i+1} - w_i + theta_{i+1} - theta_i + n_i = t_i``, inbound
+  ``wb_i - wb_{i+1} + theta_i - theta_{i+1} + nb_i = tb_i - shift_i + shift_{i+1}``,
+  ``n_i``, ``nb_i`` integers. Their sum is MAXBAND's loop constraint
+  ``(w_{i+1} - w_i) + (wb_i - wb_{i+1}) + m_i = t_i + tb_i - shift_i + shift_{i+1}``
+  with one integer ``m_i`` per link and no offsets; that is what is solved
+  (each ``m_i`` bounded to its two or three feasible values, far tighter
+  than the form with explicit offsets), and the offsets follow from the
+  outbound equation, ``theta_{i+1} = theta_i + t_i - (w_{i+1} - w_i)``,
+  starting from one fixed offset. Every further fixed offset (a locked
+  intersection) adds ``w_j - w_f + p_j = (travel f -> j) - (theta_j - theta_f)``
+  with one integer ``p_j``;
 * maximise ``b + k*bb`` with MAXBAND's target-ratio constraint
   ``(1-k)*bb >= (1-k)*k*b`` (for ``k < 1`` the inbound band is at least ``k``
   times the outbound one, for ``k > 1`` at most). Two tie-breakers with
-  weights far below the solver tolerance of any band that matters: prefer
-  equal bands (``z <= b``, ``k*z <= bb``), then bands that start early in
-  the green (small ``w``), so that the one-way case reproduces the plain
-  green wave (``w_i = 0``: every platoon arrives as the green starts).
+  weights far below any band that matters: prefer equal bands (``z <= b``,
+  ``k*z <= bb``), then bands that start early in the green (small ``w``),
+  so that the one-way case reproduces the plain green wave (``w_i = 0``:
+  every platoon arrives as the green starts).
+
+MAXBAND asks for a band (possibly of zero width) in each direction through
+every signal; with short greens or many signals none may exist, and one full
+band can score more than two narrow ones. So the one-direction optimum (the
+heavier direction; the green wave) competes on the same objective, a missing
+band counting 0, and wins only if it keeps the target ratio or two bands are
+impossible.
 
 Solved with :func:`scipy.optimize.milp` (HiGHS) under a time limit; the
 offsets are rounded to the plans' 0.1 s and the bands are then *measured* on
@@ -68,8 +79,8 @@ from traffic.intersection import Corridor
 
 log = logging.getLogger(__name__)
 
-#: MILP wall-clock limit per chain. 20 signals solve in well under 0.1 s
-#: (bench/bandwidth.py); the limit only guards the epoch against a pathological case.
+#: MILP wall-clock limit per chain and direction choice. 20 signals: median 0.2 s, max 0.45 s
+#: (bench/bandwidth.py); the limit guards the epoch on long chains (then one direction is kept).
 TIME_LIMIT_S = 2.0
 #: tie-breaker weights (see module docstring); both far below any band that matters
 _BALANCE_WEIGHT = 1e-3
