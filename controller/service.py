@@ -278,6 +278,10 @@ class CentralService:
             incumbents[cid], bootstrapped = self._incumbent(conn, self.specs[cid])
             if bootstrapped:
                 report.bootstrapped += (cid,)
+        for cid in report.locked:  # not re-planned, but their offsets anchor the corridor's bandwidth offsets
+            locked_plan = store.active_plan(conn, cid)
+            if locked_plan is not None:
+                incumbents[cid] = locked_plan
         start = now - timedelta(seconds=window_s)
         demands = {cid: phase_demand(conn, self.specs[cid], start=start, end=now, settings=self.settings,
                                      previous=self._previous.get(cid)) for cid in free}
