@@ -450,7 +450,7 @@ def place_on_chain(chain: Sequence[tuple[str, float, float]],
     """
     if not chain:
         raise ScenarioError("a loop needs at least the stop-line lane")
-    top_id, top_len, top_end = chain[-1]
+    _top_id, top_len, top_end = chain[-1]
     total = top_end + top_len
     target = wanted_m if total > wanted_m + DETECTOR_MARGIN_M else total / 2
     candidates = []
