@@ -32,22 +32,29 @@ Every traffic light system (TLS) becomes an
   ``pedestrians="none"`` drops pedestrian timing even where crossings are
   modelled (what-if studies only). This is geometry input, not tuning.
 * **detectors** are the scenario's E1 loops on lanes feeding the TLS, or, if a
-  lane has none, a loop placed 40 m before the stop line. Real advance loops
-  sit at a distance from the stop line wherever SUMO happens to split an edge
-  at a geometry node, so when the stop-line lane is too short the placement
-  walks upstream over its predecessor lanes while the chain is unambiguous
-  (the lane has exactly one incoming lane and that lane feeds only it; the
-  walk stops at a signalised junction, the network boundary, a merge or a
-  split) and puts the loop on the upstream lane, 40 m along the chain. A
-  chain shorter than that gets its loop half-way along (a loop must measure
-  the queue, not the cars leaving). ``DetectorSpec.lane_id`` is the lane the
-  loop sits on; ``edge_id`` and ``entry`` still describe the *approach* (the
-  stop-line edge), because the chain carries the same vehicles, and the
-  demand and calibration code add lane counts up per approach edge: an
-  upstream edge is often only partly covered by walked loops, so keying by
-  it would under-count. :func:`stopline_path` recovers the stop-line lane
-  from a loop's lane. :func:`write_detectors_additional` writes the loops for
-  SUMO with the ids ``<controller_id>.<detector_id>`` the field world uses.
+  lane has none, a loop placed 40 m before the stop line (mid-lane on a lane
+  too short for that). Real advance loops sit at a distance from the stop
+  line wherever SUMO happens to split an edge at a geometry node, so for a
+  short lane the placement also walks upstream over its predecessor lanes
+  while the chain is unambiguous (the lane has exactly one incoming lane and
+  that lane feeds only it; the walk stops at a signalised junction, the
+  network boundary, a merge or a split) and adds an **advance loop** 40 m
+  along the chain (half-way along a chain shorter than that), which measures
+  the queue and the arrivals rather than the cars leaving. The short lane
+  keeps its own loop: vehicles stored between the advance loop and the stop
+  line must still call and extend their phase (locking calls clear when the
+  phase starts; a protected left is called by a turner standing on a loop);
+  moving the loop instead starved such lanes (cologne3, ingolstadt1 gridlocked).
+  ``DetectorSpec.lane_id`` is the lane the loop sits on. An advance loop on
+  an upstream lane has no ``edge_id`` (and is no ``entry``): it counts the
+  vehicles the short lane's own loop counts, and the demand and calibration
+  code add lane counts up per edge (with its own edge it would count that
+  lane twice; with the upstream edge it would make a partly covered edge
+  look complete). :func:`stopline_path` recovers the stop-line lane from a
+  loop's lane.
+  :func:`write_detectors_additional` writes the loops for SUMO with the ids
+  ``<controller_id>.<detector_id>`` the field world uses, at their position
+  on their own lane.
 """
 
 from __future__ import annotations
@@ -517,18 +524,25 @@ def _detectors(view: _TlsView, controller_id: str, phases: tuple[PhaseSpec, ...]
         length = lane.getLength()
         edge = lane.getEdge()
         entry = _starts_at_fringe(edge)
-        # (loop, distance to the stop line): the scenario's own loops on the stop-line lane, else one placed
+        # (loop, distance to the stop line): the scenario's own loops on the stop-line lane, else placed ones
         placed: list[tuple[_Loop, float]] = [(lp, length - lp.pos) for lp in by_lane.get(lane_id, ())]
-        chain = _chain(net, lane, DETECTOR_DISTANCE_M) if net is not None and not placed else [(lane, 0.0)]
-        if not placed:  # loops this controller placed upstream before (read back from the written file)
-            placed = [(lp, end + up.getLength() - lp.pos) for up, end in chain[1:] for lp in by_lane.get(up.getID(), ())
-                      if lp.sumo_id.startswith(prefix)]
+        chain = _chain(net, lane, DETECTOR_DISTANCE_M) if net is not None else [(lane, 0.0)]
+        # advance loops this controller placed upstream before (read back from the file it wrote)
+        placed += [(lp, end + up.getLength() - lp.pos) for up, end in chain[1:] for lp in by_lane.get(up.getID(), ())
+                   if lp.sumo_id.startswith(prefix)]
         if not placed:
+            # the lane's own loop: DETECTOR_DISTANCE_M back, or mid-lane on a lane too short for that
+            own_distance = DETECTOR_DISTANCE_M if length > DETECTOR_DISTANCE_M + DETECTOR_MARGIN_M else length / 2
+            placed = [(_Loop("", lane_id, length - own_distance), own_distance)]
             on, pos, distance = place_on_chain([(ln.getID(), ln.getLength(), end) for ln, end in chain])
-            if on != lane_id:
-                log.debug("%s: loop for %s placed upstream on %s, %.1f m from the stop line",
+            if abs(distance - own_distance) > 0.05:
+                # an advance loop farther up the chain measures the queue and the arrivals; the short lane
+                # keeps its own loop for presence near the stop line, because vehicles stored between the
+                # advance loop and the stop line must still call and extend their phase (locking calls are
+                # cleared when the phase starts; a protected left is called by a turner standing on a loop)
+                log.debug("%s: advance loop for %s on %s, %.1f m from the stop line",
                           controller_id, lane_id, on, distance)
-            placed = [(_Loop("", on, pos), distance)]
+                placed.append((_Loop("", on, pos), distance))
         for loop, distance in sorted(placed, key=lambda item: -item[1]):
             own = loop.sumo_id[len(prefix):] if loop.sumo_id.startswith(prefix) else ""
             if own and _DETECTOR_ID.match(own) and own not in used:
@@ -540,9 +554,12 @@ def _detectors(view: _TlsView, controller_id: str, phases: tuple[PhaseSpec, ...]
                     counter += 1
                     det_id = f"d{counter:02d}"
             used.add(det_id)
+            # a loop upstream of the stop-line lane counts the vehicles the lane's own loop counts: no edge,
+            # so demand and calibration (which add lanes up per edge) do not count that lane twice
+            upstream = loop.lane != lane_id
             out.append(DetectorSpec(detector_id=det_id, lane_id=loop.lane, phase=lane_phase[lane_id],
-                                    distance_to_stopline_m=round(distance, 1), entry=entry,
-                                    edge_id=edge.getID()))
+                                    distance_to_stopline_m=round(distance, 1), entry=entry and not upstream,
+                                    edge_id="" if upstream else edge.getID()))
     return tuple(sorted(out, key=lambda d: d.detector_id))
 
 

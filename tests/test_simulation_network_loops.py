@@ -66,23 +66,27 @@ def _lane_lengths(net: Path) -> dict[str, float]:
     return {lane.get("id"): float(lane.get("length")) for lane in ET.parse(net).getroot().iter("lane")}
 
 
-def _west_detector(net: Path, **kwargs) -> tuple[IntersectionSpec, DetectorSpec]:
+def _west_detectors(net: Path, **kwargs) -> tuple[IntersectionSpec, list[DetectorSpec]]:
+    """The controller and the detectors of the short west approach, farthest from the stop line first."""
     corridor = corridor_from_net(net, site="t", **kwargs)
     (spec,) = corridor.intersections
-    (det,) = [d for d in spec.detectors if d.edge_id == "near"]
-    return spec, det
+    dets = sorted((d for d in spec.detectors if d.lane_id in ("near_0", "far_0")), key=lambda d: -d.distance_to_stopline_m)
+    return spec, dets
 
 
 def test_loop_walks_over_the_geometry_node(split_net: Path, tmp_path: Path) -> None:
     lengths = _lane_lengths(split_net)
     assert lengths["near_0"] < DETECTOR_DISTANCE_M < lengths["far_0"]  # the case: stop-line lane too short
-    spec, det = _west_detector(split_net)
-    # the loop sits on the upstream lane, 40 m along the chain; the approach stays the stop-line edge
+    spec, (det, stop) = _west_detectors(split_net)
+    # the advance loop sits on the upstream lane, 40 m along the chain; it is no counting station of its own
     assert det.lane_id == "far_0"
     assert det.distance_to_stopline_m == pytest.approx(DETECTOR_DISTANCE_M)
-    assert det.edge_id == "near" and det.entry is False
+    assert det.edge_id == "" and det.entry is False
+    # the short stop-line lane keeps its presence loop mid-lane, on the same phase and approach
+    assert stop.lane_id == "near_0" and stop.edge_id == "near" and stop.phase == det.phase
+    assert stop.distance_to_stopline_m == pytest.approx(lengths["near_0"] / 2, abs=0.06)
     # long approaches are untouched: their loop is on the stop-line lane, 40 m back
-    others = [d for d in spec.detectors if d.edge_id != "near"]
+    others = [d for d in spec.detectors if d.lane_id not in ("near_0", "far_0")]
     assert others and all(d.lane_id.startswith(d.edge_id + "_") for d in others)
     assert all(d.distance_to_stopline_m == pytest.approx(DETECTOR_DISTANCE_M) for d in others)
     # the written loop lies on far_0 at its own position (not 40 m from far_0's end)
@@ -100,18 +104,18 @@ def test_loop_walks_over_the_geometry_node(split_net: Path, tmp_path: Path) -> N
 
 
 def test_signal_groups_come_from_the_stop_line_lane(split_net: Path) -> None:
-    spec, det = _west_detector(split_net)
+    spec, dets = _west_detectors(split_net)
     linked = with_detector_links(corridor_from_net(split_net, site="t"), split_net)
-    (got,) = [d for d in linked.intersections[0].detectors if d.detector_id == det.detector_id]
+    got = {d.detector_id: d.links for d in linked.intersections[0].detectors}
     root = ET.parse(split_net).getroot()
-    expected = sorted(int(c.get("linkIndex")) for c in root.iter("connection")
-                      if c.get("from") == "near" and c.get("tl") == spec.tls_id)
-    assert expected and list(got.links) == expected
+    expected = tuple(sorted(int(c.get("linkIndex")) for c in root.iter("connection")
+                            if c.get("from") == "near" and c.get("tl") == spec.tls_id))
+    assert expected and [got[d.detector_id] for d in dets] == [expected, expected]
 
 
 def test_a_merge_stops_the_walk(merge_net: Path) -> None:
     lengths = _lane_lengths(merge_net)
-    _spec, det = _west_detector(merge_net)
+    _spec, (det,) = _west_detectors(merge_net)
     # near_0 is fed by far_0 and side_0: a loop upstream would miss one of them, so it stays mid-lane
     assert det.lane_id == "near_0"
     assert det.distance_to_stopline_m == pytest.approx(lengths["near_0"] / 2, abs=0.06)
@@ -131,16 +135,17 @@ def test_placed_loops_count_every_vehicle(split_net: Path, tmp_path: Path) -> No
     libsumo.start([sumo_binary("sumo"), "-n", str(split_net), "-r", str(routes), "-a", str(det_file),
                    "--no-step-log", "true", "--no-warnings", "true", "--end", "400"])
     try:
-        loop = {d.edge_id: loop_id(spec.controller_id, d.detector_id) for d in spec.detectors}
+        loop = {d.lane_id: loop_id(spec.controller_id, d.detector_id) for d in spec.detectors}
+        assert len(loop) == len(spec.detectors)
         distance = libsumo.simulation.getDistanceRoad(
-            "far", libsumo.inductionloop.getPosition(loop["near"]), "near",
+            "far", libsumo.inductionloop.getPosition(loop["far_0"]), "near",
             libsumo.lane.getLength("near_0"), isDriving=True)
-        seen: dict[str, set[str]] = {edge: set() for edge in loop}
+        seen: dict[str, set[str]] = {lane: set() for lane in loop}
         arrived: set[str] = set()
         while libsumo.simulation.getMinExpectedNumber() > 0 and libsumo.simulation.getTime() < 400:
             libsumo.simulationStep()
-            for edge, lid in loop.items():
-                seen[edge].update(libsumo.inductionloop.getLastStepVehicleIDs(lid))
+            for lane, lid in loop.items():
+                seen[lane].update(libsumo.inductionloop.getLastStepVehicleIDs(lid))
             arrived.update(libsumo.simulation.getArrivedIDList())
         assert libsumo.simulation.getMinExpectedNumber() == 0
     finally:
@@ -149,8 +154,9 @@ def test_placed_loops_count_every_vehicle(split_net: Path, tmp_path: Path) -> No
     west = {v for v in arrived if v.startswith("fw.")}
     north = {v for v in arrived if v.startswith("fn.")}
     assert len(west) >= 9 and len(north) >= 5
-    assert seen["near"] == west      # the upstream loop saw every vehicle of the short approach, nothing else
-    assert seen["in_n"] == north
+    assert seen["far_0"] == west     # the advance loop saw every vehicle of the short approach, nothing else
+    assert seen["near_0"] == west    # and so did the stop-line lane's own loop
+    assert seen["in_n_0"] == north
 
 
 def test_write_refuses_a_lane_off_the_chain(split_net: Path, tmp_path: Path) -> None:
@@ -197,3 +203,16 @@ def test_place_on_chain_properties(spec: list[tuple[float, float]]) -> None:
 def test_a_long_stop_line_lane_keeps_its_loop(length: float) -> None:
     assert place_on_chain([("l0", length, 0.0), ("l1", 50.0, length)]) == \
         ("l0", pytest.approx(length - DETECTOR_DISTANCE_M), pytest.approx(DETECTOR_DISTANCE_M))
+
+
+def test_an_advance_loop_is_no_extra_counting_station(split_net: Path) -> None:
+    """Calibration adds lane counts up per edge: the advance loop must not count the short lane twice."""
+    from simulation.calibrate import station_flows
+
+    corridor = corridor_from_net(split_net, site="t")
+    spec = corridor.intersections[0]
+    rates = {loop_id(spec.controller_id, d.detector_id): 300.0 for d in spec.detectors}
+    stations = station_flows(corridor, rates)
+    assert "far" not in stations
+    assert stations["near"][0] == pytest.approx(300.0)
+    assert {e for e in stations} == {"near", "in_e", "in_n", "in_s"}
