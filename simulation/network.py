@@ -535,7 +535,8 @@ def _detectors(view: _TlsView, controller_id: str, phases: tuple[PhaseSpec, ...]
             own_distance = DETECTOR_DISTANCE_M if length > DETECTOR_DISTANCE_M + DETECTOR_MARGIN_M else length / 2
             placed = [(_Loop("", lane_id, length - own_distance), own_distance)]
             on, pos, distance = place_on_chain([(ln.getID(), ln.getLength(), end) for ln, end in chain])
-            if abs(distance - own_distance) > 0.05:
+            # only on an upstream lane: a point on the short lane itself lies within the margin of its start
+            if on != lane_id:
                 # an advance loop farther up the chain measures the queue and the arrivals; the short lane
                 # keeps its own loop for presence near the stop line, because vehicles stored between the
                 # advance loop and the stop line must still call and extend their phase (locking calls are
