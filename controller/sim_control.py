@@ -218,11 +218,23 @@ def _same_timing(a: TimingPlan, b: TimingPlan) -> bool:
             == [(p.splitTime, p.phaseMaximum1, p.phasePassage) for p in b.phases])
 
 
+def _stopline_lane(net: Any, lane_id: str, stoplines: set[str]) -> str:
+    """The stop-line lane a detector's lane leads to (itself when it is one, or when no unambiguous path)."""
+    from simulation.network import stopline_path  # SUMO side, imported where SUMO is needed anyway
+
+    if lane_id in stoplines:
+        return lane_id
+    path = stopline_path(net, lane_id, stoplines)
+    return path[-1].getID() if path else lane_id
+
+
 def with_detector_links(corridor: Corridor, net_file: Path) -> Corridor:
     """``corridor`` with every detector's ``links`` (the signal groups its lane feeds) read from the network.
 
     The field uses them to let a detector call the phase that actually
-    serves its lane (a left-turn lane calls the protected-left phase).
+    serves its lane (a left-turn lane calls the protected-left phase). A loop
+    placed upstream of a short stop-line lane (``simulation.network``) takes
+    the links of the stop-line lane its lane leads to.
     """
     import sumolib  # SUMO's own reader; imported here so the controller package does not need SUMO
 
@@ -239,7 +251,9 @@ def with_detector_links(corridor: Corridor, net_file: Path) -> Corridor:
             raise ScenarioError(f"{net_file} has no traffic light {spec.tls_id}") from exc
         for in_lane, _out_lane, index in tls.getConnections():
             lane_links[in_lane.getID()].add(int(index))
-        detectors = tuple(replace(d, links=tuple(sorted(lane_links.get(d.lane_id, ())))) for d in spec.detectors)
+        stoplines = set(lane_links)
+        detectors = tuple(replace(d, links=tuple(sorted(lane_links.get(_stopline_lane(net, d.lane_id, stoplines), ()))))
+                          for d in spec.detectors)
         out.append(replace(spec, detectors=detectors))
     return replace(corridor, intersections=tuple(out))
 

@@ -32,9 +32,29 @@ Every traffic light system (TLS) becomes an
   ``pedestrians="none"`` drops pedestrian timing even where crossings are
   modelled (what-if studies only). This is geometry input, not tuning.
 * **detectors** are the scenario's E1 loops on lanes feeding the TLS, or, if a
-  lane has none, a loop placed 40 m before the stop line (mid-lane on short
-  lanes); :func:`write_detectors_additional` writes them for SUMO with the ids
-  ``<controller_id>.<detector_id>`` the field world uses.
+  lane has none, a loop placed 40 m before the stop line (mid-lane on a lane
+  too short for that). Real advance loops sit at a distance from the stop
+  line wherever SUMO happens to split an edge at a geometry node, so for a
+  short lane the placement also walks upstream over its predecessor lanes
+  while the chain is unambiguous (the lane has exactly one incoming lane and
+  that lane feeds only it; the walk stops at a signalised junction, the
+  network boundary, a merge or a split) and adds an **advance loop** 40 m
+  along the chain (half-way along a chain shorter than that), which measures
+  the queue and the arrivals rather than the cars leaving. The short lane
+  keeps its own loop: vehicles stored between the advance loop and the stop
+  line must still call and extend their phase (locking calls clear when the
+  phase starts; a protected left is called by a turner standing on a loop);
+  moving the loop instead starved such lanes (cologne3, ingolstadt1 gridlocked).
+  ``DetectorSpec.lane_id`` is the lane the loop sits on. An advance loop on
+  an upstream lane has no ``edge_id`` (and is no ``entry``): it counts the
+  vehicles the short lane's own loop counts, and the demand and calibration
+  code add lane counts up per edge (with its own edge it would count that
+  lane twice; with the upstream edge it would make a partly covered edge
+  look complete). :func:`stopline_path` recovers the stop-line lane from a
+  loop's lane.
+  :func:`write_detectors_additional` writes the loops for SUMO with the ids
+  ``<controller_id>.<detector_id>`` the field world uses, at their position
+  on their own lane.
 """
 
 from __future__ import annotations
@@ -54,6 +74,12 @@ from traffic.intersection import Corridor, DetectorSpec, IntersectionSpec, Phase
 log = logging.getLogger(__name__)
 
 DETECTOR_DISTANCE_M = 40.0
+#: a lane must be this much longer than DETECTOR_DISTANCE_M to hold the loop itself (else walk upstream)
+DETECTOR_MARGIN_M = 5.0
+#: most lanes a loop placement walks upstream (geometry nodes), and a bound on the reverse walk
+MAX_CHAIN_LANES = 32
+_SIGNAL_NODE_TYPES = frozenset({"traffic_light", "traffic_light_unregulated", "traffic_light_right_on_red",
+                                "rail_signal", "rail_crossing"})
 LOOP_PERIOD_S = 60
 MAX_LINK_SEARCH_M = 2000.0
 #: values of ``corridor_from_net(pedestrians=...)``: where pedestrian timing applies
@@ -355,8 +381,123 @@ def _phases(view: _TlsView, stages: list[tuple[str, float]], clearance_w: float,
     return tuple(out)
 
 
+def _is_signalised(node) -> bool:
+    """A junction with signals of its own: advance loops never reach across one."""
+    return bool(node.getTLSID() if hasattr(node, "getTLSID") else None) or node.getType() in _SIGNAL_NODE_TYPES
+
+
+def _via_length(net, conn) -> float:
+    """Length of the internal lane(s) a connection drives through (0 without internal lanes)."""
+    total = 0.0
+    via = conn.getViaLaneID()
+    for _ in range(MAX_CHAIN_LANES):
+        if not via:
+            break
+        try:
+            lane = net.getLane(via)
+        except (KeyError, ValueError, IndexError):  # network read without internal lanes
+            break
+        total += lane.getLength()
+        nxt = lane.getOutgoing()
+        via = nxt[0].getViaLaneID() if len(nxt) == 1 else ""
+    return total
+
+
+def _only_predecessor(net, lane):
+    """(upstream lane, internal length between) when ``lane``'s one way in is unambiguous, else None.
+
+    Unambiguous: the lane has exactly one incoming connection from a normal
+    lane, that lane is a vehicle lane whose only connection leads here, and
+    the junction between is not signalised. Then every vehicle over a loop on
+    the upstream lane reaches this lane and every vehicle on this lane passed
+    the loop, so the loop measures this lane's queue and counts.
+    """
+    node = lane.getEdge().getFromNode()
+    if _is_signalised(node):
+        return None
+    incoming = [c for edge, conns in lane.getEdge().getIncoming().items() if not edge.getID().startswith(":")
+                for c in conns if c.getToLane() is lane]
+    if len(incoming) != 1:
+        return None
+    up = incoming[0].getFromLane()
+    if not _is_vehicle_lane(up) or len(up.getOutgoing()) != 1:
+        return None
+    return up, _via_length(net, incoming[0])
+
+
+def _chain(net, lane, wanted_m: float) -> list[tuple[object, float]]:
+    """The stop-line lane and its unambiguous predecessors, as (lane, metres from its end to the stop line).
+
+    Walks only while the chain is shorter than ``wanted_m`` + margin, so long
+    lanes keep their loop and the walk goes no further than needed.
+    """
+    chain: list[tuple[object, float]] = [(lane, 0.0)]
+    seen = {lane.getID()}
+    total = lane.getLength()
+    while total <= wanted_m + DETECTOR_MARGIN_M and len(chain) < MAX_CHAIN_LANES:
+        step = _only_predecessor(net, chain[-1][0])
+        if step is None or step[0].getID() in seen:
+            break
+        up, via = step
+        seen.add(up.getID())
+        chain.append((up, total + via))
+        total += via + up.getLength()
+    return chain
+
+
+def place_on_chain(chain: Sequence[tuple[str, float, float]],
+                   wanted_m: float = DETECTOR_DISTANCE_M) -> tuple[str, float, float]:
+    """Where a loop goes on a chain of (lane id, lane length, metres from its end to the stop line).
+
+    The chain is treated as one lane: ``wanted_m`` from the stop line when it
+    is longer than that plus the margin, else half-way (the rule a single
+    lane always had). Returns (lane id, position from that lane's start,
+    distance to the stop line along the chain). A distance that falls on an
+    internal junction lane goes to the nearer end of the normal lanes around it.
+    """
+    if not chain:
+        raise ScenarioError("a loop needs at least the stop-line lane")
+    _top_id, top_len, top_end = chain[-1]
+    total = top_end + top_len
+    target = wanted_m if total > wanted_m + DETECTOR_MARGIN_M else total / 2
+    candidates = []
+    for order, (lane_id, length, end) in enumerate(chain):
+        pos = min(max(length - (target - end), 0.0), length)
+        distance = end + length - pos
+        candidates.append((round(abs(distance - target), 6), order, lane_id, pos, distance))
+    _miss, _order, lane_id, pos, distance = min(candidates)  # on a tie the downstream lane
+    return lane_id, pos, distance
+
+
+def stopline_path(net, lane_id: str, stopline_lanes: Iterable[str]) -> list | None:
+    """Lanes from ``lane_id`` down its only connections to a stop-line lane, or None.
+
+    The reverse of the placement walk: a loop placed upstream sits on a lane
+    whose single connection leads, lane by lane, to the stop-line lane it
+    measures. Callers use it to find the signal groups of a detector's lane
+    (``controller.sim_control.with_detector_links``) and the loop's position
+    on its lane (:func:`write_detectors_additional`). A loop already on a
+    stop-line lane gives a one-lane path.
+    """
+    targets = set(stopline_lanes)
+    try:
+        lane = net.getLane(lane_id)
+    except (KeyError, ValueError, IndexError):
+        return None
+    path = [lane]
+    for _ in range(MAX_CHAIN_LANES):
+        if lane.getID() in targets:
+            return path
+        outgoing = lane.getOutgoing()
+        if len(outgoing) != 1:
+            return None
+        lane = outgoing[0].getToLane()
+        path.append(lane)
+    return None
+
+
 def _detectors(view: _TlsView, controller_id: str, phases: tuple[PhaseSpec, ...],
-               stage_durations: list[float], loops: list[_Loop]) -> tuple[DetectorSpec, ...]:
+               stage_durations: list[float], loops: list[_Loop], net=None) -> tuple[DetectorSpec, ...]:
     lane_phase: dict[str, int] = {}
     lane_obj: dict[str, object] = {}
     for index in sorted(view.links):
@@ -373,8 +514,7 @@ def _detectors(view: _TlsView, controller_id: str, phases: tuple[PhaseSpec, ...]
         lane_phase[lane_id] = best[1] if best else phases[0].phase
     by_lane: dict[str, list[_Loop]] = defaultdict(list)
     for loop in loops:
-        if loop.lane in lane_obj:
-            by_lane[loop.lane].append(loop)
+        by_lane[loop.lane].append(loop)
     prefix = f"{controller_id}."
     used: set[str] = set()
     out: list[DetectorSpec] = []
@@ -384,9 +524,27 @@ def _detectors(view: _TlsView, controller_id: str, phases: tuple[PhaseSpec, ...]
         length = lane.getLength()
         edge = lane.getEdge()
         entry = _starts_at_fringe(edge)
-        placed = by_lane.get(lane_id) or [_Loop("", lane_id, max(0.0, length - DETECTOR_DISTANCE_M)
-                                                 if length > DETECTOR_DISTANCE_M + 5.0 else length / 2)]
-        for loop in sorted(placed, key=lambda lp: lp.pos):
+        # (loop, distance to the stop line): the scenario's own loops on the stop-line lane, else placed ones
+        placed: list[tuple[_Loop, float]] = [(lp, length - lp.pos) for lp in by_lane.get(lane_id, ())]
+        chain = _chain(net, lane, DETECTOR_DISTANCE_M) if net is not None else [(lane, 0.0)]
+        # advance loops this controller placed upstream before (read back from the file it wrote)
+        placed += [(lp, end + up.getLength() - lp.pos) for up, end in chain[1:] for lp in by_lane.get(up.getID(), ())
+                   if lp.sumo_id.startswith(prefix)]
+        if not placed:
+            # the lane's own loop: DETECTOR_DISTANCE_M back, or mid-lane on a lane too short for that
+            own_distance = DETECTOR_DISTANCE_M if length > DETECTOR_DISTANCE_M + DETECTOR_MARGIN_M else length / 2
+            placed = [(_Loop("", lane_id, length - own_distance), own_distance)]
+            on, pos, distance = place_on_chain([(ln.getID(), ln.getLength(), end) for ln, end in chain])
+            # only on an upstream lane: a point on the short lane itself lies within the margin of its start
+            if on != lane_id:
+                # an advance loop farther up the chain measures the queue and the arrivals; the short lane
+                # keeps its own loop for presence near the stop line, because vehicles stored between the
+                # advance loop and the stop line must still call and extend their phase (locking calls are
+                # cleared when the phase starts; a protected left is called by a turner standing on a loop)
+                log.debug("%s: advance loop for %s on %s, %.1f m from the stop line",
+                          controller_id, lane_id, on, distance)
+                placed.append((_Loop("", on, pos), distance))
+        for loop, distance in sorted(placed, key=lambda item: -item[1]):
             own = loop.sumo_id[len(prefix):] if loop.sumo_id.startswith(prefix) else ""
             if own and _DETECTOR_ID.match(own) and own not in used:
                 det_id = own
@@ -397,9 +555,12 @@ def _detectors(view: _TlsView, controller_id: str, phases: tuple[PhaseSpec, ...]
                     counter += 1
                     det_id = f"d{counter:02d}"
             used.add(det_id)
-            out.append(DetectorSpec(detector_id=det_id, lane_id=lane_id, phase=lane_phase[lane_id],
-                                    distance_to_stopline_m=round(length - loop.pos, 1), entry=entry,
-                                    edge_id=edge.getID()))
+            # a loop upstream of the stop-line lane counts the vehicles the lane's own loop counts: no edge,
+            # so demand and calibration (which add lanes up per edge) do not count that lane twice
+            upstream = loop.lane != lane_id
+            out.append(DetectorSpec(detector_id=det_id, lane_id=loop.lane, phase=lane_phase[lane_id],
+                                    distance_to_stopline_m=round(distance, 1), entry=entry and not upstream,
+                                    edge_id="" if upstream else edge.getID()))
     return tuple(sorted(out, key=lambda d: d.detector_id))
 
 
@@ -505,7 +666,7 @@ def corridor_from_net(net_file: Path, *, site: str, additional_files: Sequence[P
             tls_id=tls_id,
             link_count=view.link_count,
             phases=phases,
-            detectors=_detectors(view, cid, phases, [d for _, d in stages], loops),
+            detectors=_detectors(view, cid, phases, [d for _, d in stages], loops, net),
             foes=foes,
             conflicts=conflicts,
             position=(round(sum(xs) / len(xs), 2), round(sum(ys) / len(ys), 2)),
@@ -535,24 +696,49 @@ def write_detectors_additional(corridor: Corridor, path: Path, *, net_file: Path
                                period_s: int = LOOP_PERIOD_S) -> Path:
     """Write one E1 loop per detector of the corridor, id ``<controller_id>.<detector_id>``.
 
-    Positions are written from the lane end (negative ``pos``), so the file
-    does not need lane lengths; ``net_file`` is accepted for symmetry and
-    to validate lanes when given. Output goes to ``NUL``: the field world
-    reads the loops live, batch runs do not need their files.
+    With ``net_file`` (the callers here always give it) every loop is written
+    at its position on the lane it sits on, which for a loop walked upstream
+    is not ``distance_to_stopline_m`` from that lane's end: the part of the
+    chain between the lane's end and the stop line (:func:`stopline_path`) is
+    taken off. Without ``net_file`` the position is written from the lane end
+    (negative ``pos``), which is right only for loops on stop-line lanes (all
+    that a corridor mapped without a network can have). Output goes to
+    ``NUL``: the field world reads the loops live, batch runs do not need
+    their files.
     """
-    lanes: set[str] | None = None
-    if net_file is not None:
-        net = _read_net(Path(net_file))
-        lanes = {lane.getID() for edge in net.getEdges() for lane in edge.getLanes()}
+    net = _read_net(Path(net_file)) if net_file is not None else None
     root = ET.Element("additional")
     for spec in corridor.intersections:
+        stoplines: set[str] = set()
+        if net is not None:
+            try:
+                tls = net.getTLS(spec.tls_id)
+            except KeyError as exc:
+                raise ScenarioError(f"{net_file} has no traffic light {spec.tls_id}") from exc
+            stoplines = {in_lane.getID() for in_lane, _out, _i in tls.getConnections()}
         for det in spec.detectors:
-            if lanes is not None and det.lane_id not in lanes:
-                raise ScenarioError(f"detector {det.detector_id} of {spec.controller_id} on unknown lane {det.lane_id}")
+            if net is None:
+                pos = f"{-det.distance_to_stopline_m:.2f}"
+            else:
+                pos = f"{_position_on_lane(net, spec.controller_id, det, stoplines):.2f}"
             ET.SubElement(root, "inductionLoop", id=loop_id(spec.controller_id, det.detector_id), lane=det.lane_id,
-                          pos=f"{-det.distance_to_stopline_m:.2f}", period=str(period_s), file="NUL")
+                          pos=pos, period=str(period_s), file="NUL")
     ET.indent(root)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ET.ElementTree(root).write(path, encoding="UTF-8", xml_declaration=True)
     return path
+
+
+def _position_on_lane(net, controller_id: str, det: DetectorSpec, stoplines: set[str]) -> float:
+    """Position (m from the lane start) of ``det``'s loop on ``det.lane_id``, from its distance to the stop line."""
+    path = stopline_path(net, det.lane_id, stoplines)
+    if path is None:
+        raise ScenarioError(f"detector {det.detector_id} of {controller_id}: lane {det.lane_id} does not lead "
+                            f"unambiguously to a stop line of {controller_id} (unknown lane or a branching chain)")
+    beyond = 0.0  # metres from the end of the loop's lane to the stop line
+    for here, nxt in zip(path, path[1:]):
+        conn = here.getOutgoing()[0]
+        beyond += _via_length(net, conn) + nxt.getLength()
+    length = path[0].getLength()
+    return min(max(length - (det.distance_to_stopline_m - beyond), 0.0), length)
