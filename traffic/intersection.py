@@ -69,7 +69,7 @@ class DetectorSpec:
     phase: int                # phase whose movements it measures
     distance_to_stopline_m: float = 40.0
     entry: bool = False       # on a network boundary approach (demand from counts)
-    edge_id: str = ""         # SUMO edge of the lane
+    edge_id: str = ""         # approach edge whose flow the loop counts; "" for an advance loop upstream of a short lane
     links: tuple[int, ...] = ()  # signal groups (SUMO link indices) fed by the lane; () when unknown
 
 
