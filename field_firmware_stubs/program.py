@@ -53,9 +53,7 @@ Design choices (and why):
   clearance); otherwise it is served for its vehicles like any other phase,
   with the pedestrian heads kept at don't-walk; a walk that falls due while
   its phase is green starts at once and holds the green (pedestrian recycle). The next phase is the one
-  that serves the most waiting vehicles per second of junction time it costs
-  (vehicles counted over each lane's loop since it last had green, a standing
-  queue over the loop counted as the vehicles it implies: :meth:`SignalProgram._waiting_vehicles`),
+  that serves the most waiting lanes per second of junction time it costs,
   aged so nobody waits forever (``AGE_WEIGHT_S``; recall phases age from
   their last service; a pedestrian walk that fell due goes first), rather
   than the next in a fixed ring: with eight
@@ -82,8 +80,7 @@ from field_firmware_stubs import events as ev
 from field_firmware_stubs.events import HiResEvent
 from field_firmware_stubs.plan_check import check_plan
 
-__all__ = ["SignalProgram", "Transition", "to_ds", "BLOCKED_S", "AGE_WEIGHT_S", "PED_MAX_WAIT_S",
-           "VEHICLES_PER_LANE", "STANDING_S", "QUEUE_SPACING_M"]
+__all__ = ["SignalProgram", "Transition", "to_ds", "BLOCKED_S", "AGE_WEIGHT_S", "PED_MAX_WAIT_S"]
 
 #: a loop occupied this long without a break while its lane has green means the lane is not moving
 #: (typically a left-turner waiting for a gap in a permissive green): it calls the protected phase
@@ -92,12 +89,6 @@ BLOCKED_S = 12.0
 AGE_WEIGHT_S = 20.0
 #: free mode: a phase timing pedestrians shows its walk at least this often (s), whatever the vehicles want
 PED_MAX_WAIT_S = 90.0
-#: free mode scores waiting vehicles, not lanes: this many vehicles estimated on a lane weigh as one waiting lane
-VEHICLES_PER_LANE = 3.0
-#: a loop occupied this long without a break while its lane waits has a standing queue over it
-STANDING_S = 3.0
-#: space one stopped vehicle takes in a queue (m): a standing queue over a loop holds distance / this before it
-QUEUE_SPACING_M = 7.5
 
 
 def to_ds(seconds: float) -> int:
@@ -170,9 +161,6 @@ class SignalProgram:
         self._calls: dict[int, int] = {}      # phase -> time (tenths) a phase-level call was placed
         self._det_calls: dict[str, int] = {}  # detector -> time its lane call was placed
         self._det_last: dict[str, int] = {}   # detector -> last time it was occupied
-        self._det_onset: dict[str, int] = {}  # detector -> when its current occupancy began
-        self._arrivals: dict[str, int] = {}   # detector -> vehicles that reached its loop while its lane had no green
-        self._det_distance = {d.detector_id: d.distance_to_stopline_m for d in spec.detectors}
         self._next_idx = 0       # index (in the order in force at the next green) of the next phase to serve
         self._wrap = False       # the next green starts a new cycle (boundary)
         self._det_on: dict[str, bool] = {}
@@ -391,7 +379,6 @@ class SignalProgram:
         self._calls.pop(phase.number, None)
         for det in self._phase_detectors.get(phase.number, ()):  # this green serves these lanes
             self._det_calls.pop(det, None)
-            self._arrivals.pop(det, None)
         self._marks: list[tuple[int, int, int]] = []
         self._walk_now, self._walk_end = False, 0
         self._emit(t, ev.PHASE_BEGIN_GREEN, phase.number)
@@ -531,11 +518,8 @@ class SignalProgram:
     def _choose_by_demand(self, t: int) -> None:
         """Free mode: serve next the phase that clears the most waiting per second of junction time.
 
-        Score = (vehicles estimated waiting on the lanes with a call it serves
-        / ``VEHICLES_PER_LANE`` + time its oldest call has waited
+        Score = (lanes with a call it serves + time its oldest call has waited
         / ``AGE_WEIGHT_S``) / (its minimum green + yellow + red clearance), so
-        a long queue goes before a lane with one car (counting lanes alone
-        served a stage for one car as readily as for a queue), and
         a stage with a long pedestrian minimum is not chosen for one car when
         a short stage serves it too; recall phases age from their last
         service, and a pedestrian phase not served for ``PED_MAX_WAIT_S``
@@ -558,8 +542,7 @@ class SignalProgram:
                 continue
             if not self._serve(phase, t):
                 continue
-            lanes = sum(self._waiting_vehicles(d, t) for d in self._phase_detectors.get(phase.number, ())
-                        if d in self._det_calls) / VEHICLES_PER_LANE
+            lanes = sum(1 for d in self._phase_detectors.get(phase.number, ()) if d in self._det_calls)
             last_served = self._served_at.setdefault(phase.number, t)
             since = self._call_time(phase.number)
             if since is None:
@@ -573,21 +556,6 @@ class SignalProgram:
                 best = (score, j)
         self._next_idx = best[1] if best is not None else (start + 1) % n
         self._wrap = self._committed is not None or self._next_idx <= self._idx
-
-    def _waiting_vehicles(self, det: str, t: int) -> float:
-        """Vehicles estimated waiting on ``det``'s lane (which has a call): what max-pressure would count.
-
-        The loops lie upstream of the stop line, so every vehicle that
-        reached the loop since the lane last had green is counted (rising
-        edges of presence); a loop occupied for ``STANDING_S`` without a
-        break has a standing queue over it, which holds at least the
-        vehicles that fit between loop and stop line, however few edges
-        were seen. Never less than one: the lane has a call.
-        """
-        waiting = float(max(self._arrivals.get(det, 0), 1))
-        if self._det_on.get(det) and t - self._det_onset.get(det, t) >= to_ds(STANDING_S):
-            waiting = max(waiting, 1.0 + self._det_distance.get(det, 0.0) / QUEUE_SPACING_M)
-        return waiting
 
     def _choose_next(self, t: int) -> None:
         """Decide, as the current green ends, which phase comes next (skipping those without a call).
@@ -693,10 +661,6 @@ class SignalProgram:
             if phases is None:
                 continue
             on = bool(on)
-            if on and not self._det_on.get(det, False):  # a vehicle reached the loop
-                self._det_onset[det] = now
-                if green not in phases:
-                    self._arrivals[det] = self._arrivals.get(det, 0) + 1
             if on:
                 self._det_last[det] = now
                 for phase in phases:
