@@ -107,21 +107,13 @@ def solve(sizes: tuple[int, ...] = (2, 5, 10, 20, 40), instances: int = 20, seed
 
 def city(n: int = 1000, chain: int = 20, repeats: int = 3) -> list[dict[str, Any]]:
     """Seconds for one coordinated ``optimize_corridor`` over ``n`` intersections, per layout and method."""
-    from controller.demand import PhaseDemand
-    from controller.examples import four_leg
+    from controller.examples import random_city
     from controller.optimizer import optimize_corridor
     from traffic.config import OptimizerSettings
     from traffic.intersection import Corridor
 
-    specs = tuple(four_leg(f"c{k}") for k in range(n))
-    rng = random.Random(7)
-    demands, incumbents = {}, {}
-    for spec in specs:
-        phases = tuple(p.phase for p in spec.phases)
-        flows = tuple(rng.uniform(50, 700) for _ in phases)
-        demands[spec.controller_id] = PhaseDemand(spec.controller_id, None, None, phases, flows, flows)
-        incumbents[spec.controller_id] = spec.default_plan(90)
-    versions = {c: 2 for c in demands}
+    specs, demands, incumbents, versions = random_city(n)
+    rng = random.Random(8)  # the links' spacing and speed
     links = []
     for k in range(n):
         if (k + 1) % chain:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import random
 import sys
 import tempfile
 import time
@@ -55,23 +54,14 @@ def timing(n: int, repeats: int = 3) -> dict[str, float]:
     intersection splits, maximum greens, plan build and safety check);
     ``each_s``: ``n`` separate :func:`optimize` calls (each searching alone).
     """
-    from controller.demand import PhaseDemand
-    from controller.examples import four_leg
+    from controller.examples import random_city
     from controller.optimizer import optimize, optimize_corridor
     from traffic.config import OptimizerSettings
     from traffic.intersection import Corridor
 
     settings = OptimizerSettings()
-    specs = tuple(four_leg(f"c{k}") for k in range(n))
+    specs, demands, incumbents, versions = random_city(n)
     corridor = Corridor("city", specs)
-    rng = random.Random(7)
-    demands, incumbents = {}, {}
-    for spec in specs:
-        phases = tuple(p.phase for p in spec.phases)
-        flows = tuple(rng.uniform(50, 700) for _ in phases)
-        demands[spec.controller_id] = PhaseDemand(spec.controller_id, None, None, phases, flows, flows)
-        incumbents[spec.controller_id] = spec.default_plan(90)
-    versions = {c: 2 for c in demands}
     city = each = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()

@@ -65,3 +65,25 @@ def uniform_corridor(n: int = 4, *, spacing_m: float = 300.0, speed_mps: float =
     specs = tuple(four_leg(f"c{k}", site=site) for k in range(n))
     links = tuple((f"c{k}", f"c{k + 1}", spacing_m, speed_mps) for k in range(n - 1))
     return Corridor(name=name, intersections=specs, links=links)
+
+
+def random_city(n: int, *, seed: int = 7) -> tuple[tuple[IntersectionSpec, ...], dict, dict, dict[str, int]]:
+    """``n`` four-leg intersections with random demand (50-700 pcu/h/lane), for optimizer benchmarks.
+
+    Returns (specs, demands, incumbents on a 90 s default plan, next versions),
+    the inputs :func:`controller.optimizer.optimize_corridor` takes; the same
+    ``seed`` gives the same city, so two benchmarks measure the same work.
+    """
+    import random
+
+    from controller.demand import PhaseDemand  # local: keeps this module free of the optimizer's imports
+
+    specs = tuple(four_leg(f"c{k}") for k in range(n))
+    rng = random.Random(seed)
+    demands, incumbents = {}, {}
+    for spec in specs:
+        phases = tuple(p.phase for p in spec.phases)
+        flows = tuple(rng.uniform(50, 700) for _ in phases)
+        demands[spec.controller_id] = PhaseDemand(spec.controller_id, None, None, phases, flows, flows)
+        incumbents[spec.controller_id] = spec.default_plan(90)
+    return specs, demands, incumbents, {c: 2 for c in demands}

@@ -220,3 +220,17 @@ def test_bounded_plans_are_safe_and_inside_the_box(lo, width, min_split, cap, fl
     assert check_plan(plan, spec) == []
     assert plan.patternCycleTime <= lo + width + 1e-6 or plan.patternCycleTime <= sum(plan.splits) + 1e-6
     assert plan.patternCycleTime >= lo - 1e-6 and plan.phase(2).splitTime >= min_split - 1e-6
+
+
+def test_random_city_is_reproducible_and_optimizable():
+    from controller.examples import random_city
+    from controller.optimizer import optimize_corridor
+    from traffic.intersection import Corridor
+
+    specs, demands, incumbents, versions = random_city(5, seed=3)
+    again = random_city(5, seed=3)[1]
+    assert [d.flow_pcu_h_lane for d in demands.values()] == [d.flow_pcu_h_lane for d in again.values()]
+    assert all(50 <= f <= 700 for d in demands.values() for f in d.flow_pcu_h_lane)
+    proposals = optimize_corridor(Corridor("city", specs), demands, incumbents, OPT, versions)
+    assert set(proposals) == {s.controller_id for s in specs}
+    assert all(check_plan(p.plan, s) == [] for p, s in zip(proposals.values(), specs))
