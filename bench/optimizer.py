@@ -20,11 +20,13 @@ configuration: it drops every pedestrian crossing (walk + clearance then no
 longer set the minimum greens), to show what they cost.
 
 Measured here (seeds 1-3, SUMO 1.28, mean delay s, static / adaptive),
-pedestrians timed only where the scenario has them: cologne1 42.9 / 23.6,
-cologne3 35.8 / 25.3, ingolstadt1 29.3 / 19.5, grid4x4 91.5 / 44.8,
-corridor 64.4 / 37.7 (before, with crosswalks assumed on every network:
-adaptive 24.9, 26.6, 24.7, 88.7). Timing: 1,000 intersections re-optimised in 0.73-0.75 s on
-one core (optimize_corridor, safety check included; shared machine, load ~1).
+pedestrians timed only where the scenario has them (on demand in free
+mode): cologne1 42.9 / 23.6, cologne3 35.8 / 25.0, ingolstadt1 29.3 / 19.5,
+grid4x4 91.5 / 44.8, corridor 64.4 / 31.7. ``--what-if-resco-intervals``
+(3 s yellow, no all-red): 16.7, 18.0, 14.4, 24.4, corridor 27.3 (18.7 with
+``--no-pedestrians`` as well). Timing: 1,000 intersections re-optimised in
+0.73-0.87 s on one core (optimize_corridor, safety check included; shared
+machine).
 """
 
 from __future__ import annotations
