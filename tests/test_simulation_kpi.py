@@ -10,23 +10,7 @@ from hypothesis import strategies as st
 
 from simulation.kpi import Kpis, read_teleports, read_tripinfo
 from traffic.errors import SimulationError
-
-
-def _trip(vid: str, *, depart: float, depart_delay: float, time_loss: float, arrival: float, duration: float,
-          waiting: float = 0.0, stops: int = 0) -> str:
-    return (f'<tripinfo id="{vid}" depart="{depart:.2f}" departDelay="{depart_delay:.2f}" arrival="{arrival:.2f}" '
-            f'duration="{duration:.2f}" waitingTime="{waiting:.2f}" waitingCount="{stops}" timeLoss="{time_loss:.2f}" '
-            f'vType="moto"/>')
-
-
-def _undeparted(vid: str, depart_delay: float) -> str:
-    return (f'<tripinfo id="{vid}" depart="-1" departDelay="{depart_delay:.2f}" arrival="-1.00" duration="0.00" '
-            f'waitingTime="0.00" waitingCount="0" timeLoss="0.00" vType="car" vaporized="end"/>')
-
-
-def _write(path: Path, rows: list[str]) -> Path:
-    path.write_text('<?xml version="1.0"?>\n<tripinfos>\n' + "\n".join(rows) + "\n</tripinfos>\n")
-    return path
+from tripinfo_rows import trip as _trip, undeparted as _undeparted, write_tripinfo as _write
 
 
 def test_one_vehicle(tmp_path: Path) -> None:

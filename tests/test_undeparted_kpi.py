@@ -20,21 +20,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulation.kpi import read_tripinfo
+from tripinfo_rows import trip as _trip, undeparted as _undeparted, write_tripinfo as _write
 
 
 def _departed(vid: str, depart_delay: float) -> str:
-    return (f'<tripinfo id="{vid}" depart="10.00" departDelay="{depart_delay:.2f}" arrival="60.00" '
-            f'duration="50.00" waitingTime="0.00" waitingCount="0" timeLoss="5.00"/>')
-
-
-def _undeparted(vid: str, depart_delay: float) -> str:
-    return (f'<tripinfo id="{vid}" depart="-1" departDelay="{depart_delay:.2f}" arrival="-1.00" duration="0.00" '
-            f'waitingTime="0.00" waitingCount="0" timeLoss="0.00" vaporized="end"/>')
-
-
-def _write(path: Path, rows: list[str]) -> Path:
-    path.write_text('<?xml version="1.0"?>\n<tripinfos>\n' + "\n".join(rows) + "\n</tripinfos>\n")
-    return path
+    return _trip(vid, depart=10.0, depart_delay=depart_delay, time_loss=5.0, arrival=60.0, duration=50.0)
 
 
 def test_a_last_second_slip_and_a_gridlocked_entry_have_the_same_count_but_not_the_same_wait(tmp_path):
