@@ -7,6 +7,9 @@ alike:
 * ``static``: the network's own fixed-time programs (the ``sumo`` binary);
 * ``actuated``: SUMO's actuated control on the same phases
   (:mod:`simulation.actuated`, the ``sumo`` binary);
+* ``actuated-safe``: the same SUMO actuated logic held to the project's
+  safety rules: the mapped phases with ITE yellow and red clearance and the
+  pedestrian walk + clearance as minimum green (:func:`run_actuated_safe`);
 * ``max-pressure``: :mod:`simulation.max_pressure` in the loop (libsumo or TraCI);
 * ``adaptive``: the project's own central loop, provided by
   ``controller.sim_control.run_adaptive`` (imported only when asked for);
@@ -24,6 +27,7 @@ import math
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -34,7 +38,9 @@ from simulation.kpi import Kpis
 from simulation.max_pressure import MaxPressureController, MaxPressureSettings
 from simulation.runner import run
 from simulation.scenario import Scenario
+from simulation.tls_program import write_plans_additional
 from traffic.errors import SimulationError
+from traffic.plan import TimingPlan
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +61,45 @@ def run_actuated(scenario: Scenario, seed: int, begin: int, end: int, workdir: P
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     programs = actuated_additional(scenario.net_file, workdir / "actuated.add.xml")
+    return run(scenario, seed=seed, begin=begin, end=end, workdir=workdir, extra_additional=(programs,))
+
+
+#: SUMO actuated defaults the ``actuated-safe`` baseline keeps (netconvert's maxDur and max-gap)
+SAFE_ACTUATED_MAX_GREEN_S = 50.0
+SAFE_ACTUATED_GAP_S = 3.0
+
+
+def safe_actuated_plans(scenario: Scenario) -> dict[str, TimingPlan]:
+    """Per TLS id: the mapped phases as an actuated plan with the project's intervals and SUMO's limits.
+
+    What a field controller that is only *actuated* (no central optimizer)
+    would run: the intersection's own design (ITE yellow and red clearance,
+    pedestrian walk + clearance inside the green, minimum greens) with
+    SUMO's default actuated limits (maximum green 50 s, gap 3 s).
+    """
+    plans: dict[str, TimingPlan] = {}
+    for spec in scenario.corridor.intersections:
+        plan = spec.default_plan()
+        phases = tuple(replace(p, phaseMaximum1=max(SAFE_ACTUATED_MAX_GREEN_S, p.phaseMinimumGreen,
+                                                      p.phaseWalk + p.phasePedestrianClear),
+                               phasePassage=SAFE_ACTUATED_GAP_S) for p in plan.phases)
+        plans[spec.tls_id] = replace(plan, phases=phases, mode="free")
+    return plans
+
+
+def run_actuated_safe(scenario: Scenario, seed: int, begin: int, end: int, workdir: Path) -> Kpis:
+    """SUMO's actuated control on the mapped phases with ITE clearance and pedestrian minimums.
+
+    The ``actuated`` baseline runs the network's own change intervals
+    (often 3 s yellow and no all-red) and times no pedestrians; this one
+    pays the same intervals as every control the project would send to the
+    field, so it separates the price of the safety rules from the quality
+    of the decisions.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    programs = write_plans_additional(safe_actuated_plans(scenario), workdir / "actuated-safe.add.xml",
+                                      program_id="traffic-actuated-safe")
     return run(scenario, seed=seed, begin=begin, end=end, workdir=workdir, extra_additional=(programs,))
 
 
@@ -83,11 +128,12 @@ def run_adaptive(scenario: Scenario, seed: int, begin: int, end: int, workdir: P
 
 
 #: Controls that run the ``sumo`` binary (no controller in the loop).
-BATCH_CONTROLS = frozenset({"static", "actuated"})
+BATCH_CONTROLS = frozenset({"static", "actuated", "actuated-safe"})
 
 CONTROLS: dict[str, ControlFn] = {
     "static": run_static,
     "actuated": run_actuated,
+    "actuated-safe": run_actuated_safe,
     "max-pressure": run_max_pressure,
     "adaptive": run_adaptive,
     "max-pressure-resco": run_max_pressure_resco,

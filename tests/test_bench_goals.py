@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.control import goal_table
+from bench.control import field_safe_table, goal_table
 
 
 def _row(scenario: str, control: str, delay: float, undeparted: list[int]) -> dict:
@@ -37,3 +37,16 @@ def test_goals_met_only_when_adaptive_beats_the_best_baseline_and_static_by_a_qu
 
 def test_no_table_without_adaptive():
     assert goal_table([_row("a", "static", 40.0, [0])]) == ""
+
+
+def test_field_safe_table_compares_with_the_best_baseline_that_pays_the_same_intervals():
+    rows = [_row("a", "actuated", 20.0, [0]), _row("a", "actuated-safe", 40.0, [0]),
+            _row("a", "max-pressure", 30.0, [0]), _row("a", "adaptive", 24.0, [0]),
+            _row("b", "actuated-safe", 20.0, [0]), _row("b", "adaptive", 25.0, [0]),
+            _row("c", "actuated", 20.0, [0]), _row("c", "adaptive", 25.0, [0])]
+    verdicts = _verdicts(field_safe_table(rows))
+    # the unsafe actuated (20) is shown but not compared; the best field-safe one is max-pressure (30)
+    assert verdicts["a"][1:5] == ["20.0", "40.0", "30.0", "24.0"] and verdicts["a"][5] == "-20 %"
+    assert verdicts["b"][1] == "-" and verdicts["b"][3] == "-" and verdicts["b"][5] == "+25 %"
+    assert "c" not in verdicts  # no actuated-safe run: nothing to compare
+    assert field_safe_table([_row("a", "actuated", 20.0, [0])]) == ""

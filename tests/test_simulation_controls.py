@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from simulation.actuated import PROGRAM_ID, actuated_additional
 from simulation.binaries import sumo_binary, sumo_tool
-from simulation.controls import CONTROLS, control, report, run_seeds, summarize
+from simulation.controls import (CONTROLS, SAFE_ACTUATED_MAX_GREEN_S, control, report, run_actuated_safe, run_seeds,
+                                 safe_actuated_plans, summarize)
 from simulation.corridor import generate_corridor
 from simulation.inloop import run_in_loop
 from simulation.kpi import Kpis
@@ -199,7 +200,36 @@ def test_actuated_program_keeps_phases_and_really_actuates(corridor, tmp_path: P
     assert actuated.to_dict() | {"wall_s": 0} != static.to_dict() | {"wall_s": 0}
 
 
-@pytest.mark.parametrize("name", ["static", "actuated", "max-pressure", "max-pressure-resco"])
+def test_safe_actuated_baseline_times_the_designs_intervals_and_pedestrians(grid, tmp_path: Path) -> None:
+    """Every change interval is the ITE yellow + red of the mapped phase; greens hold the walk + clearance."""
+    plans = safe_actuated_plans(grid)
+    assert set(plans) == {s.tls_id for s in grid.corridor.intersections}
+    run_kpis = run_actuated_safe(grid, 3, 0, 300, tmp_path / "run")
+    add = tmp_path / "run" / "actuated-safe.add.xml"
+    logics = {t.get("id"): t for t in ET.parse(add).getroot().iter("tlLogic")}
+    peds = 0
+    for spec in grid.corridor.intersections:
+        phases = list(logics[spec.tls_id].iter("phase"))
+        assert logics[spec.tls_id].get("type") == "actuated"
+        for design in spec.phases:
+            green = next(p for p in phases if p.get("name") == f"p{design.phase}-green")
+            yellow = next(p for p in phases if p.get("name") == f"p{design.phase}-yellow")
+            assert float(yellow.get("duration")) == pytest.approx(design.yellow_s)
+            red = [p for p in phases if p.get("name") == f"p{design.phase}-red"]
+            assert (float(red[0].get("duration")) if red else 0.0) == pytest.approx(design.red_clear_s)
+            timing = plans[spec.tls_id].phase(design.phase)
+            ped_minimum = timing.phaseWalk + timing.phasePedestrianClear
+            peds += ped_minimum > 0
+            assert float(green.get("minDur")) >= max(design.min_green_s, ped_minimum) - 1e-9
+            assert float(green.get("maxDur")) >= SAFE_ACTUATED_MAX_GREEN_S
+    assert peds > 0  # the grid models crossings: some greens time pedestrians
+    assert run_kpis.vehicles > 50 and run_kpis.teleports == 0
+    # the same SUMO logic on the network's own intervals is a different run
+    plain = control("actuated")(grid, 3, 0, 300, tmp_path / "plain")
+    assert plain.to_dict() | {"wall_s": 0} != run_kpis.to_dict() | {"wall_s": 0}
+
+
+@pytest.mark.parametrize("name", ["static", "actuated", "actuated-safe", "max-pressure", "max-pressure-resco"])
 def test_each_baseline_runs(corridor, tmp_path: Path, name: str) -> None:
     kpis = control(name)(corridor, 5, 0, 180, tmp_path)
     assert isinstance(kpis, Kpis)
