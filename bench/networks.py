@@ -96,13 +96,13 @@ def generate(name: str, out_dir: Path, seed: int = 7) -> Path:
           "--begin", "0", "--end", str(DURATION_S - 300), "--period", str(period_s), "--fringe-factor", "10",
           "--min-distance", "400", "--prefix", "v", "--trip-attributes",
           'type="mix" departLane="best" departSpeed="max"', "--additional-file", str(types),
-          "--validate"])
+          "--validate", "-r", str(out_dir / f"{name}.rou.xml")])
     route_files = [trips.name]
     if walkers:
         persons = out_dir / f"{name}.persons.xml"
         _run([python, str(sumo_tool("randomTrips.py")), "-n", str(net), "-o", str(persons), "--seed", str(seed + 1),
               "--begin", "0", "--end", str(DURATION_S - 600), "--period", "6", "--pedestrians",
-              "--min-distance", "200", "--prefix", "p"])
+              "--min-distance", "200", "--prefix", "p", "-r", str(out_dir / f"{name}.persons.rou.xml")])
         route_files.append(persons.name)
     cfg = out_dir / f"{name}.sumocfg"
     root = ET.Element("configuration")

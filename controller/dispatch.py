@@ -172,7 +172,9 @@ class Dispatcher:
         props.CorrelationData = plan.plan_id.encode()
         props.MessageExpiryInterval = max(1, int(round(expiry_s)))
         with self._cond:
-            self._results.setdefault(plan.plan_id, [])  # before publishing: the answer may beat us back
+            # before publishing: the answer may beat us back. Answers to an earlier send of the same plan
+            # (a re-send after a fallback) are history, not this send's answer.
+            earlier = len(self._results.setdefault(plan.plan_id, []))
         deadline = time.monotonic() + timeout_s
         try:
             info = self._client.publish(topics.topic(self.site, cid, topics.PLAN_SET), plan.to_json(),
@@ -183,7 +185,7 @@ class Dispatcher:
         if not info.is_published():
             raise TransportError(f"broker did not acknowledge plan {plan.plan_id} for {cid} within {timeout_s} s")
         log.info("plan %s v%d published to %s", plan.plan_id, plan.version, cid)
-        result = self._wait(plan.plan_id, DECISIONS, deadline)
+        result = self._wait(plan.plan_id, DECISIONS, deadline, skip=earlier, from_active=False)
         if result is None:
             raise DispatchError(f"no answer from {cid} to plan {plan.plan_id} within {timeout_s} s")
         return result
@@ -224,13 +226,21 @@ class Dispatcher:
         return self._connected
 
     # ---- internals -------------------------------------------------------
-    def _wait(self, plan_id: str, wanted: tuple[str, ...], deadline: float) -> PlanResult | None:
+    def _wait(self, plan_id: str, wanted: tuple[str, ...], deadline: float, *, skip: int = 0,
+              from_active: bool = True) -> PlanResult | None:
+        """The first answer for ``plan_id`` with a status in ``wanted``, ignoring the first ``skip`` answers.
+
+        With ``from_active`` a retained plan/active showing the plan counts as
+        "applied" (its result message may have been lost); a send waits for
+        the field's own answer to it instead, because a field that has just
+        fallen back still shows the dropped plan until its cycle ends.
+        """
         with self._cond:
             while True:
-                for r in self._results.get(plan_id, ()):
+                for r in self._results.get(plan_id, [])[skip:]:
                     if r.status in wanted:
                         return r
-                if messages.APPLIED in wanted:
+                if from_active and messages.APPLIED in wanted:
                     active = next((p for p in self._active.values() if p.plan_id == plan_id), None)
                     if active is not None:
                         return PlanResult(active.controller_id, plan_id, messages.APPLIED,

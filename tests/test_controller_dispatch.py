@@ -109,6 +109,28 @@ def test_accepted_then_applied(dispatcher, field, site):
     assert [r.status for r in dispatcher.results(plan.plan_id)] == ["accepted", "applied"]
 
 
+@pytest.mark.parametrize("field", ["accept"], indirect=True)
+def test_a_resend_waits_for_its_own_answer_not_the_first_sends(dispatcher, field):
+    """Re-sending a plan (after a field fallback) must not return the answers to the first send."""
+    plan = SPEC.plan_from_splits([40.0, 30.0], version=2)
+    assert dispatcher.dispatch(plan, SPEC, expiry_s=60, timeout_s=5).status == messages.ACCEPTED
+    assert dispatcher.await_applied(plan.plan_id, 5).status == messages.APPLIED
+    # the field falls back to its own plan (and says so on plan/active) ...
+    tod = SPEC.plan_from_splits([35.0, 35.0], version=1, created_by="field-tod")
+    field.client.publish(topics.topic(field.site, field.cid, topics.PLAN_ACTIVE), tod.to_json(), qos=1,
+                         retain=True).wait_for_publish(2)
+    deadline = time.monotonic() + 5
+    while dispatcher.field_active("c1").plan_id != tod.plan_id and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert dispatcher.field_active("c1").plan_id == tod.plan_id
+    field.mode = "silent"  # ... then takes the re-send but has not answered it yet
+    with pytest.raises(DispatchError, match="no answer"):
+        dispatcher.dispatch(plan, SPEC, expiry_s=60, timeout_s=0.8)
+    assert len(field.received) == 2
+    field.mode = "reject"  # this time it answers: the re-send gets that answer
+    assert dispatcher.dispatch(plan, SPEC, expiry_s=60, timeout_s=5).status == messages.REJECTED
+
+
 @pytest.mark.parametrize("field", ["reject"], indirect=True)
 def test_rejected_with_rule(dispatcher, field):
     plan = SPEC.plan_from_splits([40.0, 30.0], version=2)
