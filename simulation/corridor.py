@@ -125,11 +125,17 @@ def _od_rates(n: int, demand_scale: float) -> list[tuple[str, str, float]]:
     return [(a, b, r * demand_scale) for a, b, r in out if r * demand_scale > 0]
 
 
-def _write_routes(path: Path, n: int, duration_s: int, demand_scale: float) -> Path:
-    root = ET.Element("routes")
-    dist = ET.SubElement(root, "vTypeDistribution", id="mix")
+def add_vehicle_mix(parent: ET.Element, dist_id: str = "mix") -> ET.Element:
+    """Append the motorcycle-heavy ``vTypeDistribution`` (:data:`VEHICLE_MIX`) to ``parent``; return it."""
+    dist = ET.SubElement(parent, "vTypeDistribution", id=dist_id)
     for vid, vclass, share, attrs in VEHICLE_MIX:
         ET.SubElement(dist, "vType", id=vid, vClass=vclass, probability=f"{share}", attrib=attrs)
+    return dist
+
+
+def _write_routes(path: Path, n: int, duration_s: int, demand_scale: float) -> Path:
+    root = ET.Element("routes")
+    add_vehicle_mix(root)
     slices = len(PEAK_SHAPE)
     slice_s = duration_s / slices
     flows = []
