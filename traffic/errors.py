@@ -4,13 +4,35 @@ Every error the project raises on purpose derives from :class:`TrafficError`,
 so a caller can catch the whole family with one ``except``. Errors from the
 libraries underneath (paho-mqtt, psycopg, SUMO) are mapped into this tree at
 the module that talks to them, with the original kept as ``__cause__``.
+
+Every class pickles with its message and attributes intact: seeds run in
+worker processes (``simulation.controls.run_seeds``), and an exception that
+cannot be rebuilt on the way back turns into ``BrokenProcessPool`` instead of
+the reason the user needs to read. Classes whose ``__init__`` does not take
+the message alone say how to rebuild themselves through :meth:`_init_args`.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+
+def _rebuild(cls: type["TrafficError"], args: tuple[Any, ...], kwargs: dict[str, Any]) -> "TrafficError":
+    """Unpickling helper: call ``cls(*args, **kwargs)`` (``__reduce__`` cannot pass keywords itself)."""
+    return cls(*args, **kwargs)
+
 
 class TrafficError(Exception):
     """Raised for any failure the project itself detects or maps."""
+
+    def _init_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The positional and keyword arguments that rebuild this exception (default: ``self.args``)."""
+        return tuple(self.args), {}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Rebuild through ``__init__`` with the original arguments, then restore every attribute."""
+        args, kwargs = self._init_args()
+        return _rebuild, (type(self), args, kwargs), dict(self.__dict__) or None
 
 
 class ConfigError(TrafficError):
@@ -25,6 +47,9 @@ class MessageError(TrafficError):
         self.reason = reason
         self.field = field
 
+    def _init_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return (self.reason,), {"field": self.field}
+
 
 class PlanError(TrafficError):
     """Raised when a timing plan is malformed (before any safety judgement)."""
@@ -37,6 +62,9 @@ class UnsafePlanError(PlanError):
         self.violations = list(violations)
         text = "; ".join(f"{v.rule}: {v.detail}" for v in self.violations)
         super().__init__(f"unsafe plan: {text}")
+
+    def _init_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return (self.violations,), {}
 
     @property
     def rules(self) -> list[str]:
