@@ -26,7 +26,8 @@ import logging
 import math
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+import pickle
+from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -39,7 +40,7 @@ from simulation.max_pressure import MaxPressureController, MaxPressureSettings
 from simulation.runner import run
 from simulation.scenario import Scenario
 from simulation.tls_program import write_plans_additional
-from traffic.errors import SimulationError
+from traffic.errors import SimulationError, TrafficError
 from traffic.plan import TimingPlan
 
 log = logging.getLogger(__name__)
@@ -148,20 +149,66 @@ def control(name: str) -> ControlFn:
         raise SimulationError(f"unknown control {name!r} (known: {', '.join(CONTROLS)})") from None
 
 
-def _one(name: str, scenario: Scenario, seed: int, begin: int, end: int, workdir: Path, backend: str) -> Kpis:
+def _portable(exc: BaseException) -> TrafficError:
+    """``exc`` as an exception that survives pickling back to the parent process.
+
+    Project errors pickle by design (``traffic.errors``); anything else (a
+    library's exception may hold a socket, a lock, or need arguments pickle
+    does not know) becomes a SimulationError carrying its type and message,
+    so the caller reads the reason rather than ``BrokenProcessPool``.
+    """
+    if isinstance(exc, TrafficError):
+        try:
+            pickle.loads(pickle.dumps(exc))
+            return exc
+        except Exception:  # noqa: BLE001 - a subclass with an unpicklable attribute: keep its words
+            pass
+    return SimulationError(f"{type(exc).__name__}: {exc}")
+
+
+def _one(fn: ControlFn, scenario: Scenario, seed: int, begin: int, end: int, workdir: Path,
+         backend: str) -> Kpis:
+    """Run one seed (in a worker process or thread); failures come back as picklable TrafficErrors."""
     if backend != "auto":
         os.environ[ENV_BACKEND] = backend  # this worker process only
-    return control(name)(scenario, seed, begin, end, workdir)
+    try:
+        return fn(scenario, seed, begin, end, workdir)
+    except Exception as exc:  # noqa: BLE001 - mapped into the project tree, original kept as the cause
+        portable = _portable(exc)
+        if portable is exc:
+            raise
+        raise portable from exc
+
+
+def _in_seed(exc: BaseException, name: str, seed: int, parallel: bool) -> TrafficError:
+    """A TrafficError naming the seed and control, with the worker's message (and class when it can)."""
+    if isinstance(exc, BrokenExecutor):
+        hint = (" (with several seeds at a time the crash may be another seed's: --processes 1 tells which)"
+                if parallel else "")
+        return SimulationError(f"seed {seed} ({name}): its worker process died abruptly: SUMO/libsumo crashed "
+                               f"or the process was killed{hint}")
+    text = f"seed {seed} ({name}): {exc}"
+    if isinstance(exc, TrafficError):
+        # classes built from the message alone keep their class (a ScenarioError stays one)
+        simple = all("__init__" not in vars(k) for k in type(exc).__mro__
+                     if k is not TrafficError and issubclass(k, TrafficError))
+        return type(exc)(text) if simple else SimulationError(text)
+    return SimulationError(f"seed {seed} ({name}): {type(exc).__name__}: {exc}")
 
 
 def run_seeds(name: str, scenario: Scenario, seeds: Sequence[int], *, workdir: Path, begin: int | None = None,
-              end: int | None = None, processes: int = 2, backend: str = "auto") -> list[Kpis]:
+              end: int | None = None, processes: int = 2, backend: str = "auto",
+              on_result: Callable[[int, Kpis], None] | None = None) -> list[Kpis]:
     """Run control ``name`` once per seed, ``processes`` at a time, each in its own process.
 
-    Results come back in seed order; the first failure is raised after the
-    others finish. Outputs of each run stay in ``workdir/<control>-seed<N>``.
+    Results come back in seed order; ``on_result(seed, kpis)`` is called in
+    the caller's thread as each seed finishes (progress for the CLI). The
+    first failure (in seed order) is raised after the others finish, as a
+    TrafficError naming the seed and carrying the worker's message; a worker
+    that dies outright (SUMO segfault) is reported as such, never as a bare
+    ``BrokenProcessPool``. Outputs of each run stay in ``workdir/<control>-seed<N>``.
     """
-    control(name)
+    fn = control(name)
     if backend not in BACKENDS:
         raise SimulationError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if not seeds:
@@ -176,15 +223,28 @@ def run_seeds(name: str, scenario: Scenario, seeds: Sequence[int], *, workdir: P
         raise SimulationError(f"end ({end}) must be after begin ({begin})")
     dirs = [Path(workdir) / f"{name}-seed{s}" for s in seeds]
     workers = min(processes, len(seeds))
+    executor: Executor
     if name in BATCH_CONTROLS:
         # these already run ``sumo`` as a child process: threads waiting on them are enough
-        with ThreadPoolExecutor(max_workers=workers) as threads:
-            futures = [threads.submit(_one, name, scenario, s, begin, end, d, "auto") for s, d in zip(seeds, dirs)]
-            return [f.result() for f in futures]
-    ctx = multiprocessing.get_context("spawn")  # libsumo state must never be forked or shared
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = [pool.submit(_one, name, scenario, s, begin, end, d, backend) for s, d in zip(seeds, dirs)]
-        return [f.result() for f in futures]
+        executor, job_backend = ThreadPoolExecutor(max_workers=workers), "auto"
+    else:
+        ctx = multiprocessing.get_context("spawn")  # libsumo state must never be forked or shared
+        executor, job_backend = ProcessPoolExecutor(max_workers=workers, mp_context=ctx), backend
+    with executor:
+        # the function itself travels to the worker (by reference), so a control registered at run
+        # time in an importable module works in a spawned process too
+        futures = {executor.submit(_one, fn, scenario, s, begin, end, d, job_backend): s
+                   for s, d in zip(seeds, dirs)}
+        for future in as_completed(futures):
+            if on_result is not None and future.exception() is None:
+                on_result(futures[future], future.result())
+    results: list[Kpis] = []
+    for future, seed in futures.items():
+        exc = future.exception()
+        if exc is not None:
+            raise _in_seed(exc, name, seed, workers > 1) from exc
+        results.append(future.result())
+    return results
 
 
 def summarize(results: Sequence[Kpis]) -> dict[str, dict[str, float]]:

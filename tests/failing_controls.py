@@ -1,0 +1,59 @@
+"""Test-only controls that fail inside a seed's worker process.
+
+Module-level functions in an importable module: ``run_seeds`` sends the
+control function to a spawned worker by reference, so the worker imports
+this module and runs the failure for real on the other side of the
+process boundary.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from traffic.errors import ScenarioError, UnsafePlanError
+from traffic.plan import Violation
+
+
+class _Unpicklable(Exception):
+    """A library-style exception that cannot be rebuilt by pickle (its ``__init__`` needs two arguments)."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(f"{text} (code {code})")
+        self.code = code
+
+
+def raise_value_error(scenario, seed: int, begin: int, end: int, workdir: Path):
+    """A plain Python error from deep inside a control."""
+    raise ValueError(f"detector loop d7 has no lane (seed {seed})")
+
+
+def raise_unpicklable(scenario, seed: int, begin: int, end: int, workdir: Path):
+    """An exception that, unwrapped, would turn into BrokenProcessPool in the parent."""
+    raise _Unpicklable(42, "libsumo said no")
+
+
+def raise_unsafe(scenario, seed: int, begin: int, end: int, workdir: Path):
+    """A project error whose constructor takes violations, not a message."""
+    raise UnsafePlanError([Violation("YELLOW", "3.0 s < ITE 3.6 s", 2)])
+
+
+def raise_scenario_error(scenario, seed: int, begin: int, end: int, workdir: Path):
+    """A project error built from its message alone: the caller sees the same class."""
+    raise ScenarioError("net has no traffic lights")
+
+
+def fail_only_seed_2(scenario, seed: int, begin: int, end: int, workdir: Path):
+    """Seed 2 fails, the others succeed (the failure waits for them, and names seed 2)."""
+    if seed == 2:
+        raise RuntimeError("queue estimator diverged")
+    from simulation.kpi import Kpis
+
+    return Kpis(mean_delay_s=float(seed), mean_trip_time_s=2.0 * seed, mean_waiting_s=1.0, mean_stops=1.0,
+                vehicles=10, completed=10, undeparted=0)
+
+
+def segfault(scenario, seed: int, begin: int, end: int, workdir: Path):
+    """The worker dies the way a libsumo crash kills it."""
+    os.kill(os.getpid(), signal.SIGSEGV)
