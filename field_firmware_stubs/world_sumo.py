@@ -14,6 +14,14 @@ by summing ``getLastStepVehicleNumber``. The world instead counts vehicle ids
 not seen on that loop in the previous step, i.e. vehicles whose front
 entered it during the step, and classifies only those (motorcycles by
 ``vClass``).
+
+Classification reads the vehicle type from the loop's own record
+(``inductionloop.getVehicleData``), never from ``vehicle.getTypeID``: a loop
+near the network exit reports vehicles that arrived (left the network) in
+that same step, which TraCI/libsumo no longer know, and asking about them
+ended whole runs (issue 11). A type SUMO cannot classify counts the vehicle
+without a class (the interval's motorcycle count becomes unknown) rather
+than stopping the world.
 """
 
 from __future__ import annotations
@@ -223,23 +231,47 @@ class SumoWorld:
         for tls, bound in self._bindings.items():
             readings = {}
             for det_id, loop_id in bound:
+                types = self._loop_types(loop_id)
                 ids = loops.getLastStepVehicleIDs(loop_id)
                 occupancy = loops.getLastStepOccupancy(loop_id)
                 previous = self._seen[loop_id]
                 new = [v for v in ids if v not in previous]
                 self._seen[loop_id] = set(ids)
+                classes = [self._vclass(types.get(v)) for v in new]
                 readings[det_id] = DetectorReading(
                     count=len(new), occupancy_pct=max(0.0, min(100.0, occupancy)),
                     presence=bool(ids) or occupancy > 0.0,
-                    motorcycles=sum(1 for v in new if self._vclass(v) == MOTORCYCLE))
+                    motorcycles=None if None in classes else sum(1 for c in classes if c == MOTORCYCLE))
             out[tls] = readings
         return out
 
-    def _vclass(self, vehicle_id: str) -> str:
-        type_id = self._api.vehicle.getTypeID(vehicle_id)
+    def _loop_types(self, loop_id: str) -> dict[str, str]:
+        """Vehicle id -> type id of every vehicle on ``loop_id`` in the last step, from the loop's own data.
+
+        The loop keeps the type of a vehicle that has already left the
+        network; ``vehicle.getTypeID`` would raise for it. TraCI returns
+        tuples ``(id, length, entry, exit, type)``, libsumo objects with
+        ``id`` and ``typeID``.
+        """
+        out: dict[str, str] = {}
+        for entry in self._api.inductionloop.getVehicleData(loop_id):
+            if isinstance(entry, tuple):
+                out[str(entry[0])] = str(entry[4])
+            else:
+                out[str(entry.id)] = str(entry.typeID)
+        return out
+
+    def _vclass(self, type_id: str | None) -> str | None:
+        """SUMO vClass of ``type_id`` (cached); None when the type is unknown (vehicle counted, not classified)."""
+        if type_id is None:
+            return None
         vclass = self._vclass_by_type.get(type_id)
         if vclass is None:
-            vclass = self._api.vehicletype.getVehicleClass(type_id)
+            try:
+                vclass = str(self._api.vehicletype.getVehicleClass(type_id))
+            except self._errors as exc:  # a type SUMO no longer knows: count without a class
+                log.warning("cannot classify vehicle type %r: %s", type_id, exc)
+                return None
             self._vclass_by_type[type_id] = vclass
         return vclass
 
