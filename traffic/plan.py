@@ -153,7 +153,7 @@ class TimingPlan:
             patternOffsetTime=_num(data, "patternOffsetTime", 0.0),
             splitCoordPhase=_int(data, "splitCoordPhase", 1),
             mode=mode,
-            version=_int(data, "version", 1),
+            version=_version(data),
             plan_id=_str(data, "plan_id"),
             created_by=str(data.get("created_by", "unknown")),
             reason=str(data.get("reason", "")),
@@ -200,6 +200,19 @@ def _int(data: Mapping[str, Any], key: str, default: int | None = None) -> int:
     value = data.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int):
         raise PlanError(f"{key}: must be an integer, got {value!r}")
+    return value
+
+
+#: plan versions are stored as PostgreSQL bigint (``plans.version``): 0 <= version < 2**63
+MAX_VERSION = 2**63 - 1
+
+
+def _version(data: Mapping[str, Any]) -> int:
+    """The plan's version, bounded to what the store (bigint) and every comparison can hold."""
+    value = _int(data, "version", 1)
+    if not 0 <= value <= MAX_VERSION:
+        shown = str(value) if len(str(value)) <= 25 else f"{str(value)[:20]}... ({len(str(value))} digits)"
+        raise PlanError(f"version: must be between 0 and 2**63 - 1 (PostgreSQL bigint), got {shown}")
     return value
 
 
