@@ -3,7 +3,9 @@
 Registered into the ``traffic`` parser by :func:`add_commands`, so the
 façade (``traffic/cli.py``) needs one line and stays ignorant of SUMO.
 Handlers raise :class:`~traffic.errors.TrafficError` subclasses; the façade
-turns them into a one-line error and exit code 2.
+turns them into a one-line error and exit code 2. Requests that would only
+exhaust the machine (a billion seeds, a century of replay) are refused up
+front with the bound in the message.
 """
 
 from __future__ import annotations
@@ -11,39 +13,103 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import tempfile
-from datetime import datetime, timezone
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from traffic.errors import SimulationError
 
 log = logging.getLogger(__name__)
+
+#: most seeds one command runs (each is a full SUMO run; more is a typo, and 1-99999999999 ran out of memory)
+MAX_SEEDS = 1000
+#: SUMO's --seed is a C int
+MAX_SEED = 2**31 - 1
+#: longest replay window: replay reads the counts bin by bin (one query per bin)
+MAX_REPLAY_WINDOW = timedelta(days=31)
+#: replay bins: not under the 60 s count interval, not over a day
+MIN_BIN_S, MAX_BIN_S = 60, 86_400
 
 _TABLE_FIELDS = ("mean_delay_s", "mean_trip_time_s", "mean_waiting_s", "vehicles", "completed", "undeparted",
                  "teleports", "wall_s")
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``"1,2,3"`` or ``"1-5"`` (or a mix) as a list of distinct seeds."""
+    """``"1,2,3"`` or ``"1-5"`` (or a mix) as a list of distinct seeds, at most :data:`MAX_SEEDS`.
+
+    A range's length is checked before it is expanded: ``1-99999999999``
+    used to build a list of 10^11 ints and die with MemoryError.
+    """
     seeds: list[int] = []
     try:
         for part in (p.strip() for p in text.split(",")):
             if not part:
                 continue
             if "-" in part[1:]:
-                lo, hi = part.split("-", 1)
-                seeds += list(range(int(lo), int(hi) + 1))
+                dash = part.index("-", 1)  # a leading "-" is a sign, not a range
+                lo, hi = int(part[:dash]), int(part[dash + 1:])
+                if hi < lo:
+                    raise SimulationError(f"seed range {part!r} runs backwards")
+                if len(seeds) + (hi - lo + 1) > MAX_SEEDS:
+                    raise SimulationError(f"seeds {part!r}: at most {MAX_SEEDS} seeds per run, "
+                                          f"this asks for {hi - lo + 1 + len(seeds)}")
+                seeds += list(range(lo, hi + 1))
             else:
                 seeds.append(int(part))
+                if len(seeds) > MAX_SEEDS:
+                    raise SimulationError(f"at most {MAX_SEEDS} seeds per run")
     except ValueError as exc:
         raise SimulationError(f"seeds must be integers like 1,2,3 or 1-5, got {text!r}") from exc
     if not seeds:
         raise SimulationError("no seeds given")
+    bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+    if bad:
+        raise SimulationError(f"seed {bad[0]} is out of range: SUMO seeds are 0 to {MAX_SEED}")
     if len(set(seeds)) != len(seeds):
         raise SimulationError(f"seeds repeat: {text!r}")
     return seeds
+
+
+def check_workdir(path: Path) -> Path:
+    """``path`` as a usable output folder (created if missing), or a SimulationError saying why not.
+
+    Checked before SUMO starts, so ``--workdir`` naming a file is one line,
+    not a FileExistsError traceback from deep inside a worker.
+    """
+    for place in (path, *path.parents):
+        if place.exists():
+            if not place.is_dir():
+                what = "--workdir" if place == path else f"--workdir {path}: its parent"
+                raise SimulationError(f"{what} {place} is a file, not a folder")
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SimulationError(f"--workdir {path}: cannot create it: {exc.strerror or exc}") from exc
+    return path
+
+
+@contextmanager
+def work_folder(given: Path | None, prefix: str) -> Iterator[tuple[Path, bool]]:
+    """The folder a run writes into, and whether it is kept.
+
+    A folder the user gave is kept (they asked for the outputs); otherwise a
+    temporary one is removed when the block ends, success or failure. The
+    block must cover the whole run and report: the scenario's detector file
+    lives there and SUMO reads it while the seeds run.
+    """
+    if given is not None:
+        yield check_workdir(given), True
+        return
+    temp = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield temp, False
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _fmt(stats: dict[str, float], n: int) -> str:
@@ -70,23 +136,44 @@ def _write_json(path: Path | None, doc: dict[str, Any]) -> None:
         raise SimulationError(f"cannot write {path}: {exc}") from exc
 
 
+def _progress(control: str, total: int):
+    """A per-seed progress line on stderr (stdout stays the table, for pipes)."""
+    done = [0]
+
+    def report_seed(seed: int, kpis: Any) -> None:
+        done[0] += 1
+        sys.stderr.write(f"[{done[0]}/{total}] seed {seed} {control}: mean delay {kpis.mean_delay_s:.1f} s, "
+                         f"wall {kpis.wall_s:.1f} s\n")
+        sys.stderr.flush()
+    return report_seed
+
+
 def _cmd_sim_run(args: argparse.Namespace) -> int:
     from simulation.controls import report, run_seeds
-    from simulation.scenario import load_scenario
+    from simulation import scenario as scenario_module
 
-    seeds = parse_seeds(args.seeds) if args.seeds else [args.seed]
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="traffic-sim-"))
-    scenario = load_scenario(args.scenario, detectors_dir=workdir / "detectors", pedestrians=args.pedestrians)
-    begin = scenario.begin if args.begin is None else args.begin
-    end = scenario.end if args.end is None else args.end
-    results = run_seeds(args.control, scenario, seeds, workdir=workdir, begin=begin, end=end,
-                        processes=args.processes, backend=args.backend)
-    doc = report(args.control, scenario, seeds, results, begin=begin, end=end)
-    doc["workdir"] = str(workdir)
-    _write_json(args.json, doc)
+    seeds = parse_seeds(args.seeds) if args.seeds else parse_seeds(str(args.seed))
+    if args.processes < 1:
+        raise SimulationError(f"--processes must be at least 1, got {args.processes}")
+    with work_folder(args.workdir, "traffic-sim-") as (workdir, kept):
+        scenario = scenario_module.load_scenario(args.scenario, detectors_dir=workdir / "detectors",
+                                                 pedestrians=args.pedestrians)
+        begin = scenario.begin if args.begin is None else args.begin
+        end = scenario.end if args.end is None else args.end
+        results = run_seeds(args.control, scenario, seeds, workdir=workdir, begin=begin, end=end,
+                            processes=args.processes, backend=args.backend,
+                            on_result=_progress(args.control, len(seeds)))
+        doc = report(args.control, scenario, seeds, results, begin=begin, end=end)
+        if kept:
+            doc["workdir"] = str(workdir)
+        _write_json(args.json, doc)
     sys.stdout.write(f"{scenario.sumocfg.name}: {args.control}, seeds {','.join(map(str, seeds))}, "
                      f"window {begin}-{end} s\n")
     sys.stdout.write(kpi_table({args.control: doc["summary"]}, len(seeds)) + "\n")
+    if args.json is not None:
+        sys.stdout.write(f"KPIs written to {args.json}\n")
+    sys.stdout.write(f"SUMO outputs kept in {workdir}\n" if kept
+                     else "SUMO outputs removed (keep them with --workdir DIR)\n")
     return 0
 
 
@@ -98,21 +185,43 @@ def _timestamp(text: str) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
 
 
+def check_window(start: datetime, end: datetime) -> None:
+    """Refuse a replay window that is empty or longer than :data:`MAX_REPLAY_WINDOW`.
+
+    Replay reads the stored counts one bin at a time: 1900-2100 in 900 s bins
+    is about 7 million queries, which looked like a hang.
+    """
+    if end <= start:
+        raise SimulationError(f"--to ({end.isoformat()}) must be after --from ({start.isoformat()})")
+    if end - start > MAX_REPLAY_WINDOW:
+        raise SimulationError(f"replay window {start.isoformat()} to {end.isoformat()} is {(end - start).days} days; "
+                              f"at most {MAX_REPLAY_WINDOW.days} days per replay (split it into several runs)")
+
+
 def _cmd_replay(args: argparse.Namespace) -> int:
     from simulation.replay import replay
     from traffic.config import load_settings
 
+    check_window(args.start, args.end)
+    if not MIN_BIN_S <= args.bin <= MAX_BIN_S:
+        raise SimulationError(f"--bin: {args.bin} s is not between {MIN_BIN_S} and {MAX_BIN_S} s")
+    if args.processes < 1:
+        raise SimulationError(f"--processes must be at least 1, got {args.processes}")
+    seeds = parse_seeds(args.seeds)
     settings = load_settings(args.config)
     dsn = args.dsn or settings.database.dsn
     if not dsn:
         raise SimulationError("replay needs a database: --dsn or TRAFFIC_DATABASE_DSN")
-    seeds = parse_seeds(args.seeds)
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="traffic-replay-"))
-    result = replay(dsn, start=args.start, end=args.end, scenario_path=args.scenario, plans=args.plans,
-                    seeds=seeds, workdir=workdir, settings=settings, processes=args.processes,
-                    bin_s=args.bin)
-    _write_json(args.json, result.to_dict())
+    with work_folder(args.workdir, "traffic-replay-") as (workdir, kept):
+        result = replay(dsn, start=args.start, end=args.end, scenario_path=args.scenario, plans=args.plans,
+                        seeds=seeds, workdir=workdir, settings=settings, processes=args.processes,
+                        bin_s=args.bin)
+        _write_json(args.json, result.to_dict())
     sys.stdout.write(result.table() + "\n")
+    if args.json is not None:
+        sys.stdout.write(f"results written to {args.json}\n")
+    if kept:
+        sys.stdout.write(f"SUMO outputs kept in {workdir}\n")
     return 0
 
 
@@ -155,19 +264,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry (``python -m simulation.cli sim run ...``) until the façade registers the commands."""
-    from traffic.errors import TrafficError
+    """``python -m simulation.cli sim run ...``: the same as ``traffic sim run ...`` (one error handling)."""
+    from traffic.cli import main as traffic_main
 
-    parser = argparse.ArgumentParser(prog="traffic")
-    parser.add_argument("-c", "--config", type=Path, default=None)
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    try:
-        return int(args.func(args))
-    except TrafficError as exc:
-        sys.stderr.write(f"traffic: error: {exc}\n")
-        return 2
+    return traffic_main(argv)
 
 
 if __name__ == "__main__":

@@ -11,22 +11,44 @@
 
 Configuration comes from ``traffic.toml`` / ``$TRAFFIC_CONFIG`` and
 ``TRAFFIC_*`` environment variables (see ``traffic.config``).
+
+Every failure is one line on stderr and an exit code a script can act on
+(operators run this from cron and shell scripts, where a traceback is noise
+and a wrong code is a silent failure): 0 success, 1 findings (an unsafe
+plan), 2 bad usage or bad input, 3 a service that cannot be reached (broker,
+database), 70 an internal error (a bug: ``--debug`` or ``TRAFFIC_DEBUG=1``
+shows the traceback), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, NoReturn, Sequence
 
 from traffic.config import load_settings
-from traffic.errors import TrafficError
+from traffic.errors import (InputError, PlanError, ServiceError, StorageError, TrafficError, TransportError,
+                            UnsafePlanError)
 from traffic.logging_setup import configure
 
 log = logging.getLogger("traffic.cli")
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+EXIT_INTERNAL = 70  # sysexits EX_SOFTWARE
+EXIT_INTERRUPTED = 130
+DISTRIBUTION = "open-traffic-signal"
+#: an error line longer than this is cut (a fuzzed 1 MB controller id must not flood the terminal)
+MAX_ERROR_CHARS = 800
+#: user files read whole: a plan or spec is a few kB; refuse what would only exhaust memory
+MAX_INPUT_BYTES = 16 * 1024 * 1024
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -51,12 +73,39 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preflight_services(mqtt_url: str, dsn: str) -> None:
+    """Reach the database and the broker once before a long-running service starts.
+
+    The ingest worker reports its own start-up failures as a log record and
+    exit 2; checking first lets the façade say "service unavailable" with
+    exit code 3, which is what a supervisor or script needs to tell a down
+    database from a typo.
+    """
+    import socket
+    from dataclasses import replace as dc_replace
+
+    from traffic import db
+    from traffic.config import MqttSettings
+
+    if dsn:
+        db.connect(dsn).close()
+    if mqtt_url:
+        broker = dc_replace(MqttSettings(), url=mqtt_url)
+        try:
+            socket.create_connection((broker.host, broker.port), timeout=5.0).close()
+        except OSError as exc:
+            raise TransportError(f"cannot reach MQTT broker {broker.host}:{broker.port}: "
+                                 f"{exc.strerror or exc}") from exc
+
+
 def _cmd_ingest(args: argparse.Namespace) -> int:
     """One ingest worker (``sensors.worker``): stable client id = its persistent MQTT session."""
     import socket
 
     from sensors import worker
 
+    settings = load_settings(args.config)
+    _preflight_services(args.mqtt_url or settings.mqtt.url, args.dsn or settings.database.dsn)
     argv = ["--client-id", args.client_id or f"ingest-{socket.gethostname().lower()}"]
     if args.config:
         argv += ["--config", str(args.config)]
@@ -67,19 +116,63 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     return worker.main(argv)
 
 
+def read_user_file(path: Path, what: str, *, limit: int = MAX_INPUT_BYTES) -> bytes:
+    """The bytes of a file the user named, or an InputError saying which file and why (never a traceback)."""
+    try:
+        if path.is_dir():
+            raise InputError(f"{what} {path} is a folder, not a file")
+        size = path.stat().st_size
+        if size > limit:
+            raise InputError(f"{what} {path} is {size} bytes; more than {limit} is not a {what}")
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+
+
+def load_user_json(path: Path, what: str) -> Any:
+    """Parse a user's JSON file; malformed, empty, non-UTF-8 or absurdly nested input is an InputError."""
+    raw = read_user_file(path, what)
+    if not raw.strip():
+        raise InputError(f"{what} {path} is empty (expected JSON)")
+    try:
+        return json.loads(raw)
+    except RecursionError as exc:
+        raise InputError(f"{what} {path} is nested too deeply to be a {what}") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{what} {path} is not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
+    except ValueError as exc:  # json.JSONDecodeError, and ints beyond the digit limit
+        raise InputError(f"{what} {path} is not valid JSON: {exc}") from exc
+
+
 def _cmd_plan_check(args: argparse.Namespace) -> int:
     from controller.safety import check_plan
     from traffic.intersection import IntersectionSpec
     from traffic.plan import TimingPlan
 
-    spec = IntersectionSpec.from_dict(json.loads(Path(args.spec).read_text()))
-    plan = TimingPlan.from_json(Path(args.plan).read_bytes())
-    violations = check_plan(plan, spec)
+    spec_data = load_user_json(args.spec, "spec")
+    plan_data = load_user_json(args.plan, "plan")
+    try:
+        spec = IntersectionSpec.from_dict(spec_data)
+    except TrafficError as exc:
+        raise InputError(f"spec {args.spec}: {exc}") from exc
+    except (AttributeError, RecursionError) as exc:  # from_dict assumes an object: a list or number is not a spec
+        raise InputError(f"spec {args.spec}: not an intersection spec ({type(exc).__name__}: {exc})") from exc
+    try:
+        plan = TimingPlan.from_dict(plan_data)
+    except PlanError as exc:
+        raise InputError(f"plan {args.plan}: {exc}") from exc
+    try:
+        violations = check_plan(plan, spec)
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, ArithmeticError) as exc:
+        # from_dict checks the spec's shape, not every value's type: a spec saying
+        # "phases": [{"phase": "one", ...}] only fails when the rules compare numbers
+        raise InputError(f"spec {args.spec}: a value has the wrong type or range "
+                         f"({type(exc).__name__}: {exc})") from exc
     for v in violations:
         sys.stdout.write(f"{v.rule}\tphase {v.phase}\t{v.detail}\n")
     if not violations:
         sys.stdout.write(f"plan {plan.plan_id} v{plan.version} is safe for {spec.controller_id}\n")
-    return 1 if violations else 0
+    return EXIT_FINDINGS if violations else EXIT_OK
 
 
 def _cmd_corridor(args: argparse.Namespace) -> int:
@@ -151,10 +244,36 @@ def db_connect(dsn: str):
     return db.connect(dsn)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line usage error (the full usage is one ``--help`` away).
+
+    Subcommand parsers inherit the class, so ``traffic sim run --control fuzzy``
+    is one line too.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _version() -> str:
+    """The installed distribution's version (what ``pip`` installed), not a constant that can drift."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="traffic", description="Open smart-traffic signal control.")
+    parser = _Parser(prog="traffic", description="Open smart-traffic signal control.",
+                     epilog="exit codes: 0 ok, 1 findings (unsafe plan), 2 bad usage or input, "
+                            "3 service unreachable, 70 internal error, 130 interrupted")
+    parser.add_argument("--version", action="version", version=f"traffic ({DISTRIBUTION}) {_version()}")
     parser.add_argument("-c", "--config", type=Path, default=None, help="TOML configuration file")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug logging")
+    parser.add_argument("--debug", action="store_true", default=False,
+                        help="let unexpected errors raise with their traceback (also TRAFFIC_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run the closed loop on an embedded default and print before/after")
@@ -220,19 +339,88 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes/contexts, outermost first (bounded: chains can loop)."""
+    chain: list[BaseException] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(chain) < 20:
+        chain.append(current)
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    """True when the failure is a broker or database that cannot be reached (or started)."""
+    if isinstance(exc, (TransportError, ServiceError)):
+        return True
+    psycopg = sys.modules.get("psycopg")
+    for link in _causes(exc):
+        if psycopg is not None and isinstance(link, psycopg.OperationalError):
+            return True
+        if isinstance(link, (ConnectionError, TimeoutError)):
+            return True
+        if isinstance(link, OSError) and link.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
+                                                        errno.ETIMEDOUT, errno.ECONNRESET):
+            return True
+        if type(link).__name__ == "gaierror":  # socket.gaierror: the host name does not resolve
+            return True
+    return isinstance(exc, StorageError) and str(exc).startswith("cannot connect")
+
+
+def _one_line(text: str) -> str:
+    """A message as one bounded line: a library's multi-line error must not look like several errors."""
+    line = "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    return line if len(line) <= MAX_ERROR_CHARS else line[:MAX_ERROR_CHARS - 3] + "..."
+
+
+def explain(exc: BaseException) -> tuple[int, str]:
+    """The exit code and the one line to print for a failed command."""
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, "traffic: interrupted"
+    if _is_unreachable(exc):
+        return EXIT_UNAVAILABLE, f"traffic: error: service unavailable: {_one_line(str(exc))}"
+    if isinstance(exc, UnsafePlanError):
+        return EXIT_FINDINGS, f"traffic: error: {_one_line(str(exc))}"
+    if isinstance(exc, TrafficError):
+        return EXIT_USAGE, f"traffic: error: {_one_line(str(exc))}"
+    if isinstance(exc, OSError):  # a file the user named: missing, unreadable, a folder, disk full
+        where = f" {exc.filename}" if exc.filename else ""
+        return EXIT_USAGE, f"traffic: error:{where} {_one_line(exc.strerror or str(exc))}"
+    if isinstance(exc, RecursionError):
+        return EXIT_USAGE, "traffic: error: input nested too deeply"
+    if isinstance(exc, MemoryError):
+        return EXIT_USAGE, "traffic: error: out of memory (input or request too large)"
+    if isinstance(exc, ValueError):
+        return EXIT_USAGE, f"traffic: error: bad input: {_one_line(str(exc))}"
+    return EXIT_INTERNAL, (f"traffic: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
+                           f"(run with --debug for the traceback)")
+
+
+def _debug_requested(args: argparse.Namespace | None) -> bool:
+    if args is not None and getattr(args, "debug", False):
+        return True
+    return os.environ.get("TRAFFIC_DEBUG", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit code (argparse itself exits 2 on bad usage, 0 on --help/--version)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     configure(args.verbose)
     try:
         return int(args.func(args))
-    except TrafficError as exc:
-        log.debug("failed", exc_info=True)
-        sys.stderr.write(f"traffic: error: {exc}\n")
-        return 2
     except KeyboardInterrupt:
         sys.stderr.write("traffic: interrupted\n")
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the one place every failure becomes one line and an exit code
+        if _debug_requested(args):
+            raise
+        code, line = explain(exc)
+        log.debug("failed", exc_info=True)
+        sys.stderr.write(line + "\n")
+        return code
 
 
 if __name__ == "__main__":

@@ -39,6 +39,10 @@ class ConfigError(TrafficError):
     """Raised when configuration (file or environment) is missing or invalid."""
 
 
+class InputError(TrafficError):
+    """Raised when a file or value the user supplied cannot be read or is malformed (CLI exit code 2)."""
+
+
 class MessageError(TrafficError):
     """Raised when a wire message cannot be decoded or fails its schema."""
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from traffic.config import load_settings
-from traffic.errors import ConfigError
+from traffic.errors import ConfigError, InputError
 
 __all__ = ["add_commands"]
 
@@ -20,16 +20,37 @@ def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an ``--out`` that cannot become the PKI folder before any key is generated.
+
+    ``init_pki`` would fail halfway with ``FileExistsError`` when ``out`` (or a
+    parent) is a file; checking first gives the user one line naming the path.
+    """
+    for place in (out, *out.parents):
+        if place.exists():
+            if not place.is_dir():
+                what = "--out" if place == out else f"--out {out}: its parent"
+                raise InputError(f"{what} {place} is a file, not a folder")
+            break
+
+
 def _cmd_pki_init(args: argparse.Namespace) -> int:
     from traffic.security.pki import SERVICES, init_pki
 
     controllers = _split(args.controllers)
     if not controllers:
         raise ConfigError("--controllers: name at least one controller id, comma separated")
+    if not 1 <= args.port <= 65535:
+        raise ConfigError(f"--port: {args.port} is not a TCP port (1-65535)")
+    _check_out(args.out)
     site = args.site or load_settings(args.config).site.site
-    layout = init_pki(args.out, controllers=controllers, site=site, gateways=_split(args.gateways),
-                      server_dns=_split(args.server_names),
-                      server_ips=_split(args.server_ips), port=args.port)
+    try:
+        layout = init_pki(args.out, controllers=controllers, site=site, gateways=_split(args.gateways),
+                          server_dns=_split(args.server_names),
+                          server_ips=_split(args.server_ips), port=args.port)
+    except OSError as exc:  # a parent that is a file, a read-only or full disk: name the place, no traceback
+        where = exc.filename or args.out
+        raise InputError(f"--out {args.out}: cannot write {where}: {exc.strerror or exc}") from exc
     out = sys.stdout
     out.write(f"PKI for site {site!r} in {layout.root}\n")
     out.write(f"  CA certificate     {layout.ca_cert}\n")
