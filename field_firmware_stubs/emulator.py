@@ -126,6 +126,12 @@ class FieldEmulator:
     emulator refuse every plan not signed by a trusted key (``SIGNATURE``);
     without one it accepts unsigned plans and warns once per process
     (development mode).
+    ``startup_all_red_s`` is the start-up all-red shown from the first tick
+    before the first green (default and floor: the longest red clearance of
+    the design and of the TOD plan), so a controller that starts or takes
+    over heads mid-interval never shows the tail of a yellow or of a green
+    (which its own monitor would rightly judge a short yellow: issue 12) and
+    the monitors judge every state it drives from its first tick on.
     Without :meth:`start` the emulator runs offline and publishes nothing.
     """
 
@@ -134,7 +140,8 @@ class FieldEmulator:
                  clock_origin: datetime, settings: FieldSettings | None = None,
                  gateway: FieldGateway | None = None,
                  expiry_clock: Callable[[], datetime] | None = None,
-                 plan_verifier: PlanVerifier | None = None) -> None:
+                 plan_verifier: PlanVerifier | None = None,
+                 startup_all_red_s: float | None = None) -> None:
         if clock_origin.tzinfo is None:
             raise ConfigError("clock_origin must carry a UTC offset")
         if not 1 <= count_interval_s <= 3600:
@@ -147,6 +154,13 @@ class FieldEmulator:
         violations = check_plan(self.tod_plan, spec)
         if violations:
             raise UnsafePlanError(violations)
+        longest_red = max([p.red_clear_s for p in spec.phases] + [p.phaseRedClear for p in self.tod_plan.phases])
+        if startup_all_red_s is None:
+            startup_all_red_s = math.ceil(longest_red * 10.0 - 1e-6) / 10.0
+        if not (math.isfinite(startup_all_red_s) and startup_all_red_s >= longest_red - _EPS):
+            raise ConfigError(f"startup_all_red_s must be at least the longest red clearance {longest_red} s, "
+                              f"got {startup_all_red_s}")
+        self.startup_all_red_s = float(startup_all_red_s)
         self.count_interval_s = count_interval_s
         self.stats = FieldStats()
         self._mqtt = mqtt
@@ -261,14 +275,17 @@ class FieldEmulator:
         """Advance to simulation second ``now_s`` with this step's readings; return the state to drive."""
         if self._program is None:
             self._program = SignalProgram(self.spec, self.tod_plan, start_time=now_s,
-                                          transition_max_step_s=self.settings.transition_max_step_s)
+                                          transition_max_step_s=self.settings.transition_max_step_s,
+                                          startup_all_red_s=self.startup_all_red_s)
             self._last_contact = now_s
-            self._detail = "local time-of-day plan"
+            self._detail = "start-up all-red"
         self._now = now_s
         self._take_inbox(now_s)
         self._check_fallback(now_s)
         presence = {d: r.occupied for d, r in detector_readings.items()}
         state = self._program.step(now_s, presence)
+        if self._detail == "start-up all-red" and not self._program.starting_up:
+            self._detail = "local time-of-day plan"
         driven = self._monitor.observe(now_s, state)
         self._events.extend(self._program.drain_events())
         if self._monitor.tripped and self._mode != msg.MODE_FLASH:

@@ -60,6 +60,15 @@ Design choices (and why):
   stages that overlap (a grid junction's through, left and single-approach
   stages) a fixed ring serves several stages for the same lanes. Every
   phase change is a boundary, where a pending plan takes over; no offsets.
+* Start-up (``startup_all_red_s`` > 0, what :class:`FieldEmulator` uses):
+  the heads show all-red for that long, then the first phase of the cycle
+  starts a full green and the cycle boundary is there; the bounded offset
+  transition brings a coordinated plan in step over the next cycles, as an
+  NTCIP controller's start-up sequence does. Without it the engine starts
+  *in step*, i.e. in the middle of whatever interval the offset puts at the
+  start time: a yellow shown for its last second looks to any monitor like
+  a short yellow (issue 12: 8 of 120 start seconds sent a corridor to
+  flash), and a green begun mid-way is shorter than its minimum.
 * Every plan the engine runs is re-checked with :func:`plan_check.check_plan`;
   an unsafe plan raises :class:`~traffic.errors.UnsafePlanError` instead of
   reaching the heads, whoever the caller is.
@@ -133,9 +142,11 @@ class SignalProgram:
     """
 
     def __init__(self, spec: IntersectionSpec, plan: TimingPlan, *, start_time: float,
-                 transition_max_step_s: float = 10.0) -> None:
+                 transition_max_step_s: float = 10.0, startup_all_red_s: float = 0.0) -> None:
         if transition_max_step_s < 0:
             raise PlanError(f"transition_max_step_s must be >= 0, got {transition_max_step_s}")
+        if not (math.isfinite(startup_all_red_s) and startup_all_red_s >= 0):
+            raise PlanError(f"startup_all_red_s must be >= 0, got {startup_all_red_s}")
         self.spec = spec
         self._max_step = to_ds(transition_max_step_s)
         self._det_phases = {d.detector_id: spec.detector_phases(d) for d in spec.detectors}
@@ -172,9 +183,13 @@ class SignalProgram:
         self._committed: TimingPlan | None = None
         self._coord_state = -1
         self._recording = False
+        self._in_startup = False
 
         self._set_plan(plan)
         start = to_ds(start_time)
+        if to_ds(startup_all_red_s) > 0:
+            self._begin_startup(start, to_ds(startup_all_red_s))
+            return
         cycle = self._cycle
         boundary_phase = self._boundary_phase(plan)
         # free mode keeps no cycle: start in the first phase's green rather than fast-forward into
@@ -217,6 +232,11 @@ class SignalProgram:
     def interval(self) -> str:
         """``green``, ``yellow`` or ``red`` (red clearance)."""
         return self._kind
+
+    @property
+    def starting_up(self) -> bool:
+        """True during the start-up all-red (no phase is timing yet)."""
+        return self._in_startup
 
     @property
     def cycle_start(self) -> float:
@@ -317,6 +337,27 @@ class SignalProgram:
         return (to_ds(plan.patternOffsetTime) + to_ds(coord.splitTime)) % cycle
 
     # ---------------------------------------------------------------- timeline
+    def _begin_startup(self, start: int, all_red: int) -> None:
+        """All-red from ``start`` for ``all_red`` tenths, then a new cycle in the first phase's green.
+
+        The start-up interval is timed as a red clearance after the
+        coordinated phase (so the machinery that ends a red clearance starts
+        the next cycle), but it shows every group red, emits no phase event
+        of its own and begins a cycle whose offset the transition corrects.
+        """
+        self._recording = True
+        self._now = start
+        self._emit(start, ev.COORD_PATTERN_CHANGE, self._plan.version & 0xFFFF)
+        self._in_startup = True
+        self._idx = len(self._order) - 1
+        self._kind = KIND_RED
+        self._state = "r" * self.spec.link_count
+        self._int_start, self._int_end = start, start + all_red
+        self._marks = []
+        self._walk_now, self._walk_end = False, 0
+        self._cycle_start, self._cycle_len, self._coord_end = start, all_red, start
+        self._wrap, self._next_idx = True, 0
+
     def _begin_cycle(self, t: int, *, initial: bool = False) -> None:
         if self._committed is not None:
             old = self._plan
@@ -630,6 +671,10 @@ class SignalProgram:
         if self._kind == KIND_YELLOW:
             self._emit(t, ev.PHASE_END_YELLOW, phase.number)
             self._begin_red_or_next(t, phase, self._following())
+            return
+        if self._in_startup:
+            self._in_startup = False
+            self._next_phase(t)
             return
         self._emit(t, ev.PHASE_END_RED_CLEAR, phase.number)
         self._next_phase(t)
