@@ -53,6 +53,7 @@ DEFAULT_SESSION_EXPIRY_S = 24 * 3600
 _TICK_S = 0.2                    # writer wake-up when idle (stop check, replay timer)
 _IDLE_GAP_S = 0.05               # close a batch early when the stream pauses this long
 _DISK_RETRY_S = 1.0
+_HANDOVER_QUIET_S = 0.5          # after unsubscribing, the session is drained once nothing came for this long
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class IngestStats:
     replayed: int = 0
     batches: int = 0
     quarantined: int = 0
+    refused: int = 0   # messages the database refused, kept as dead letters (also in dead_lettered)
 
 
 @dataclass
@@ -77,6 +79,7 @@ class _Inbound:
     qos: int
     topic: str
     payload: bytes
+    received_at: datetime
     batch: Batch
     seq: int
 
@@ -129,6 +132,8 @@ class IngestService:
         self._flush_now = threading.Event()
         self._stopping = threading.Event()
         self._subscribed = threading.Event()
+        self._unsubscribed = threading.Event()
+        self._leaving = threading.Event()   # set by a handover: do not subscribe again on a reconnect
         self._connect_error: str | None = None
         self._store: CountStore | None = None
         self._client: mqtt.Client | None = None
@@ -173,6 +178,7 @@ class IngestService:
         if self._writer is not None:
             return
         self._stopping.clear()
+        self._leaving.clear()
         self._store = CountStore(self._dsn, min_size=self._settings.database.pool_min,
                                  max_size=self._settings.database.pool_max, timeout=self._db_timeout_s)
         self._writer = threading.Thread(target=self._run_writer, name=f"ingest-writer-{self._site}", daemon=True)
@@ -184,34 +190,92 @@ class IngestService:
             self.stop(timeout=1.0)
             raise
 
-    def stop(self, timeout: float = 10.0, *, end_session: bool = False) -> None:
+    def stop(self, timeout: float = 10.0, *, handover: bool = False, retire: bool = False,
+             end_session: bool = False) -> bool:
         """Make what was received durable (bounded by ``timeout``), then disconnect and close.
 
-        Messages not yet durable when the time runs out stay unacknowledged:
-        the broker redelivers them to the session on the next start.
+        Three ways to stop, because the broker treats a stopped member of a
+        shared subscription as still there: Mosquitto keeps routing its share
+        of the traffic to the session while it is offline (measured: 5 of 10
+        messages), and discards that queue if the session expires.
 
-        The session normally outlives the stop, so a restart resumes it. But a
-        broker keeps routing a share of the shared subscription to a stopped
-        instance's session (and drops beyond its queue limit), so an instance
-        that is being retired should pass ``end_session=True``: its session
-        ends and the other instances get all the traffic.
+        * default (``handover=False``): the session and its subscriptions
+          stay; the broker queues this instance's share for it and a restart
+          under the same client id takes it. Right for a restart of a single
+          instance (with no other member, unsubscribing would make the broker
+          drop what is published meanwhile). Messages not yet durable stay
+          unacknowledged and are redelivered on the next start.
+        * ``handover=True``: unsubscribe first, so the broker routes
+          everything to the other instances from now on, then keep consuming
+          until nothing has arrived for a moment (the session's queued and
+          in-flight messages still come through after the unsubscribe) and
+          all of it is durable. The session stays for a restart, with nothing
+          routed to it. What ``python -m sensors.worker`` does on SIGTERM.
+        * ``retire=True`` (``end_session=True`` is the older name): a
+          handover, then, if everything was drained, disconnect with session
+          expiry 0 so the broker discards the session. For an instance that
+          is leaving for good. If the drain did not finish in ``timeout``
+          the session is kept (ending it would discard what it still
+          holds) and False is returned.
+
+        Returns True when everything received was made durable (and, for
+        ``retire``, the session was ended).
         """
         if self._writer is None:
-            return
+            return True
+        retire = retire or end_session
+        handover = handover or retire
         deadline = time.monotonic() + timeout
+        ok = True
         if self._client is not None and self._client.is_connected():
-            self.flush(timeout=max(0.0, deadline - time.monotonic()))
+            if handover:
+                ok = self._hand_over(deadline)
+            else:
+                ok = self.flush(timeout=max(0.0, deadline - time.monotonic()))
+        elif retire:
+            ok = False   # not connected: cannot know the session is empty
+        if retire and self._spool_pending and not self.wait_replayed(max(0.0, deadline - time.monotonic())):
+            log.warning("retiring with %d spooled batch(es) not yet in the database in %s: run a worker with "
+                        "this spool folder to replay them", len(self._spool.pending()), self._spool.directory)
+        end = retire and ok
+        if retire and not ok:
+            log.error("could not drain the session of %s within %.1f s; keeping it (ending it would discard "
+                      "what it still holds): retire again", self._client_id, timeout)
         if self._client is not None:
-            disconnect(self._client, end_session=end_session)
+            disconnect(self._client, end_session=end)
         self._stopping.set()
         self._writer.join(max(0.1, deadline - time.monotonic()))
         if self._writer.is_alive():
             log.warning("ingest writer did not finish within %.1f s", timeout)
+            ok = False
         if self._store is not None:
             self._store.close()
         self._writer = None
         self._client = None
         self._store = None
+        if end:
+            log.info("ingest %s retired: session ended", self._client_id)
+        return ok
+
+    def _hand_over(self, deadline: float) -> bool:
+        """Unsubscribe (so the broker stops routing to us), then drain what the session still delivers."""
+        assert self._client is not None
+        self._leaving.set()
+        self._unsubscribed.clear()
+        result, _mid = self._client.unsubscribe(self.subscriptions())
+        if result != mqtt.MQTT_ERR_SUCCESS:
+            log.error("unsubscribe failed (%s); the session keeps its share", mqtt.error_string(result))
+            self.flush(max(0.0, deadline - time.monotonic()))
+            return False
+        if not self._unsubscribed.wait(max(0.0, deadline - time.monotonic())):
+            log.error("no UNSUBACK from the broker; the session may keep its share")
+            self.flush(max(0.0, deadline - time.monotonic()))
+            return False
+        log.info("ingest %s unsubscribed; draining what its session still holds", self._client_id)
+        with self._cv:
+            # Count the quiet period from the UNSUBACK: queued messages may follow it.
+            self._last_arrival = time.monotonic()
+        return self.drain(max(0.0, deadline - time.monotonic()), quiet_s=_HANDOVER_QUIET_S)
 
     def __enter__(self) -> "IngestService":
         self.start()
@@ -273,6 +337,7 @@ class IngestService:
         client = new_client(mq, self._client_id, manual_ack=True, max_reconnect_delay_s=30)
         client.on_connect = self._guard(self._on_connect)
         client.on_subscribe = self._guard(self._on_subscribe)
+        client.on_unsubscribe = self._guard(self._on_unsubscribe)
         client.on_disconnect = self._guard(self._on_disconnect)
         client.on_message = self._guard(self._on_message)
         return client
@@ -314,6 +379,8 @@ class IngestService:
             self._connect_error = f"connect refused: {reason_code}"
             log.error("MQTT %s", self._connect_error)
             return
+        if self._leaving.is_set():
+            return  # reconnected during a handover: the session's queue still comes, no new share
         qos = max(1, min(self._settings.mqtt.qos, 2))
         # retainHandling=1: retained status only for a new subscription, not on every reconnect.
         opts = SubscribeOptions(qos=qos, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
@@ -331,6 +398,13 @@ class IngestService:
             return
         self._subscribed.set()
 
+    def _on_unsubscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: list[ReasonCode],
+                        properties: Any) -> None:
+        failed = [str(rc) for rc in reason_codes if rc.is_failure]
+        if failed:
+            log.warning("MQTT unsubscribe answered %s", ", ".join(failed))
+        self._unsubscribed.set()
+
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: ReasonCode,
                        properties: Any) -> None:
         if not self._stopping.is_set() and reason_code.is_failure:
@@ -345,7 +419,7 @@ class IngestService:
             self._received_seq += 1
             self._last_arrival = time.monotonic()
             self._counters["received"] += 1
-            self._queue.put(_Inbound(msg.mid, msg.qos, topic, payload, batch, self._received_seq))
+            self._queue.put(_Inbound(msg.mid, msg.qos, topic, payload, received_at, batch, self._received_seq))
 
     # ---- writer thread ------------------------------------------------------
     def _run_writer(self) -> None:
@@ -394,50 +468,34 @@ class IngestService:
         return items
 
     def _persist(self, items: list[_Inbound]) -> None:
+        """Make ``items`` durable (database, else spool), then acknowledge them.
+
+        The store isolates what the database refuses (dead letters) and
+        stores the rest, so the only failure that reaches here is the
+        database being away (spool, replay later) or, in theory, something
+        unforeseen: that batch is spooled too and the replay sets it aside
+        (``*.bad``) if it fails again, so no batch can stop the stream.
+        """
         batch = Batch()
         for item in items:
-            batch.extend(item.batch)
-        durable = False
+            batch.add_message(item.topic, item.payload, item.received_at, item.batch)
         if not self._spool_pending:
             try:
                 result = self._store_or_raise().write_batch(batch)
-                self._count(result, batches=1)
-                durable = True
             except StorageError as exc:
                 if is_transient(exc):
                     log.warning("database unavailable, spooling batch of %d rows: %s", len(batch), exc)
                 else:
-                    log.error("database refused a batch (%s); storing its messages one by one", exc)
-                    durable = self._isolate(items)
-                    if durable:
-                        self._finish(items)
-                        return
-        if not durable:
-            durable = self._spool_batch(batch)
-        if durable:
+                    log.error("database refused a batch even message by message (%s); spooling it, the "
+                              "replay sets it aside if it fails again", exc)
+            except Exception:  # noqa: BLE001 - a bug must not stop the stream: keep the data on disk
+                log.exception("unexpected error writing a batch of %d rows; spooling it", len(batch))
+            else:
+                self._count(result, batches=1)
+                self._finish(items)
+                return
+        if self._spool_batch(batch):
             self._finish(items)
-
-    def _isolate(self, items: list[_Inbound]) -> bool:
-        """Store message by message; one the database refuses becomes a dead letter.
-
-        Returns False (nothing acknowledged) if the database went away meanwhile;
-        the caller then spools the whole batch, which is safe because writes
-        are idempotent.
-        """
-        store = self._store_or_raise()
-        for item in items:
-            try:
-                self._count(store.write_batch(item.batch), batches=1)
-            except StorageError as exc:
-                if is_transient(exc):
-                    return False
-                letter = dead_letter(item.topic, f"rejected by the database: {exc}", item.payload,
-                                     datetime.now(timezone.utc))
-                try:
-                    self._count(store.write_batch(letter), batches=1)
-                except StorageError:
-                    return False
-        return True
 
     def _spool_batch(self, batch: Batch) -> bool:
         while True:
@@ -482,14 +540,24 @@ class IngestService:
             except StorageError as exc:
                 if is_transient(exc):
                     return False
-                log.error("database refused spooled batch %s: %s", path.name, exc)
+                log.error("database refused spooled batch %s even message by message: %s", path.name, exc)
+                self._spool.quarantine(path)
+                self._count(BatchResult(), quarantined=1)
+                continue
+            except Exception:  # noqa: BLE001 - one unreadable batch must not block the spool behind it
+                log.exception("unexpected error replaying spooled batch %s", path.name)
                 self._spool.quarantine(path)
                 self._count(BatchResult(), quarantined=1)
                 continue
             self._spool.remove(path)
-            # Dead letters of a spooled batch were already counted when spooled.
+            # Dead letters the batch carried were counted when it was spooled;
+            # messages the database refused now are new dead letters.
             self._count(BatchResult(result.counts_stored, result.counts_duplicate, result.events_stored,
-                                    result.events_duplicate, 0, result.statuses), replayed=1)
+                                    result.events_duplicate, result.refused, result.statuses, result.refused),
+                        replayed=1)
+            if result.refused:
+                log.warning("spooled batch %s: %d message(s) refused by the database, kept as dead letters",
+                            path.name, result.refused)
             log.info("replayed spooled batch %s (%d rows)", path.name, len(batch))
         with self._cv:
             self._spool_pending = bool(self._spool.pending())
@@ -502,6 +570,7 @@ class IngestService:
             c["stored"] += result.counts_stored + result.events_stored
             c["duplicates"] += result.counts_duplicate + result.events_duplicate
             c["dead_lettered"] += result.dead_letters
+            c["refused"] += result.refused
             c["statuses"] += result.statuses
             for key, value in extra.items():
                 c[key] += value

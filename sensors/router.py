@@ -14,7 +14,7 @@ import logging
 from datetime import datetime
 
 from sensors.fastpath import decode_count_rows
-from sensors.records import Batch, DeadLetter, EventRow, StatusRow
+from sensors.records import Batch, DeadLetter, EventRow, StatusRow, safe_text
 from traffic import messages, topics
 from traffic.errors import MessageError
 
@@ -38,9 +38,10 @@ def dead_letter(topic: str, reason: str, payload: bytes, received_at: datetime) 
     if len(raw) > MAX_DEAD_LETTER_BYTES:
         reason = f"{reason} [payload truncated to {MAX_DEAD_LETTER_BYTES} of {len(raw)} bytes]"
         raw = raw[:MAX_DEAD_LETTER_BYTES]
-    # PostgreSQL text cannot hold NUL; the topic comes from the network.
-    safe_topic = topic.replace("\x00", "\\x00")[:1024]
-    safe_reason = reason.replace("\x00", "\\x00")[:MAX_REASON_CHARS]
+    # PostgreSQL text holds neither NUL nor lone surrogates, and both topic
+    # and reason can carry text from the network.
+    safe_topic = safe_text(topic)[:1024]
+    safe_reason = safe_text(reason)[:MAX_REASON_CHARS]
     return Batch(dead_letters=[DeadLetter(safe_topic, safe_reason, raw, received_at)])
 
 
@@ -118,10 +119,29 @@ def _storable_status(status: messages.StatusMessage) -> None:
             continue
         if len(value) > limit:
             raise MessageError(f"longer than {limit} characters", field=name)
-        if "\x00" in value:
-            raise MessageError("contains NUL", field=name)
+        storable_text(value, name)
     if status.plan_version is not None and not 0 <= status.plan_version <= INT32_MAX:
         raise MessageError(f"must be 0..{INT32_MAX}", field="plan_version")
+
+
+def storable_text(value: str, name: str) -> None:
+    """MessageError unless PostgreSQL ``text`` can hold ``value``.
+
+    JSON can carry what PostgreSQL text cannot: ``\\u0000`` (NUL) and lone
+    UTF-16 surrogates such as ``\\ud800`` (valid JSON escapes, decoded by
+    ``json.loads`` into a ``str`` that has no UTF-8 form). Identifiers are
+    already refused by the printable rule; free text (status mode, plan id,
+    detail) is checked here, so such a message is a dead letter with a clear
+    reason instead of a refused database write.
+    """
+    if "\x00" in value:
+        raise MessageError("contains NUL (PostgreSQL text cannot hold it)", field=name)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise MessageError(
+            f"not storable as UTF-8: {exc.reason} at position {exc.start} ({value[exc.start:exc.end]!a})",
+            field=name) from None
 
 
 def _same_controller(in_payload: str, in_topic: str) -> None:

@@ -26,7 +26,7 @@ import psycopg_pool
 from psycopg import sql
 
 from sensors import partitions
-from sensors.records import Batch, CountRow, DeadLetter, EventRow, StatusRow
+from sensors.records import Batch, CountRow, DeadLetter, EventRow, StatusRow, safe_text
 from traffic.errors import StorageError
 from traffic.messages import OFFLINE, StatusMessage
 
@@ -57,7 +57,42 @@ _STAGING_DDL = (
 )
 
 # Errors that mean "this data will never go in", as opposed to "not now".
-_PERMANENT = (psycopg.DataError, psycopg.IntegrityError)
+_PERMANENT = (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.ProgramLimitExceeded, UnicodeError)
+
+# What a refused *row* looks like: the server's data errors (class 22: bad
+# encoding, NUL, out of range, too long...) and integrity errors (class 23:
+# check, not-null, foreign key; duplicates never get here, the writes skip
+# them), a row too big for an index (54000), and text the driver cannot
+# encode for PostgreSQL (lone surrogates) raised before anything is sent.
+# Anything else (connection lost, pool timeout, missing table) is about the
+# database, not the row, and is never turned into dead letters.
+_ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.ProgramLimitExceeded, UnicodeError)
+
+
+def is_row_error(exc: BaseException) -> bool:
+    """True when ``exc`` is the database (or driver) refusing a row's content."""
+    if isinstance(exc, psycopg.errors.UniqueViolation):
+        return False  # handled by the idempotent path; reaching here would be a bug, not data
+    return isinstance(exc, _ROW_ERRORS)
+
+
+def describe_refusal(exc: BaseException) -> str:
+    """The database's reason, one line, safe to store as text (see :func:`safe_text`)."""
+    if isinstance(exc, psycopg.Error):
+        diag = exc.diag
+        text = f"{exc.sqlstate or type(exc).__name__} {diag.message_primary or str(exc)}"
+        if diag.constraint_name and diag.constraint_name not in text:
+            text += f" (constraint {diag.constraint_name})"
+        if diag.column_name:
+            text += f" (column {diag.column_name})"
+        if diag.context:
+            text += f" [{diag.context.splitlines()[0]}]"
+    elif isinstance(exc, UnicodeEncodeError):
+        text = (f"text not storable in PostgreSQL: {exc.reason} at position {exc.start} "
+                f"({exc.object[exc.start:exc.end]!a})")
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return safe_text(" ".join(text.split()))[:400]
 
 
 def storage_error(exc: BaseException, action: str) -> StorageError:
@@ -83,6 +118,14 @@ class BatchResult:
     events_duplicate: int = 0
     dead_letters: int = 0
     statuses: int = 0
+    refused: int = 0      # messages the database refused, stored as dead letters (included in dead_letters)
+
+    def __add__(self, other: "BatchResult") -> "BatchResult":
+        return BatchResult(*(a + b for a, b in zip(self, other)))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter((self.counts_stored, self.counts_duplicate, self.events_stored, self.events_duplicate,
+                     self.dead_letters, self.statuses, self.refused))
 
 
 class CountStore:
@@ -139,7 +182,7 @@ class CountStore:
             with self._pool.connection(timeout=self._timeout) as conn:
                 with conn.transaction():
                     yield conn
-        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+        except (psycopg.Error, psycopg_pool.PoolTimeout, UnicodeError) as exc:
             raise storage_error(exc, action) from exc
 
     def ping(self) -> bool:
@@ -176,16 +219,34 @@ class CountStore:
         self._known_days |= days
 
     def write_batch(self, batch: Batch) -> BatchResult:
-        """Store a whole batch in one transaction: all of it is durable, or none."""
+        """Store a batch in one transaction; rows the database refuses become dead letters.
+
+        Normally one savepoint holds the whole batch and that is all. If the
+        database (or the driver, for text PostgreSQL cannot hold) refuses a
+        row (:func:`is_row_error`), the batch is cut into messages
+        (:meth:`Batch.split`) and written in halves, each in its own
+        savepoint, narrowing down to the messages refused; each of those is
+        stored as a dead letter with the database's reason and its raw
+        payload, and everything else is stored, all in the same transaction.
+        Why: one poison message must cost one dead letter, never the batch
+        around it, and the same applies to a batch replayed from the spool
+        (otherwise the spool would be blocked by it for good).
+
+        Raises StorageError: transient when the database is away (the caller
+        spools the batch), permanent only if even the dead letters are
+        refused (then nothing was stored and the caller sets the batch aside).
+        """
         self._ensure_partitions(batch.counts)
         with self._transaction("write batch") as conn:
-            counts = _insert_counts(conn, batch.counts)
-            events = _insert_events(conn, batch.events)
-            dead = _insert_dead_letters(conn, batch.dead_letters)
-            for status in batch.statuses:
-                _upsert_status(conn, status)
-        return BatchResult(counts, len(batch.counts) - counts, events, len(batch.events) - events,
-                           dead, len(batch.statuses))
+            try:
+                with conn.transaction():
+                    return _write_rows(conn, batch)
+            except _ROW_ERRORS as exc:
+                if not is_row_error(exc):
+                    raise
+                log.warning("database refused a batch of %d rows (%s); isolating the refused messages",
+                            len(batch), describe_refusal(exc))
+            return _isolate(conn, batch.split())
 
     def write_counts(self, rows: Sequence[CountRow]) -> int:
         """Store count rows; return how many were new (a redelivery returns 0)."""
@@ -318,8 +379,95 @@ def _copy_idempotent(conn: psycopg.Connection, stage: str, table: str, columns: 
             copy.write(data)
         cur.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
             sql.Identifier(table), cols, cols, sql.Identifier(stage)))
-        # Each stage is filled once per transaction; ON COMMIT DELETE ROWS empties it.
-        return max(cur.rowcount, 0)
+        stored = max(cur.rowcount, 0)
+        # ON COMMIT DELETE ROWS empties the stage at commit, but one
+        # transaction can write several groups (isolating refused messages).
+        cur.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(stage)))
+        return stored
+
+
+def _write_rows(conn: psycopg.Connection, batch: Batch) -> BatchResult:
+    counts = _insert_counts(conn, batch.counts)
+    events = _insert_events(conn, batch.events)
+    dead = _insert_dead_letters(conn, batch.dead_letters)
+    for status in batch.statuses:
+        _upsert_status(conn, status)
+    return BatchResult(counts, len(batch.counts) - counts, events, len(batch.events) - events,
+                       dead, len(batch.statuses))
+
+
+# Below this many units, try each one instead of halving further: a savepoint
+# round trip per unit is cheaper than more halving levels.
+_ONE_BY_ONE = 4
+
+
+def _isolate(conn: psycopg.Connection, units: list[Batch]) -> BatchResult:
+    """Write ``units`` (messages) inside the caller's transaction, dead-lettering those refused.
+
+    Bisection: a group that goes in costs one savepoint, a refused group is
+    halved, so k poison messages among n cost about ``2 k log2(n / k)``
+    savepoints instead of n; an all-poison batch costs about n.
+    """
+    total = BatchResult()
+    pending: list[list[Batch]] = [units]
+    while pending:
+        group = pending.pop()
+        if len(group) > 1:
+            try:
+                with conn.transaction():
+                    total = total + _write_rows(conn, Batch.merge(group))
+                continue
+            except _ROW_ERRORS as exc:
+                if not is_row_error(exc):
+                    raise
+            if len(group) > _ONE_BY_ONE:
+                mid = len(group) // 2
+                pending.append(group[mid:])   # popped last: order is kept
+                pending.append(group[:mid])
+                continue
+        for unit in group:
+            try:
+                with conn.transaction():
+                    total = total + _write_rows(conn, unit)
+            except _ROW_ERRORS as exc:
+                if not is_row_error(exc):
+                    raise
+                _refuse(conn, unit, exc)
+                total = total + BatchResult(dead_letters=1, refused=1)
+    return total
+
+
+def _refuse(conn: psycopg.Connection, unit: Batch, exc: BaseException) -> None:
+    """Store the dead letter of one refused message (or row, when its message is unknown)."""
+    reason = f"rejected by the database: {describe_refusal(exc)}"
+    received = datetime.now(timezone.utc)
+    if unit.sources:
+        src = unit.sources[0]
+        letter = DeadLetter(src.topic, reason, src.payload, src.received_at)
+    else:
+        letter = _row_letter(unit, reason, received)
+    log.error("dead letter for %s: %s", safe_text(letter.topic), safe_text(reason))
+    try:
+        with conn.transaction():
+            _insert_dead_letters(conn, [letter])
+    except _ROW_ERRORS as again:
+        if not is_row_error(again):
+            raise
+        # Only a schema change on dead_letters itself could get here: stop
+        # and let the caller set the batch aside whole, for a human.
+        raise storage_error(again, "store dead letter") from again
+
+
+def _row_letter(unit: Batch, reason: str, received: datetime) -> DeadLetter:
+    """A dead letter for a row whose message is not known (spool file from before sources)."""
+    kind, row = next((k, rows[0]) for k, rows in (("counts", unit.counts), ("events", unit.events),
+                                                    ("dead_letters", unit.dead_letters),
+                                                    ("statuses", unit.statuses)) if rows)
+    if kind == "dead_letters":
+        return row  # type: ignore[return-value]  # re-sanitised on insert
+    body = Batch(**{kind: [row]}).to_json()
+    return DeadLetter(f"spool/{kind}", f"{reason} [row from the spool; payload is the row]", body,
+                      getattr(row, "received_at", received))
 
 
 def _insert_counts(conn: psycopg.Connection, rows: Sequence[CountRow]) -> int:
@@ -342,7 +490,9 @@ def _insert_dead_letters(conn: psycopg.Connection, items: Sequence[DeadLetter]) 
     with conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO dead_letters (topic, reason, payload, received_at) VALUES (%s, %s, %s, %s)",
-            [(d.topic, d.reason, d.payload, d.received_at) for d in items],
+            # safe_text: a dead letter exists because something was wrong
+            # with a message; its topic and reason must not fail the same way.
+            [(safe_text(d.topic), safe_text(d.reason), bytes(d.payload), d.received_at) for d in items],
         )
     return len(items)
 
