@@ -7,10 +7,27 @@ so its own stable client id and its own spool folder. The fault tests and
 ``bench/pipeline.py`` start workers this way and kill them with SIGKILL.
 
 Settings come from :func:`traffic.config.load_settings` (TOML file plus
-``TRAFFIC_*`` variables); the options below override them. SIGTERM or SIGINT
-stops cleanly: what was received is made durable (database or spool) and
-acknowledged; anything else stays unacknowledged in the session, so the
-broker redelivers it to the next start under the same ``--client-id``.
+``TRAFFIC_*`` variables); the options below override them.
+
+Stopping. SIGTERM or SIGINT hands the worker's share back: it unsubscribes
+(so the broker routes everything to the other workers of the shared
+subscription from then on), keeps consuming until its session has delivered
+what it still held, makes all of it durable (database or spool) and
+acknowledges it. Without that, Mosquitto keeps queueing this worker's share
+in its offline session, stranded until the worker returns. The session
+itself stays, so a restart under the same ``--client-id`` resumes it and
+subscribes again. ``--keep-share`` stops the old way (the session keeps its
+subscriptions and the broker queues the share for it): for a *single*
+worker being restarted, where nobody else would take the messages and the
+broker would drop them.
+
+``--retire`` retires a client id for good, as a one-shot command: it resumes
+the session, hands the share back, drains what the session holds into the
+database, replays its spool, ends the session (expiry 0) and exits 0 (1 if it
+could not drain within ``--retire-timeout-s``; the session is then kept).
+Use it after stopping a worker that will not come back, or for a worker that
+crashed and will not be restarted, whose session would otherwise hold its
+share until the session expires (``--session-expiry-s``) and is discarded.
 Every ``--stats-every`` seconds, and at exit, one JSON line of counters goes
 to stdout (or ``--stats-file``, rewritten atomically).
 """
@@ -109,6 +126,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--stats-every", type=float, default=5.0)
     parser.add_argument("--stats-file", default="")
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--keep-share", action="store_true",
+                        help="on SIGTERM keep the shared subscription in the session (single worker restarts)")
+    parser.add_argument("--retire", action="store_true",
+                        help="one-shot: drain this client id's session and spool, end the session, exit")
+    parser.add_argument("--retire-timeout-s", type=float, default=60.0)
     return parser
 
 
@@ -131,12 +153,18 @@ def main(argv: list[str] | None = None) -> int:
     except TrafficError as exc:
         log.error("%s", exc)
         return 2
+    if args.retire:
+        ok = service.stop(timeout=args.retire_timeout_s, retire=True)
+        _write_stats(service.stats, args.stats_file)
+        log.log(logging.INFO if ok else logging.ERROR, "worker %s %s", args.client_id,
+                "retired: session ended" if ok else "not retired: session kept, run --retire again")
+        return 0 if ok else 1
     log.info("worker %s running for site %s", args.client_id, service.site)
     try:
         while not stop.wait(args.stats_every):
             _write_stats(service.stats, args.stats_file)
     finally:
-        service.stop()
+        service.stop(handover=not args.keep_share)
         _write_stats(service.stats, args.stats_file)
     return 0
 
