@@ -57,3 +57,21 @@ def fail_only_seed_2(scenario, seed: int, begin: int, end: int, workdir: Path):
 def segfault(scenario, seed: int, begin: int, end: int, workdir: Path):
     """The worker dies the way a libsumo crash kills it."""
     os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def reads_its_detectors(scenario, seed: int, begin: int, end: int, workdir: Path):
+    """Succeeds only if the scenario's detector file is still there while the seed runs.
+
+    ``traffic sim run`` keeps the detectors in its temporary folder; removing
+    that folder before the seeds finish would break SUMO mid-run.
+    """
+    from simulation.kpi import Kpis
+    from traffic.errors import SimulationError
+
+    missing = [str(f) for f in scenario.additional_files if not Path(f).exists()]
+    if missing:
+        raise SimulationError(f"detector files gone during the run: {missing}")
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    (Path(workdir) / "tripinfo.xml").write_text("<tripinfos/>\n")
+    return Kpis(mean_delay_s=10.0 + seed, mean_trip_time_s=60.0, mean_waiting_s=5.0, mean_stops=1.0,
+                vehicles=100, completed=95, undeparted=0, wall_s=0.5)
