@@ -9,7 +9,12 @@ Delivery contract (what "no message lost" means here):
   the broker redeliver; the store's natural keys make the redelivery a no-op.
 * Anything malformed is stored in ``dead_letters`` (reason + raw bytes) and
   acknowledged; one bad message never stops the consumer (every callback is
-  wrapped, decoding lives in :mod:`sensors.router`, which cannot raise).
+  wrapped, decoding lives in :mod:`sensors.router`, which cannot raise). A
+  message the database refuses is isolated by the store and dead-lettered
+  too, live and on spool replay, and the batch around it is stored.
+* Leaving: ``stop(handover=True)`` unsubscribes before disconnecting so the
+  broker stops routing this instance's share of the shared subscription to
+  its offline session; ``stop(retire=True)`` also ends the session.
 * Database outage: the batch goes to the spool, the messages are acknowledged
   (so the broker's bounded queue never overflows and drops them) and a replay
   loop writes the spool back in order when the database returns. While the

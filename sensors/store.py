@@ -6,6 +6,12 @@ COPY alone cannot skip duplicates, and QoS 1 *will* redeliver: this way a
 redelivered report changes nothing and the write still runs at COPY speed.
 The number of rows the INSERT reports is the number newly stored.
 
+A row PostgreSQL refuses (or text the driver cannot encode for it) does not
+fail the batch: :meth:`CountStore.write_batch` narrows the refusal down to
+the messages responsible, by halving the batch in savepoints, stores each of
+them as a dead letter with the database's reason and stores the rest (see
+``docs/pipeline.md``, "Poison").
+
 Errors are mapped to :class:`traffic.errors.StorageError`; its
 ``transient`` attribute tells the ingest service whether to spool the batch
 and retry (the database is away) or to give up on the data (the database
@@ -409,6 +415,7 @@ def _isolate(conn: psycopg.Connection, units: list[Batch]) -> BatchResult:
     savepoints instead of n; an all-poison batch costs about n.
     """
     total = BatchResult()
+    refused: list[DeadLetter] = []
     pending: list[list[Batch]] = [units]
     while pending:
         group = pending.pop()
@@ -432,30 +439,30 @@ def _isolate(conn: psycopg.Connection, units: list[Batch]) -> BatchResult:
             except _ROW_ERRORS as exc:
                 if not is_row_error(exc):
                     raise
-                _refuse(conn, unit, exc)
-                total = total + BatchResult(dead_letters=1, refused=1)
+                refused.append(_refusal_letter(unit, exc))
+    if refused:
+        log.warning("%d message(s) refused by the database, stored as dead letters; first: %s: %s",
+                    len(refused), refused[0].topic, refused[0].reason)
+        try:
+            with conn.transaction():
+                _insert_dead_letters(conn, refused)
+        except _ROW_ERRORS as again:
+            if not is_row_error(again):
+                raise
+            # Only a change to dead_letters itself could get here: stop and
+            # let the caller set the batch aside whole, for a human.
+            raise storage_error(again, "store dead letters") from again
+        total = total + BatchResult(dead_letters=len(refused), refused=len(refused))
     return total
 
 
-def _refuse(conn: psycopg.Connection, unit: Batch, exc: BaseException) -> None:
-    """Store the dead letter of one refused message (or row, when its message is unknown)."""
+def _refusal_letter(unit: Batch, exc: BaseException) -> DeadLetter:
+    """The dead letter of one refused message (or row, when its message is unknown)."""
     reason = f"rejected by the database: {describe_refusal(exc)}"
-    received = datetime.now(timezone.utc)
     if unit.sources:
         src = unit.sources[0]
-        letter = DeadLetter(src.topic, reason, src.payload, src.received_at)
-    else:
-        letter = _row_letter(unit, reason, received)
-    log.error("dead letter for %s: %s", safe_text(letter.topic), safe_text(reason))
-    try:
-        with conn.transaction():
-            _insert_dead_letters(conn, [letter])
-    except _ROW_ERRORS as again:
-        if not is_row_error(again):
-            raise
-        # Only a schema change on dead_letters itself could get here: stop
-        # and let the caller set the batch aside whole, for a human.
-        raise storage_error(again, "store dead letter") from again
+        return DeadLetter(src.topic, reason, src.payload, src.received_at)
+    return _row_letter(unit, reason, datetime.now(timezone.utc))
 
 
 def _row_letter(unit: Batch, reason: str, received: datetime) -> DeadLetter:
