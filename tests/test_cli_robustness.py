@@ -217,6 +217,9 @@ CASES = [
     ("ingest --mqtt-url mqtt://127.0.0.1:1", 3, ["MQTT broker", "127.0.0.1:1"]),
     ("-c {root}/missing.toml migrate", 2, ["does not exist"]),
     ("-c {folder} migrate", 2, ["is a folder"]),
+    ("plans history j1 --limit -5", 2, ["--limit", "between 1 and 10000"]),
+    ("demo --intersections 0", 2, ["--intersections"]),
+    ("corridor --out {root}/c --minutes 99999999", 2, ["--minutes"]),
     ("", 2, ["required"]),
     ("plan", 2, ["required"]),
 ]

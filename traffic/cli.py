@@ -244,6 +244,24 @@ def db_connect(dsn: str):
     return db.connect(dsn)
 
 
+def int_between(lo: int, hi: int):
+    """An argparse type: an integer in [lo, hi], refused in one usage line otherwise.
+
+    Bounds the sizes a user asks for (signals, minutes, rows) before they
+    become a netconvert run of 10,000 junctions or a LIMIT the database refuses.
+    """
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is not between {lo} and {hi}")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with a one-line usage error (the full usage is one ``--help`` away).
 
@@ -278,9 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the closed loop on an embedded default and print before/after")
     demo.add_argument("--json", type=Path, default=None, help="also write the summary as JSON")
-    demo.add_argument("--seed", type=int, default=42)
-    demo.add_argument("--minutes", type=int, default=60, help="simulated minutes (default 60)")
-    demo.add_argument("--intersections", type=int, default=4, help="signals on the corridor (3-5)")
+    demo.add_argument("--seed", type=int_between(0, 2**31 - 1), default=42)
+    demo.add_argument("--minutes", type=int_between(1, 24 * 60), default=60, help="simulated minutes (default 60)")
+    demo.add_argument("--intersections", type=int_between(1, 50), default=4, help="signals on the corridor (3-5)")
     demo.set_defaults(func=_cmd_demo)
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
@@ -307,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     plans_sub = plans.add_subparsers(dest="plans_command", required=True)
     hist = plans_sub.add_parser("history", help="plans of one controller, newest first")
     hist.add_argument("controller")
-    hist.add_argument("--limit", type=int, default=20)
+    hist.add_argument("--limit", type=int_between(1, 10_000), default=20)
     hist.add_argument("--dsn", default=None)
     hist.set_defaults(func=_cmd_plans_history)
     show = plans_sub.add_parser("show", help="one plan: phases (NTCIP fields) and every lifecycle step")
@@ -325,8 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     corridor = sub.add_parser("corridor", help="generate the demo corridor (SUMO files + specs)")
     corridor.add_argument("--out", type=Path, required=True)
-    corridor.add_argument("--intersections", type=int, default=4)
-    corridor.add_argument("--minutes", type=int, default=60)
+    corridor.add_argument("--intersections", type=int_between(1, 50), default=4)
+    corridor.add_argument("--minutes", type=int_between(1, 24 * 60), default=60)
     corridor.set_defaults(func=_cmd_corridor)
 
     dashboards = sub.add_parser("dashboards", help="Grafana dashboards as code")
