@@ -8,6 +8,14 @@ Request/response follows MQTT 5: the plan goes to the controller's
 ``plan/set`` topic (QoS 1) with ResponseTopic (its ``plan/result`` topic),
 CorrelationData (the plan id) and MessageExpiryInterval, so a plan stuck in
 the broker while a cabinet is offline dies instead of arriving stale. The
+field answers on its own ``plan/result`` whatever the ResponseTopic says.
+
+Every plan expires: the dispatcher sets ``expires_at`` to at most
+``expiry_s`` from now and never beyond ``max_expiry_s`` (default
+:data:`DEFAULT_MAX_EXPIRY_S`), clamping an expiry the caller put on the plan
+(a plan signed with a year-2100 expiry could otherwise be replayed for ever);
+the signature is made after that, so it covers the clamped expiry. The field
+refuses a plan without an expiry or with one beyond its own bound. The
 field answers ``accepted`` (valid, will apply at the next cycle boundary),
 ``rejected`` (rule + reason) and later ``applied``.
 
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import socket
 import threading
 import time
@@ -53,6 +62,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 DECISIONS = (messages.ACCEPTED, messages.REJECTED, messages.APPLIED)
 FINAL = (messages.APPLIED, messages.REJECTED)
 _SIGNED_KEEP = 10_000  # published plans remembered for signed_plan() (the audit reads them right away)
+#: longest validity a dispatched plan may carry (s). The centre's default expiry
+#: (``control.plan_expiry_s``) is 120 s; 900 s matches the field's default silence
+#: timeout and its default ``max_plan_expiry_s``, so no plan outlives the window in
+#: which the field would anyway give up on a silent centre.
+DEFAULT_MAX_EXPIRY_S = 900.0
 
 
 def _no_delay(client: paho.Client) -> None:
@@ -86,10 +100,15 @@ class Dispatcher:
     is signed right before it is published, after the safety check and after
     its expiry is set (so the signature covers the expiry too);
     :meth:`signed_plan` returns exactly what went on the wire, for the audit.
+    ``max_expiry_s`` bounds every plan's validity (see the module docstring).
     """
 
     def __init__(self, mqtt: MqttSettings, site: str, *, client_id: str,
-                 connect_timeout_s: float = 10.0, plan_signer: PlanSigner | None = None) -> None:
+                 connect_timeout_s: float = 10.0, plan_signer: PlanSigner | None = None,
+                 max_expiry_s: float = DEFAULT_MAX_EXPIRY_S) -> None:
+        if not max_expiry_s > 0:
+            raise PlanError(f"max_expiry_s must be positive, got {max_expiry_s}")
+        self.max_expiry_s = float(max_expiry_s)
         self._settings = mqtt
         self._signer = plan_signer
         self._signed: OrderedDict[str, TimingPlan] = OrderedDict()
@@ -151,15 +170,16 @@ class Dispatcher:
                  timeout_s: float) -> PlanResult:
         """Check, publish and wait for the field's first answer (accepted, rejected or applied).
 
+        The plan goes out with ``expires_at`` = now + ``expiry_s`` (clamped to
+        ``max_expiry_s``), or the caller's earlier expiry if it has one; a
+        later caller expiry is clamped (logged), an already passed one is a
+        PlanError (nothing published).
+
         Raises UnsafePlanError (nothing published), TransportError (broker did
         not take it) or DispatchError (no answer within ``timeout_s``).
         """
         ensure_safe(plan, spec)
-        if expiry_s <= 0:
-            raise PlanError(f"expiry must be positive, got {expiry_s}")
-        if plan.expires_at is None:
-            expires = datetime.now(timezone.utc) + timedelta(seconds=expiry_s)
-            plan = replace(plan, expires_at=expires.isoformat())
+        plan, expiry_s = self._bounded_expiry(plan, expiry_s)
         if self._signer is not None:
             plan = self._signer.sign(plan)
         with self._cond:
@@ -170,7 +190,7 @@ class Dispatcher:
         props = Properties(PacketTypes.PUBLISH)
         props.ResponseTopic = topics.topic(self.site, cid, topics.PLAN_RESULT)
         props.CorrelationData = plan.plan_id.encode()
-        props.MessageExpiryInterval = max(1, int(round(expiry_s)))
+        props.MessageExpiryInterval = max(1, int(math.ceil(expiry_s)))
         with self._cond:
             # before publishing: the answer may beat us back. Answers to an earlier send of the same plan
             # (a re-send after a fallback) are history, not this send's answer.
@@ -189,6 +209,36 @@ class Dispatcher:
         if result is None:
             raise DispatchError(f"no answer from {cid} to plan {plan.plan_id} within {timeout_s} s")
         return result
+
+    def _bounded_expiry(self, plan: TimingPlan, expiry_s: float) -> tuple[TimingPlan, float]:
+        """``plan`` with an expiry no later than now + min(expiry_s, max_expiry_s), and its remaining seconds."""
+        if not (isinstance(expiry_s, (int, float)) and math.isfinite(expiry_s) and expiry_s > 0):
+            raise PlanError(f"expiry must be positive, got {expiry_s}")
+        if expiry_s > self.max_expiry_s:
+            log.warning("plan %s: expiry %.0f s clamped to the %.0f s maximum", plan.plan_id, expiry_s,
+                        self.max_expiry_s)
+            expiry_s = self.max_expiry_s
+        now = datetime.now(timezone.utc)
+        bound = now + timedelta(seconds=expiry_s)
+        expires = bound
+        if plan.expires_at is not None:
+            try:
+                given = datetime.fromisoformat(plan.expires_at)
+            except ValueError as exc:
+                raise PlanError(f"expires_at: not an ISO-8601 time: {plan.expires_at!r}") from exc
+            if given.tzinfo is None:
+                raise PlanError("expires_at: must carry a UTC offset")
+            if given <= now:
+                raise PlanError(f"plan {plan.plan_id} expired at {plan.expires_at}; not sent")
+            if given > bound:
+                log.warning("plan %s: expiry %s clamped to %s (at most %.0f s ahead)", plan.plan_id,
+                            plan.expires_at, bound.isoformat(), expiry_s)
+            else:
+                expires = given
+        if plan.expires_at is None or expires != datetime.fromisoformat(plan.expires_at):
+            # a signature made over the old expiry no longer holds: the signer re-signs below
+            plan = replace(plan, expires_at=expires.isoformat(), signature=None)
+        return plan, (expires - now).total_seconds()
 
     def await_applied(self, plan_id: str, timeout_s: float) -> PlanResult:
         """Wait until the field reports the plan in force (``applied``) or refuses it (``rejected``).

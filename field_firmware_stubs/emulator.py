@@ -15,7 +15,9 @@ never stall a step.
 Plan acceptance, in order: decodes (else ``MALFORMED``), a valid Ed25519
 signature by a trusted key when a verifier is configured (else
 ``SIGNATURE``), identity (``IDENTITY``), expiry
-(``EXPIRED``, against the emulator's clock), a re-send of the plan already
+(``EXPIRED``, against the emulator's clock: a plan must carry an expiry, not
+yet passed and at most ``max_plan_expiry_s`` ahead, so no plan, signed or
+not, is valid for ever and a captured one dies within that bound), a re-send of the plan already
 accepted is answered again (``applied`` once in force) and counts as the
 centre's heartbeat, an older accepted plan sent again is refused
 (``REPLAY``), version must exceed the last central plan's
@@ -24,6 +26,20 @@ centre's heartbeat, an older accepted plan sent again is refused
 or unsafe command from the centre means the centre cannot be trusted: the
 controller keeps the heads safe by going (or staying) on its local
 time-of-day plan.
+
+Answers go only to this controller's own ``plan/result`` topic: an MQTT 5
+ResponseTopic is a request from whoever published the command, and obeying
+it let a command steer the controller's answers into any topic its ACL may
+write (its own counts, for one). The correlation data is echoed.
+
+Replay memory (the last central version, recent plan ids, the plan that may
+be taken back and the plan in force) is kept in a small JSON file in
+``state_dir`` when one is given, written atomically (temporary file, fsync,
+rename, fsync of the directory) *before* a plan is answered ``accepted``, so
+a restarted controller still refuses a captured older plan (``REPLAY`` /
+``STALE_VERSION``). Without ``state_dir`` it lives in memory only (tests,
+load benchmarks): a restart forgets it, and only the expiry bound limits a
+replay.
 """
 
 from __future__ import annotations
@@ -31,11 +47,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Callable, Mapping
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 from traffic import messages as msg
 from traffic import topics
@@ -64,6 +83,12 @@ STALE_VERSION = "STALE_VERSION"
 REPLAY = "REPLAY"          # a central plan accepted earlier and since replaced, sent again
 SIGNATURE = "SIGNATURE"    # unsigned, unknown key, or the signature does not match the plan
 _SEEN_MAX = 4096           # accepted plan ids remembered for the replay check
+_SEEN_PERSISTED = 256      # of which the most recent are kept in the state file (older ones: STALE_VERSION)
+STATE_SCHEMA = "field-state/1"
+#: default bound on how far ahead a plan's expiry may lie (s); the centre's default expiry is 120 s
+DEFAULT_MAX_PLAN_EXPIRY_S = 900.0
+#: clock difference between centre and cabinet tolerated on top of the bound (s)
+EXPIRY_SKEW_S = 5.0
 _unsigned_warned = threading.Event()
 _EPS = 1e-6
 
@@ -126,6 +151,11 @@ class FieldEmulator:
     emulator refuse every plan not signed by a trusted key (``SIGNATURE``);
     without one it accepts unsigned plans and warns once per process
     (development mode).
+    ``max_plan_expiry_s`` bounds a plan's ``expires_at`` (at most that far
+    ahead of the expiry clock, plus :data:`EXPIRY_SKEW_S`); a plan without
+    an expiry or beyond the bound is refused ``EXPIRED``. ``state_dir``
+    persists the replay memory across restarts (see the module docstring;
+    one file per controller, so emulators may share the directory).
     ``startup_all_red_s`` is the start-up all-red shown from the first tick
     before the first green (default and floor: the longest red clearance of
     the design and of the TOD plan), so a controller that starts or takes
@@ -141,7 +171,9 @@ class FieldEmulator:
                  gateway: FieldGateway | None = None,
                  expiry_clock: Callable[[], datetime] | None = None,
                  plan_verifier: PlanVerifier | None = None,
-                 startup_all_red_s: float | None = None) -> None:
+                 startup_all_red_s: float | None = None,
+                 max_plan_expiry_s: float = DEFAULT_MAX_PLAN_EXPIRY_S,
+                 state_dir: Path | str | None = None) -> None:
         if clock_origin.tzinfo is None:
             raise ConfigError("clock_origin must carry a UTC offset")
         if not 1 <= count_interval_s <= 3600:
@@ -161,6 +193,9 @@ class FieldEmulator:
             raise ConfigError(f"startup_all_red_s must be at least the longest red clearance {longest_red} s, "
                               f"got {startup_all_red_s}")
         self.startup_all_red_s = float(startup_all_red_s)
+        if not (math.isfinite(max_plan_expiry_s) and max_plan_expiry_s > 0):
+            raise ConfigError(f"max_plan_expiry_s must be positive, got {max_plan_expiry_s}")
+        self.max_plan_expiry_s = float(max_plan_expiry_s)
         self.count_interval_s = count_interval_s
         self.stats = FieldStats()
         self._mqtt = mqtt
@@ -191,6 +226,12 @@ class FieldEmulator:
         self._garbage = False
         self._link_lost = False
         self._status_key: tuple | None = None
+        self._active_central: TimingPlan | None = None  # central plan in force (persisted with the memory)
+        self._save_lock = threading.Lock()  # one writer of the state file at a time, snapshots in order
+        self.state_file: Path | None = None
+        if state_dir is not None:
+            self.state_file = Path(state_dir) / f"field-{self.site}-{self.controller_id}.json"
+            self._load_state()
 
         # tick-thread state
         self._central_in_charge = False
@@ -350,7 +391,7 @@ class FieldEmulator:
                          garbage=True)
             return
         try:
-            expired = plan.is_expired(self._expiry_clock())
+            expiry_problem = self._expiry_problem(plan)
         except PlanError as exc:
             self._reject(plan.plan_id, MALFORMED, str(exc), response_topic, correlation, garbage=True)
             return
@@ -360,8 +401,8 @@ class FieldEmulator:
             self._reject(plan.plan_id, "IDENTITY", f"plan is for {plan.controller_id!r}, this is "
                          f"{self.controller_id!r}", response_topic, correlation, garbage=not authenticated)
             return
-        if expired:
-            self._reject(plan.plan_id, EXPIRED, f"plan expired at {plan.expires_at}", response_topic, correlation)
+        if expiry_problem:
+            self._reject(plan.plan_id, EXPIRED, expiry_problem, response_topic, correlation)
             return
         with self._lock:
             duplicate = plan.plan_id == self._accepted_id
@@ -402,6 +443,7 @@ class FieldEmulator:
                 self._seen_ids.popitem(last=False)
             self._inbox.append((plan, response_topic, correlation))
             self._contact = True
+        self._save_state()  # before the answer: an accepted version must survive a restart
         self.stats.plans_accepted += 1
         signed = f"; signed by key {key}" if key else ""
         self._answer(msg.PlanResult(self.controller_id, plan.plan_id, msg.ACCEPTED,
@@ -427,11 +469,33 @@ class FieldEmulator:
                       properties=publish_properties(correlation))
 
     def _reply_topic(self, response_topic: str | None) -> str:
-        """The MQTT 5 response topic if usable, else this controller's plan/result topic."""
-        if (response_topic and len(response_topic) <= 512 and not set(response_topic) & {"+", "#", "\0"}
-                and not response_topic.startswith("$")):
-            return response_topic
-        return self._topic[topics.PLAN_RESULT]
+        """Always this controller's own plan/result topic, whatever the command's ResponseTopic says.
+
+        The ResponseTopic comes from the publisher of the command; obeying it
+        let a command make the controller write its answers into its own
+        counts topic (or any other topic its ACL allows).
+        """
+        own = self._topic[topics.PLAN_RESULT]
+        if response_topic and response_topic != own:
+            log.warning("%s: ignoring ResponseTopic %r: answers go to %s only", self.controller_id,
+                        response_topic[:120], own)
+        return own
+
+    def _expiry_problem(self, plan: TimingPlan) -> str:
+        """Why ``plan``'s expiry is not acceptable ('' if it is): missing, passed, or beyond the bound.
+
+        Raises PlanError when ``expires_at`` is not a time with a UTC offset.
+        """
+        if plan.expires_at is None:
+            return "plan carries no expiry (expires_at); every plan must expire"
+        now = self._expiry_clock()
+        if plan.is_expired(now):
+            return f"plan expired at {plan.expires_at}"
+        ahead = (datetime.fromisoformat(plan.expires_at) - now).total_seconds()
+        if ahead > self.max_plan_expiry_s + EXPIRY_SKEW_S:
+            return (f"plan expires at {plan.expires_at}, {ahead:.0f} s ahead: more than the "
+                    f"{self.max_plan_expiry_s:.0f} s this controller accepts")
+        return ""
 
     # ------------------------------------------------------------------ plans (tick thread)
     def _take_inbox(self, now: float) -> None:
@@ -482,6 +546,8 @@ class FieldEmulator:
         is_tod = plan.plan_id == self.tod_plan.plan_id
         with self._lock:
             self._applied_at = {} if is_tod else {plan.plan_id: at}
+        self._active_central = None if is_tod else plan
+        self._save_state()
         if not is_tod:
             response, correlation = self._replies.pop(plan.plan_id, (None, None))
             self._answer(msg.PlanResult(self.controller_id, plan.plan_id, msg.APPLIED,
@@ -498,6 +564,91 @@ class FieldEmulator:
         self._detail = f"conflict monitor: {self._monitor.reason}"
         self._events.append(HiResEvent(round(now, 1), ev.FLASH_STATUS, ev.FLASH_CONFLICT_MONITOR))
         self._flush_events()
+
+    # ------------------------------------------------------------------ replay memory on disk
+    def _snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            seen = list(self._seen_ids)[-_SEEN_PERSISTED:]
+            readmit = self._accepted_id or self._readmit_id
+            version = self._central_version
+        active = self._active_central
+        return {"schema": STATE_SCHEMA, "site": self.site, "controller_id": self.controller_id,
+                "central_version": version, "seen_plan_ids": seen, "readmit_plan_id": readmit,
+                "active_plan": None if active is None else active.to_dict(),
+                "saved_at": datetime.now(timezone.utc).isoformat()}
+
+    def _save_state(self) -> None:
+        """Write the replay memory atomically (temp file + fsync + rename + directory fsync).
+
+        A failure is logged, not raised: the plan was judged safe, and the
+        expiry bound still limits how long a replay after a restart could
+        work; stopping the controller over it would be worse.
+        """
+        if self.state_file is None:
+            return
+        path = self.state_file
+        with self._save_lock:
+            data = json.dumps(self._snapshot(), sort_keys=True).encode()
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+                try:
+                    with os.fdopen(fd, "wb") as fh:
+                        fh.write(data)
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                    os.replace(tmp, path)
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
+                dir_fd = os.open(path.parent, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
+            except OSError as exc:
+                log.error("%s: cannot persist the replay memory to %s: %s", self.controller_id, path, exc)
+
+    def _load_state(self) -> None:
+        """Restore the replay memory of an earlier run; a corrupt file is a ConfigError (never ignored).
+
+        The controller starts on its TOD plan (after the start-up all-red):
+        the plan that was in force is only remembered as the one a re-send
+        from the centre (fresh expiry, signed) may bring back.
+        """
+        assert self.state_file is not None
+        try:
+            raw = self.state_file.read_bytes()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise ConfigError(f"cannot read the field state {self.state_file}: {exc}") from exc
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict) or data.get("schema") != STATE_SCHEMA:
+                raise ValueError(f"not a {STATE_SCHEMA} document")
+            if data.get("controller_id") != self.controller_id or data.get("site") != self.site:
+                raise ValueError(f"belongs to {data.get('site')}/{data.get('controller_id')}")
+            version = data["central_version"]
+            seen = data["seen_plan_ids"]
+            readmit = data.get("readmit_plan_id")
+            if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+                raise ValueError(f"central_version {version!r}")
+            if not isinstance(seen, list) or not all(isinstance(x, str) for x in seen):
+                raise ValueError("seen_plan_ids must be a list of strings")
+            if readmit is not None and not isinstance(readmit, str):
+                raise ValueError("readmit_plan_id must be a string")
+            active = data.get("active_plan")
+            active_plan = None if active is None else TimingPlan.from_dict(active)
+        except (ValueError, KeyError, TypeError, PlanError) as exc:
+            raise ConfigError(f"field state {self.state_file} is unreadable ({exc}); the replay memory "
+                              f"must not be silently lost: repair or remove the file") from exc
+        self._central_version = version
+        self._seen_ids = OrderedDict.fromkeys(seen)
+        self._readmit_id = readmit
+        self._active_central = active_plan
+        log.info("%s: replay memory restored from %s: central version %d, %d plan ids", self.controller_id,
+                 self.state_file, version, len(seen))
 
     # ------------------------------------------------------------------ MQTT link events
     def _on_connect(self) -> None:

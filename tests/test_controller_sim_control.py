@@ -53,6 +53,7 @@ def test_central_sends_checked_plans_and_then_heartbeats_the_same_plan():
     plan = central.active["c0"]
     assert plan.mode == "free" and [r.status for r in bus.results[plan.plan_id]] == [messages.ACCEPTED]
     # same (empty) demand again: nothing new, the active plan is re-sent as the heartbeat
+    emulator.tick(600.0, {})  # the field's clock keeps up with the centre's (it judges the plan's expiry on it)
     second = central.epoch(1200.0, 600.0, {"c0": emulator.tod_plan})
     assert second["sent"] == {} and second["heartbeat"] == ["c0"]
     assert emulator.stats.plans_accepted == 1 and emulator.stats.plans_rejected == 0

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timezone
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -72,6 +73,7 @@ def test_the_emulator_program_always_honours_red_clearance(spec, dt):
             splits = [p.min_split_s + rng.randint(0, 20) for p in spec.phases]
             plan = spec.plan_from_splits(splits, version=version, mode=rng.choice(["pretimed", "actuated", "free"]),
                                          offset_s=rng.randint(0, 100))
+            plan = replace(plan, expires_at=(emu.clock(t) + timedelta(seconds=300)).isoformat())
             emu._on_plan_message(plan.to_json(), None, None)  # noqa: SLF001 - the MQTT thread's entry point
         readings = {d.detector_id: DetectorReading(count=int(rng.random() < 0.3)) for d in spec.detectors}
         emu.tick(t, readings)

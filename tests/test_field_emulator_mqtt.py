@@ -112,6 +112,12 @@ def make_emulator(mqtt_url: str, site: str, **kw) -> FieldEmulator:
                          count_interval_s=10, settings=settings, **kw)
 
 
+def expiring(plan: TimingPlan, t: float = 0.0, ahead_s: float = 800.0) -> TimingPlan:
+    """``plan`` valid for ``ahead_s`` from simulation second ``t`` (the emulator judges expiry on its clock;
+    every plan must carry an expiry no more than its bound, 900 s by default, ahead)."""
+    return replace(plan, expires_at=(ORIGIN + timedelta(seconds=t + ahead_s)).isoformat())
+
+
 def readings(t: float) -> dict[str, DetectorReading]:
     """d1 sees one motorcycle every 2 s, d3 one car every 5 s, the others nothing."""
     out = {d: DetectorReading() for d in ("d1", "d2", "d3", "d4", "d5", "d6")}
@@ -158,9 +164,11 @@ def test_emulator_publishes_status_counts_events_and_applies_a_valid_plan(mqtt_u
 
         # a valid plan with MQTT 5 response topic and correlation data
         spec = four_leg()
-        plan = spec.plan_from_splits([30.0, 12.0, 26.0, 12.0], offset_s=5.0, version=2, created_by="test")
-        reply = f"replies/{site}/plans"
-        observer.send_plan(topics.topic(site, "c1", topics.PLAN_SET), plan.to_json(), response=reply,
+        plan = expiring(spec.plan_from_splits([30.0, 12.0, 26.0, 12.0], offset_s=5.0, version=2, created_by="test"))
+        # the command asks for answers elsewhere: the field answers on its own plan/result only
+        foreign = f"replies/{site}/plans"
+        reply = topics.topic(site, "c1", topics.PLAN_RESULT)
+        observer.send_plan(topics.topic(site, "c1", topics.PLAN_SET), plan.to_json(), response=foreign,
                            correlation=b"corr-1")
         accepted = result_on(observer, reply, msg.ACCEPTED, plan.plan_id)
         assert accepted[2].CorrelationData == b"corr-1"
@@ -200,6 +208,7 @@ def test_emulator_publishes_status_counts_events_and_applies_a_valid_plan(mqtt_u
                            correlation=b"corr-3")
         garbage = observer.wait_for(lambda m: m[0] == reply and m[2].CorrelationData == b"corr-3")
         assert msg.decode_result(garbage[1]).rule == "MALFORMED"
+        assert observer.on(foreign) == []
         for k in range(1, 200):
             emu.tick(float(t + 1 + k), readings(t + 1 + k))
         assert emu.mode == msg.MODE_TOD and emu.plan.plan_id == emu.tod_plan.plan_id
@@ -217,7 +226,7 @@ def test_silence_timeout_falls_back_to_tod_and_a_new_plan_recovers(mqtt_url, sit
         spec = four_leg()
         plan_topic = topics.topic(site, "c1", topics.PLAN_SET)
         reply = topics.topic(site, "c1", topics.PLAN_RESULT)
-        plan = spec.plan_from_splits([30.0, 12.0, 26.0, 12.0], version=5)
+        plan = expiring(spec.plan_from_splits([30.0, 12.0, 26.0, 12.0], version=5))
         observer.send_plan(plan_topic, plan.to_json(), response=reply, correlation=b"a")
         result_on(observer, reply, msg.ACCEPTED, plan.plan_id)
         t = 0
@@ -243,10 +252,10 @@ def test_silence_timeout_falls_back_to_tod_and_a_new_plan_recovers(mqtt_url, sit
             emu.tick(float(t), {})
         assert emu.plan.plan_id == emu.tod_plan.plan_id
         # an older version is refused, a newer one brings central control back
-        stale = spec.plan_from_splits([30.0, 12.0, 26.0, 12.0], version=4)
+        stale = expiring(spec.plan_from_splits([30.0, 12.0, 26.0, 12.0], version=4), t)
         observer.send_plan(plan_topic, stale.to_json(), response=reply, correlation=b"b")
         assert msg.decode_result(result_on(observer, reply, msg.REJECTED, stale.plan_id)[1]).rule == "STALE_VERSION"
-        fresh = spec.plan_from_splits([28.0, 14.0, 26.0, 12.0], version=6)
+        fresh = expiring(spec.plan_from_splits([28.0, 14.0, 26.0, 12.0], version=6), t)
         observer.send_plan(plan_topic, fresh.to_json(), response=reply, correlation=b"c")
         result_on(observer, reply, msg.ACCEPTED, fresh.plan_id)
         while emu.mode != msg.MODE_CENTRAL and t < 1200:
@@ -274,7 +283,7 @@ def test_expired_and_misaddressed_plans_are_rejected(mqtt_url, site, observer):
         observer.send_plan(topics.topic(site, "c1", topics.PLAN_SET), expired.to_json(), response=reply,
                            correlation=b"x")
         assert msg.decode_result(result_on(observer, reply, msg.REJECTED, expired.plan_id)[1]).rule == "EXPIRED"
-        other = four_leg("c2").plan_from_splits([30.0, 12.0, 26.0, 12.0], version=3)
+        other = expiring(four_leg("c2").plan_from_splits([30.0, 12.0, 26.0, 12.0], version=3))
         observer.send_plan(topics.topic(site, "c1", topics.PLAN_SET), other.to_json(), response=reply,
                            correlation=b"y")
         assert msg.decode_result(result_on(observer, reply, msg.REJECTED, other.plan_id)[1]).rule == "IDENTITY"
@@ -297,7 +306,7 @@ def test_gateway_serves_several_controllers_over_one_connection(mqtt_url, site, 
         for i in range(3):
             observer.wait_for(lambda m, i=i: m[0] == topics.topic(site, f"c{i}", topics.COUNTS))
             observer.wait_for(lambda m, i=i: m[0] == topics.topic(site, f"c{i}", topics.STATUS))
-        plan = four_leg("c1").plan_from_splits([30.0, 12.0, 26.0, 12.0], version=2)
+        plan = expiring(four_leg("c1").plan_from_splits([30.0, 12.0, 26.0, 12.0], version=2))
         reply = topics.topic(site, "c1", topics.PLAN_RESULT)
         observer.send_plan(topics.topic(site, "c1", topics.PLAN_SET), plan.to_json(), response=reply,
                            correlation=b"g")
@@ -315,7 +324,7 @@ def test_link_loss_publishes_the_will_falls_back_and_recovers(mqtt_url, site, ob
     try:
         spec = four_leg()
         reply = topics.topic(site, "c1", topics.PLAN_RESULT)
-        plan = spec.plan_from_splits([30.0, 12.0, 26.0, 12.0], version=2)
+        plan = expiring(spec.plan_from_splits([30.0, 12.0, 26.0, 12.0], version=2))
         observer.send_plan(topics.topic(site, "c1", topics.PLAN_SET), plan.to_json(), response=reply,
                            correlation=b"l")
         result_on(observer, reply, msg.ACCEPTED, plan.plan_id)
@@ -349,7 +358,7 @@ def test_a_plan_sent_while_the_controller_is_offline_is_delivered_on_reconnect(m
     first = make_emulator(mqtt_url, site)
     first.start()
     first.stop()  # clean stop, session kept by the broker
-    plan = four_leg().plan_from_splits([30.0, 12.0, 26.0, 12.0], version=2)
+    plan = expiring(four_leg().plan_from_splits([30.0, 12.0, 26.0, 12.0], version=2))
     reply = topics.topic(site, "c1", topics.PLAN_RESULT)
     observer.send_plan(topics.topic(site, "c1", topics.PLAN_SET), plan.to_json(), response=reply,
                        correlation=b"queued")

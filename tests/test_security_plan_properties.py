@@ -322,7 +322,7 @@ def test_no_invalid_plan_passes_either_check(seed):
 @given(st.integers(0, 2**32 - 1))
 def test_the_field_emulator_takes_exactly_the_valid_signed_plans(seed):
     """The whole acceptance path of a controller (signature, identity, version, check) on the same plans."""
-    from datetime import datetime, timezone
+    from datetime import datetime, timedelta, timezone
 
     from field_firmware_stubs.emulator import FieldEmulator
     from traffic.config import MqttSettings
@@ -347,7 +347,9 @@ def test_the_field_emulator_takes_exactly_the_valid_signed_plans(seed):
                 continue
             version += 1
             accepted, rejected = emu.stats.plans_accepted, emu.stats.plans_rejected
-            emu._on_plan_message(signer.sign(replace(candidate, version=version)).to_json(), None, None)  # noqa: SLF001
+            expires = (emu.clock(0.0) + timedelta(seconds=600)).isoformat()  # every plan must expire (900 s bound)
+            emu._on_plan_message(signer.sign(replace(candidate, version=version, expires_at=expires)).to_json(),  # noqa: SLF001
+                                 None, None)
             if ok:
                 assert emu.stats.plans_accepted == accepted + 1, emu.stats.rejected_rules[-1:]
                 COUNTS["emulator accepted valid"] += 1
