@@ -99,10 +99,10 @@ def test_the_dispatcher_clamps_a_year_2100_expiry_and_the_field_refuses_one_sent
             expires = datetime.fromisoformat(d.signed_plan(long.plan_id).expires_at)
             assert before + timedelta(seconds=899) <= expires <= wall() + timedelta(seconds=900)
             # an already expired plan is not signed nor sent
+            stale = plan_v(4, expires_at=(wall() - timedelta(seconds=1)).isoformat())
             with pytest.raises(PlanError, match="expired"):
-                d.dispatch(plan_v(4, expires_at=(wall() - timedelta(seconds=1)).isoformat()), four_leg("c1"),
-                           expiry_s=60, timeout_s=2)
-            assert d.signed_plan(plan_v(4).plan_id) is None
+                d.dispatch(stale, four_leg("c1"), expiry_s=60, timeout_s=2)
+            assert d.signed_plan(stale.plan_id) is None
         # the year-2100 plan, signed with the genuine key but sent around the dispatcher: refused
         forged = SIGNER.sign(plan_v(5, expires_at=YEAR_2100))
         answer = send(observer, site, forged, b"2100")
