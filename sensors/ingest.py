@@ -43,7 +43,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from sensors.records import Batch
-from sensors.router import dead_letter, route
+from sensors.router import route
 from sensors.spool import Spool
 from sensors.store import BatchResult, CountStore, is_transient
 from traffic import topics

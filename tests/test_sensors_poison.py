@@ -24,7 +24,7 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from test_sensors_ingest import (  # noqa: F401 - fixtures used by name
-    T0, WAIT_S, _allow_connections, _eventually, make_service, publish, query, report, settings, settle,
+    T0, WAIT_S, _allow_connections, _eventually, make_service, query, report, settings, settle,
 )
 
 from sensors.records import Batch, CountRow, StatusRow
