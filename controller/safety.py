@@ -152,7 +152,7 @@ def _check_conflicts(plan: TimingPlan, spec: IntersectionSpec) -> list[Violation
         for i, j in sorted(spec.conflicts):
             if i < len(greens) and j < len(greens) and greens[i] in GREEN_CHARS and greens[j] in GREEN_CHARS:
                 out.append(Violation(CONFLICT, f"conflicting signal groups {i} and {j} both green", p.phase))
-        for i, j in sorted(spec.foes):
+        for i, j in sorted(spec.exclusive_foes):  # foes the junction does not resolve (docs/foes.md)
             if i < len(greens) and j < len(greens) and greens[i] == "G" and greens[j] == "G":
                 out.append(Violation(CONFLICT, f"foe signal groups {i} and {j} both protected green", p.phase))
     return out

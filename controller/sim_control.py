@@ -44,8 +44,8 @@ from controller.optimizer import optimize_corridor
 from controller.safety import check_plan
 from traffic import messages, topics
 from traffic.config import Settings, load_settings
-from traffic.errors import MessageError, ScenarioError, TrafficError
-from traffic.intersection import Corridor
+from traffic.errors import MessageError, ScenarioError, TrafficError, UnsafePlanError
+from traffic.intersection import Corridor, SignalFinding
 from traffic.plan import TimingPlan
 
 log = logging.getLogger(__name__)
@@ -293,12 +293,23 @@ def run_adaptive(scenario: Any, *, seed: int, begin: int | None = None, end: int
         return CLOCK_ORIGIN + timedelta(seconds=round(sim_s, 1))
 
     emulators: dict[str, FieldEmulator] = {}
+    refused: list[SignalFinding] = []
     for spec in corridor.intersections:
-        emulator = FieldEmulator(replace(spec, site=site), site=site, mqtt=settings.mqtt,
-                                 count_interval_s=control.count_interval_s, clock_origin=CLOCK_ORIGIN,
-                                 settings=settings.field_, gateway=bus)  # type: ignore[arg-type]
+        try:
+            emulator = FieldEmulator(replace(spec, site=site), site=site, mqtt=settings.mqtt,
+                                     count_interval_s=control.count_interval_s, clock_origin=CLOCK_ORIGIN,
+                                     settings=settings.field_, gateway=bus)  # type: ignore[arg-type]
+        except UnsafePlanError as exc:
+            # the field refuses its own time-of-day plan: that signal stays on the network's program
+            refused.append(SignalFinding(spec.tls_id, "uncontrolled", exc.rules[0] if exc.rules else "UNSAFE",
+                                         f"the field refuses its time-of-day plan: {exc}"))
+            log.warning("TLS %s stays on its own program: %s", spec.tls_id, exc)
+            continue
         emulator.start()
         emulators[spec.tls_id] = emulator
+    if refused:
+        corridor = replace(corridor, intersections=tuple(s for s in corridor.intersections if s.tls_id in emulators),
+                           findings=(*corridor.findings, *refused))
     central = SimCentral(corridor, settings, bus, clock)
     incumbents = {e.controller_id: e.tod_plan for e in emulators.values()}
     tag = f"{seed}-{int(time.time() * 1000) % 10**8}"
@@ -335,7 +346,8 @@ def run_adaptive(scenario: Any, *, seed: int, begin: int | None = None, end: int
                       fallbacks=sum(e.stats.fallbacks for e in emulators.values()),
                       plans_applied=sum(e.stats.plans_applied for e in emulators.values()),
                       plans_rejected=sum(e.stats.plans_rejected for e in emulators.values()),
-                      bad_messages=bus.bad_messages, flashed=flashed)
+                      bad_messages=bus.bad_messages, flashed=flashed,
+                      uncontrolled=[f.to_dict() for f in refused])
     if own_dir:
         import shutil
 

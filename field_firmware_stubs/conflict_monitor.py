@@ -40,7 +40,7 @@ class ConflictMonitor:
         self.spec = spec
         self._n = spec.link_count
         self._conflicts = tuple(sorted(spec.conflicts))
-        self._foes = tuple(sorted(spec.foes))
+        self._foes = tuple(sorted(spec.exclusive_foes))  # resolved foes may both be G (docs/foes.md)
         # shortest design yellow among the phases that release each group (policy floor if none)
         per_group: list[list[float]] = [[] for _ in range(self._n)]
         for phase in spec.phases:

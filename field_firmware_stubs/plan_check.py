@@ -141,7 +141,7 @@ def _check_conflicts(t: PhaseTiming, spec: IntersectionSpec) -> Iterable[Violati
     for i, j in sorted(spec.conflicts):
         if i < len(greens) and j < len(greens) and greens[i] in _GREEN and greens[j] in _GREEN:
             yield Violation(CONFLICT, f"conflicting signal groups {i} and {j} both green in {greens!r}", t.phase)
-    for i, j in sorted(spec.foes):
+    for i, j in sorted(spec.exclusive_foes):  # foes the junction does not resolve (docs/foes.md)
         if i < len(greens) and j < len(greens) and greens[i] == "G" and greens[j] == "G":
             yield Violation(CONFLICT, f"foe signal groups {i} and {j} both protected green in {greens!r}", t.phase)
 

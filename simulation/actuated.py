@@ -16,11 +16,14 @@ durations.
 
 from __future__ import annotations
 
+import logging
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from traffic.errors import ScenarioError
 from traffic.signals import GREEN_CHARS
+
+log = logging.getLogger(__name__)
 
 PROGRAM_ID = "traffic-actuated"
 DEFAULT_MIN_GREEN_S = 5.0
@@ -34,10 +37,11 @@ def _fmt(seconds: float) -> str:
 
 def actuated_additional(net_file: Path, out_path: Path, *, min_green_s: float = DEFAULT_MIN_GREEN_S,
                         max_green_s: float = DEFAULT_MAX_GREEN_S, max_gap_s: float = 3.0) -> Path:
-    """Write an additional file turning every TLS program of ``net_file`` into an actuated one.
+    """Write an additional file turning every static TLS program of ``net_file`` into an actuated one.
 
     Loaded after the network, its programs (id ``traffic-actuated``) become
-    the active ones. Returns ``out_path``.
+    the active ones. A TLS whose programs are all actuated already keeps
+    them. Returns ``out_path``.
     """
     if not 0 < min_green_s <= max_green_s:
         raise ScenarioError(f"need 0 < min_green_s <= max_green_s, got {min_green_s}, {max_green_s}")
@@ -54,7 +58,9 @@ def actuated_additional(net_file: Path, out_path: Path, *, min_green_s: float = 
         if tls_id not in chosen or logic.get("programID", "") < chosen[tls_id].get("programID", ""):
             chosen[tls_id] = logic
     if not chosen:
-        raise ScenarioError(f"network {net_file} has no static traffic-light program to actuate")
+        # every program is already actuated (an OSM import's default): SUMO's actuated control on the
+        # network's own phases is then exactly what the network runs; nothing to add
+        log.info("network %s has no static traffic-light program: its own (actuated) programs stay", net_file)
     out = ET.Element("additional")
     for tls_id in sorted(chosen):
         src = chosen[tls_id]

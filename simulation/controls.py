@@ -41,6 +41,7 @@ from simulation.runner import run
 from simulation.scenario import Scenario
 from simulation.tls_program import write_plans_additional
 from traffic.errors import SimulationError, TrafficError
+from traffic.intersection import IntersectionSpec, SignalFinding
 from traffic.plan import TimingPlan
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,41 @@ ControlFn = Callable[[Scenario, int, int, int, Path], Kpis]
 #: KPIs summarised over seeds (the JSON of ``traffic sim run``).
 SUMMARY_FIELDS = ("mean_delay_s", "mean_trip_time_s", "mean_waiting_s", "mean_stops", "vehicles", "completed",
                   "undeparted", "teleports", "throughput_veh_h", "wall_s")
+
+
+def controllable(scenario: Scenario) -> Scenario:
+    """``scenario`` with the signals the centre's safety check refuses left on their own program.
+
+    The mapping (:func:`simulation.network.corridor_from_net`) already leaves
+    out what it cannot map; this is the second line: every mapped signal's
+    time-of-day plan and its actuated-safe plan must pass
+    :func:`controller.safety.check_plan`, or that signal keeps the
+    network's program and the finding names the rule. A control never
+    crashes a run on one signal it cannot drive.
+    """
+    from controller.safety import check_plan  # the centre's rules; imported here to keep SUMO-only runs light
+
+    kept: list[IntersectionSpec] = []
+    refused: list[SignalFinding] = []
+    safe_plans = safe_actuated_plans(scenario)
+    for spec in scenario.corridor.intersections:
+        violations = [*check_plan(spec.default_plan(), spec), *check_plan(safe_plans[spec.tls_id], spec)]
+        if violations:
+            first = violations[0]
+            refused.append(SignalFinding(spec.tls_id, "uncontrolled", first.rule,
+                                         f"its own phases break {first.rule}: {first.detail}",
+                                         "check the approved program's stages against the conflict model "
+                                         "(traffic site check)"))
+            log.warning("TLS %s stays on its own program: %s: %s", spec.tls_id, first.rule, first.detail)
+        else:
+            kept.append(spec)
+    if not refused:
+        return scenario
+    if not kept:
+        raise SimulationError("no signal of this scenario passes the safety rules: "
+                              + "; ".join(f"{f.tls_id}: {f.message}" for f in refused)[:600])
+    corridor = replace(scenario.corridor, intersections=tuple(kept), findings=(*scenario.corridor.findings, *refused))
+    return replace(scenario, corridor=corridor)
 
 
 def run_static(scenario: Scenario, seed: int, begin: int, end: int, workdir: Path) -> Kpis:
@@ -99,13 +135,14 @@ def run_actuated_safe(scenario: Scenario, seed: int, begin: int, end: int, workd
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    programs = write_plans_additional(safe_actuated_plans(scenario), workdir / "actuated-safe.add.xml",
+    programs = write_plans_additional(safe_actuated_plans(controllable(scenario)), workdir / "actuated-safe.add.xml",
                                       program_id="traffic-actuated-safe")
     return run(scenario, seed=seed, begin=begin, end=end, workdir=workdir, extra_additional=(programs,))
 
 
 def run_max_pressure(scenario: Scenario, seed: int, begin: int, end: int, workdir: Path) -> Kpis:
     """Max-pressure with safeguards on every mapped signal (backend from ``TRAFFIC_SUMO_BACKEND``)."""
+    scenario = controllable(scenario)
     specs = scenario.corridor.intersections
     return run_in_loop(scenario, seed=seed, begin=begin, end=end, workdir=workdir,
                        make_controllers=lambda _api: [MaxPressureController(s) for s in specs])
@@ -113,6 +150,7 @@ def run_max_pressure(scenario: Scenario, seed: int, begin: int, end: int, workdi
 
 def run_max_pressure_resco(scenario: Scenario, seed: int, begin: int, end: int, workdir: Path) -> Kpis:
     """Max-pressure as the RESCO reference ran it (3 s yellow, no all-red): for comparison only."""
+    scenario = controllable(scenario)
     specs = scenario.corridor.intersections
     settings = MaxPressureSettings.resco()
     return run_in_loop(scenario, seed=seed, begin=begin, end=end, workdir=workdir,
@@ -125,7 +163,7 @@ def run_adaptive(scenario: Scenario, seed: int, begin: int, end: int, workdir: P
         from controller.sim_control import run_adaptive as adaptive
     except ImportError as exc:
         raise SimulationError(f"adaptive control not available: {exc}") from exc
-    return adaptive(scenario, seed=seed, begin=begin, end=end, workdir=Path(workdir))
+    return adaptive(controllable(scenario), seed=seed, begin=begin, end=end, workdir=Path(workdir))
 
 
 #: Controls that run the ``sumo`` binary (no controller in the loop).

@@ -69,7 +69,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from traffic.errors import ScenarioError
-from traffic.intersection import Corridor, DetectorSpec, IntersectionSpec, PhaseSpec
+from traffic.intersection import Corridor, DetectorSpec, IntersectionSpec, PhaseSpec, SignalFinding
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +236,47 @@ class _TlsView:
                 if self._are_foes(a, b):
                     pairs.add((a, b))
         return frozenset(pairs)
+
+    def classify_foe(self, a: int, b: int) -> str:
+        """How the junction resolves foes ``a`` and ``b`` when both are green: merge, yield, or none.
+
+        ``merge``: a connection of each ends on the same lane (two streams
+        become one; SUMO zips them by right of way). ``yield``: the
+        junction's right-of-way table (``<request response>``) makes one of
+        them give way to the other, at the stop line or at a waiting point
+        inside the junction. ``none``: they cross and neither gives way.
+        """
+        for ca in self.links.get(a, []):
+            for cb in self.links.get(b, []):
+                if ca.getToLane() is cb.getToLane():
+                    return "merge"
+        for node_a, ja in self.junction_index[a]:
+            for node_b, jb in self.junction_index[b]:
+                if node_a != node_b:
+                    continue
+                prohibits = getattr(self.nodes[node_a], "_prohibits", {})
+                for x, y in ((ja, jb), (jb, ja)):  # does link y have to give way to link x?
+                    response = prohibits.get(y, "")
+                    if response and 0 <= x < len(response) and response[-(x + 1)] == "1":
+                        return "yield"
+        return "none"
+
+    def movement(self, index: int) -> str:
+        """``from-edge -> to-edge`` of a signal group, for findings a traffic engineer can read."""
+        conns = self.links.get(index, [])
+        if not conns:
+            return f"signal group {index}"
+        moves = sorted({f"{c.getFromLane().getEdge().getID()} -> {c.getToLane().getEdge().getID()}" for c in conns})
+        return f"signal group {index} ({', '.join(moves)})"
+
+    def is_rail_only(self) -> bool:
+        """All controlled connections are for rail vehicles (a rail signal or crossing, not a road signal)."""
+        for conns in self.links.values():
+            for conn in conns:
+                lane = conn.getFromLane()
+                if _is_vehicle_lane(lane) or lane.allows("pedestrian") or lane.allows("bicycle"):
+                    return False
+        return True
 
     def _are_foes(self, a: int, b: int) -> bool:
         for node_a, ja in self.junction_index[a]:
@@ -630,11 +671,20 @@ def corridor_from_net(net_file: Path, *, site: str, additional_files: Sequence[P
     lane_lengths = {lane.getID(): lane.getLength() for edge in net.getEdges() for lane in edge.getLanes()}
     loops = _read_loops(additional_files, lane_lengths)
     views: dict[str, _TlsView] = {}
+    findings: list[SignalFinding] = []
     for tls in sorted(net.getTrafficLights(), key=lambda t: t.getID()):
         try:
-            views[tls.getID()] = _TlsView(tls)
+            view = _TlsView(tls)
         except ScenarioError as exc:
-            log.warning("skipping TLS %s: %s", tls.getID(), exc)
+            findings.append(SignalFinding(tls.getID(), "uncontrolled", "NO_LINKS", str(exc),
+                                          "a signal without controlled connections has nothing to time"))
+            continue
+        if view.is_rail_only() or any(n.getType() in ("rail_signal", "rail_crossing") for n in view.nodes.values()):
+            findings.append(SignalFinding(tls.getID(), "uncontrolled", "RAIL_SIGNAL",
+                                          "a rail signal or level crossing (SUMO's rail logic drives it)",
+                                          "rail signals are the railway's; nothing to do"))
+            continue
+        views[tls.getID()] = view
     controller_of: dict[str, str] = {}
     taken: set[str] = set()
     for tls_id in views:
@@ -647,36 +697,105 @@ def corridor_from_net(net_file: Path, *, site: str, additional_files: Sequence[P
         controller_of[tls_id] = cid
     specs: list[IntersectionSpec] = []
     for tls_id, view in views.items():
-        program = _program(view.tls)
-        if any(len(state) != view.link_count for _, state in program):
-            raise ScenarioError(f"TLS {tls_id}: program state length differs from its {view.link_count} links")
-        stages = green_stages(program, frozenset(view.ped_links))
-        if not stages:
-            log.warning("skipping TLS %s: its program has no green stage", tls_id)
-            continue
-        phases = _phases(view, stages, _junction_width(view.nodes.values()), pedestrians)
-        foes = view.foes()
-        conflicts = frozenset((a, b) for a, b in foes
-                              if not any(p.greens[a] in _GREEN and p.greens[b] in _GREEN for p in phases))
-        xs = [n.getCoord()[0] for n in view.nodes.values()]
-        ys = [n.getCoord()[1] for n in view.nodes.values()]
-        cid = controller_of[tls_id]
-        specs.append(IntersectionSpec(
-            controller_id=cid,
-            tls_id=tls_id,
-            link_count=view.link_count,
-            phases=phases,
-            detectors=_detectors(view, cid, phases, [d for _, d in stages], loops, net),
-            foes=foes,
-            conflicts=conflicts,
-            position=(round(sum(xs) / len(xs), 2), round(sum(ys) / len(ys), 2)),
-            site=site,
-        ))
+        spec_or_findings = _map_signal(view, controller_of[tls_id], site, pedestrians, loops, net)
+        if isinstance(spec_or_findings, IntersectionSpec):
+            specs.append(spec_or_findings)
+            findings.extend(_info_findings(view, spec_or_findings))
+        else:
+            findings.extend(spec_or_findings)
+    for f in findings:
+        if f.level == "uncontrolled":
+            log.warning("TLS %s stays on its own program: %s: %s", f.tls_id, f.rule, f.message)
     if not specs:
-        raise ScenarioError(f"network {net_file} has no usable traffic lights")
+        reasons = "; ".join(f"{f.tls_id}: {f.rule}" for f in findings if f.level == "uncontrolled")
+        raise ScenarioError(f"network {net_file} has no traffic light the project can control"
+                            + (f" ({reasons[:500]})" if reasons else ""))
     kept = {s.tls_id for s in specs}
     links = tuple(l for l in _links({k: v for k, v in views.items() if k in kept}, controller_of))
-    return Corridor(name=name or Path(net_file).name.split(".")[0], intersections=tuple(specs), links=links)
+    return Corridor(name=name or Path(net_file).name.split(".")[0], intersections=tuple(specs), links=links,
+                    findings=tuple(findings))
+
+
+#: what a traffic engineer should check when the approved program shows two unresolved foes protected
+_UNRESOLVED_ADVICE = ("check the signal program: the two movements cross and neither gives way at the junction; "
+                      "one of them should be permissive (g) or they belong in different stages")
+
+
+def _map_signal(view: _TlsView, cid: str, site: str, pedestrians: str, loops: list[_Loop],
+                net) -> IntersectionSpec | list[SignalFinding]:
+    """One TLS as an :class:`IntersectionSpec`, or the findings that keep it on its own program."""
+    tls_id = view.tls_id
+    try:
+        program = _program(view.tls)
+    except ScenarioError as exc:
+        return [SignalFinding(tls_id, "uncontrolled", "NO_PROGRAM", str(exc),
+                              "give the signal a static program in the network")]
+    if any(len(state) != view.link_count for _, state in program):
+        return [SignalFinding(tls_id, "uncontrolled", "STATE_LENGTH",
+                              f"program state length differs from its {view.link_count} links",
+                              "rebuild the program with netconvert or netedit")]
+    stages = green_stages(program, frozenset(view.ped_links))
+    if not stages:
+        return [SignalFinding(tls_id, "uncontrolled", "NO_GREEN_STAGE", "its program has no green stage",
+                              "a program that never shows green cannot be timed")]
+    if not any(view.vehicle_links(i) for i in view.links):
+        return [SignalFinding(tls_id, "uncontrolled", "PEDESTRIAN_ONLY",
+                              "controls only pedestrian crossings (no vehicle movement to time)",
+                              "a mid-block pedestrian signal stays on its own program")]
+    phases = _phases(view, stages, _junction_width(view.nodes.values()), pedestrians)
+    foes = view.foes()
+    conflicts = frozenset((a, b) for a, b in foes
+                          if not any(p.greens[a] in _GREEN and p.greens[b] in _GREEN for p in phases))
+    both_protected = sorted((a, b) for a, b in foes if any(p.greens[a] == "G" and p.greens[b] == "G" for p in phases))
+    resolved: set[tuple[int, int]] = set()
+    unresolved: list[SignalFinding] = []
+    for a, b in both_protected:
+        kind = view.classify_foe(a, b)
+        if kind == "none":
+            unresolved.append(SignalFinding(
+                tls_id, "uncontrolled", "UNRESOLVED_FOES",
+                f"the approved program shows {view.movement(a)} and {view.movement(b)} protected green together, "
+                "but their paths cross and the junction gives neither the right of way", _UNRESOLVED_ADVICE))
+        else:
+            resolved.add((a, b))
+    if unresolved:
+        return unresolved
+    xs = [n.getCoord()[0] for n in view.nodes.values()]
+    ys = [n.getCoord()[1] for n in view.nodes.values()]
+    return IntersectionSpec(
+        controller_id=cid,
+        tls_id=tls_id,
+        link_count=view.link_count,
+        phases=phases,
+        detectors=_detectors(view, cid, phases, [d for _, d in stages], loops, net),
+        foes=foes,
+        conflicts=conflicts,
+        position=(round(sum(xs) / len(xs), 2), round(sum(ys) / len(ys), 2)),
+        site=site,
+        resolved_foes=frozenset(resolved),
+    )
+
+
+def _info_findings(view: _TlsView, spec: IntersectionSpec) -> list[SignalFinding]:
+    """What a controlled signal's mapping decided that an engineer may want to confirm."""
+    out: list[SignalFinding] = []
+    kinds: dict[str, int] = defaultdict(int)
+    for a, b in sorted(spec.resolved_foes):
+        kinds[view.classify_foe(a, b)] += 1
+    if kinds:
+        text = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+        out.append(SignalFinding(spec.tls_id, "warning", "RESOLVED_FOES",
+                                 f"the approved program shows {len(spec.resolved_foes)} foe pair(s) protected green "
+                                 f"together that the junction resolves ({text}); plans may keep them together",
+                                 "confirm the merges and give-way movements are intended"))
+    if len(view.nodes) > 1:
+        out.append(SignalFinding(spec.tls_id, "info", "JOINED",
+                                 f"one program over {len(view.nodes)} junctions ({', '.join(sorted(view.nodes))[:200]})"))
+    if not spec.detectors:
+        out.append(SignalFinding(spec.tls_id, "warning", "NO_DETECTORS",
+                                 "no approach lane could hold a loop: demand comes from neighbours only",
+                                 "add loops on the approaches"))
+    return out
 
 
 def missing_loops(corridor: Corridor, additional_files: Sequence[Path]) -> int:

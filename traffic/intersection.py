@@ -87,6 +87,10 @@ class IntersectionSpec:
     position: tuple[float, float] = (0.0, 0.0)
     site: str = "hanoi"
     max_cycle_s: float = 180.0
+    #: foe pairs (i < j) the approved program shows both protected (``G``) and the junction itself
+    #: resolves: their streams merge into one lane, or one gives way to the other by the junction's
+    #: right-of-way table (``docs/foes.md``); the safety checks accept these, and only these, foes both ``G``
+    resolved_foes: frozenset[tuple[int, int]] = frozenset()
 
     # ---- derived -----------------------------------------------------
     def phase(self, number: int) -> PhaseSpec:
@@ -100,6 +104,11 @@ class IntersectionSpec:
 
     def is_foe(self, i: int, j: int) -> bool:
         return (min(i, j), max(i, j)) in self.foes
+
+    @property
+    def exclusive_foes(self) -> frozenset[tuple[int, int]]:
+        """Foe pairs that may never both show a protected green (``G``): all foes but the resolved ones."""
+        return self.foes - self.resolved_foes
 
     def detector_phases(self, detector: DetectorSpec) -> tuple[int, ...]:
         """Phases whose demand ``detector`` measures (calls and extends when run actuated).
@@ -169,6 +178,7 @@ class IntersectionSpec:
         data = asdict(self)
         data["foes"] = sorted(list(p) for p in self.foes)
         data["conflicts"] = sorted(list(p) for p in self.conflicts)
+        data["resolved_foes"] = sorted(list(p) for p in self.resolved_foes)
         data["phases"] = [asdict(p) for p in self.phases]
         data["detectors"] = [asdict(d) for d in self.detectors]
         data["position"] = list(self.position)
@@ -192,9 +202,36 @@ class IntersectionSpec:
                 position=tuple(data.get("position", (0.0, 0.0))),
                 site=data.get("site", "hanoi"),
                 max_cycle_s=float(data.get("max_cycle_s", 180.0)),
+                resolved_foes=frozenset(tuple(sorted(p)) for p in data.get("resolved_foes", ())),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ScenarioError(f"bad intersection spec: {exc}") from exc
+
+
+#: severities of a :class:`SignalFinding`, least to most serious
+FINDING_LEVELS = ("info", "warning", "uncontrolled")
+
+
+@dataclass(frozen=True)
+class SignalFinding:
+    """Something a traffic engineer should know about how one signal of a network was mapped.
+
+    ``level`` is ``info`` (how it was mapped), ``warning`` (controlled, but
+    check this) or ``uncontrolled`` (the project does not control this
+    signal: it stays on its own program, SUMO's or the cabinet's, and the
+    rest of the network is controlled). ``rule`` is a short stable code
+    (``RAIL_SIGNAL``, ``NO_PROGRAM``, ``UNRESOLVED_FOES``, a safety rule id,
+    ...); ``advice`` says what to check.
+    """
+
+    tls_id: str
+    level: str
+    rule: str
+    message: str
+    advice: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -205,6 +242,17 @@ class Corridor:
     intersections: tuple[IntersectionSpec, ...]
     # (upstream controller, downstream controller, distance m, free speed m/s)
     links: tuple[tuple[str, str, float, float], ...] = field(default=())
+    #: what the mapping found, per signal (``uncontrolled`` ones are not in ``intersections``)
+    findings: tuple[SignalFinding, ...] = field(default=())
+
+    @property
+    def uncontrolled(self) -> tuple[str, ...]:
+        """TLS ids left on their own program (not in ``intersections``), in the order found."""
+        seen: dict[str, None] = {}
+        for f in self.findings:
+            if f.level == "uncontrolled":
+                seen.setdefault(f.tls_id, None)
+        return tuple(seen)
 
     def by_id(self) -> dict[str, IntersectionSpec]:
         return {i.controller_id: i for i in self.intersections}

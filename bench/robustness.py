@@ -1,0 +1,129 @@
+"""Every control on every network of the robustness corpus: does it run to the end?
+
+``python bench/robustness.py --corpus DIR [--controls ...] [--seeds 1] [--only a,b] [--levels moderate]
+[--processes 2] [--json OUT]``
+
+Build the corpus first (``python bench/corpus.py build --out DIR``). Each
+(network, control, seed) runs in its own process; a run that raises is
+recorded with its message, not allowed to stop the table. The table prints,
+per network and control: completed (runs that reached the end), crashed
+(with the first error), how many signals were left on their own program
+(the project could not control them; ``traffic site check`` says why), and
+the mean delay (RESCO definition, undeparted vehicles charged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import sys
+import tempfile
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+CONTROLS = ("static", "actuated", "actuated-safe", "max-pressure", "max-pressure-resco", "adaptive")
+
+
+def _one(cfg: str, control: str, seed: int, workdir: str) -> dict[str, Any]:
+    """One run in a worker process; never raises (the table records the failure)."""
+    logging.basicConfig(level=logging.WARNING)
+    started = time.perf_counter()
+    out: dict[str, Any] = {"control": control, "seed": seed}
+    try:
+        from simulation.controls import control as control_fn
+        from simulation.scenario import load_scenario
+
+        work = Path(workdir)
+        scenario = load_scenario(Path(cfg), detectors_dir=work / "detectors")
+        out["signals"] = len(scenario.corridor.intersections)
+        out["own_program"] = list(scenario.corridor.uncontrolled)
+        kpis = control_fn(control)(scenario, seed, scenario.begin, scenario.end, work / f"{control}-seed{seed}")
+        out.update(ok=True, delay=kpis.mean_delay_s, undeparted=kpis.undeparted, vehicles=kpis.vehicles)
+    except BaseException as exc:  # noqa: BLE001 - the bench reports every failure
+        out.update(ok=False, error=f"{type(exc).__name__}: {exc}"[:400],
+                   where=traceback.format_exc(limit=-3)[-600:])
+    out["wall_s"] = round(time.perf_counter() - started, 1)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, required=True, help="folder built by bench/corpus.py")
+    parser.add_argument("--controls", default=",".join(CONTROLS))
+    parser.add_argument("--seeds", default="1")
+    parser.add_argument("--only", default="")
+    parser.add_argument("--levels", default="")
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    entries = json.loads((args.corpus / "corpus.json").read_text())
+    only = {n for n in args.only.split(",") if n}
+    levels = {lv for lv in args.levels.split(",") if lv}
+    entries = [e for e in entries if (not only or e["name"] in only) and (not levels or e["level"] in levels
+                                                                          or e["level"] == "own")]
+    controls = [c for c in args.controls.split(",") if c]
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="traffic-robustness-"))
+    jobs = []
+    for e in entries:
+        label = f"{e['name']}/{e['level']}"
+        for c in controls:
+            for s in seeds:
+                jobs.append((label, e["sumocfg"], c, s, str(workdir / label.replace("/", "-") / f"{c}-{s}")))
+    results: dict[str, list[dict[str, Any]]] = {}
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=args.processes, mp_context=ctx, max_tasks_per_child=1) as pool:
+        futures = {pool.submit(_one, cfg, c, s, wd): label for label, cfg, c, s, wd in jobs}
+        for n, fut in enumerate(as_completed(futures), 1):
+            label = futures[fut]
+            try:
+                r = fut.result()
+            except BaseException as exc:  # noqa: BLE001 - a worker that died
+                r = {"ok": False, "error": f"worker died: {type(exc).__name__}: {exc}"[:300], "control": "?"}
+            results.setdefault(label, []).append(r)
+            state = f"{r['delay']:.1f} s" if r.get("ok") else r.get("error", "")[:120]
+            sys.stderr.write(f"[{n}/{len(jobs)}] {label} {r.get('control')} seed {r.get('seed')}: {state}\n")
+    sys.stdout.write(table(results, controls) + "\n")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+def table(results: dict[str, list[dict[str, Any]]], controls: list[str]) -> str:
+    """Markdown: per network, per control, ``delay`` or ``CRASH``; plus signals left on their own program."""
+    head = "| network | signals | own program | " + " | ".join(controls) + " |"
+    lines = [head, "|" + "---|" * (3 + len(controls))]
+    totals = {c: [0, 0] for c in controls}
+    for label in sorted(results):
+        runs = results[label]
+        signals = next((r["signals"] for r in runs if "signals" in r), "?")
+        own = next((len(r["own_program"]) for r in runs if "own_program" in r), "?")
+        cells = []
+        for c in controls:
+            mine = [r for r in runs if r.get("control") == c]
+            ok = [r for r in mine if r.get("ok")]
+            totals[c][0] += len(ok)
+            totals[c][1] += len(mine)
+            if mine and len(ok) == len(mine):
+                cells.append(f"{sum(r['delay'] for r in ok) / len(ok):.1f}")
+            elif mine:
+                cells.append(f"CRASH {len(mine) - len(ok)}/{len(mine)}")
+            else:
+                cells.append("-")
+        lines.append(f"| {label} | {signals} | {own} | " + " | ".join(cells) + " |")
+    lines.append("| **completed** | | | " + " | ".join(f"{a}/{b}" for a, b in totals.values()) + " |")
+    errors = sorted({f"{label} {r.get('control')}: {r['error']}" for label, runs in results.items() for r in runs
+                     if not r.get("ok")})
+    if errors:
+        lines += ["", "Failures:", *(f"- {e}" for e in errors)]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
