@@ -124,7 +124,7 @@ def _intervals(trace: list[TraceEntry], end: float) -> dict[str, list[tuple[Trac
 
 
 def test_max_pressure_safeguards_in_sumo(grid) -> None:
-    settings = MaxPressureSettings(decision_s=5, max_green_s=25, max_red_s=60)
+    settings = MaxPressureSettings(decision_s=5, max_green_s=25, max_red_s=60, starvation_basis="link")
     trace: list[TraceEntry] = []
     specs = {s.tls_id: s for s in grid.corridor.intersections}
     kpis = run_in_loop(grid, seed=1, end=600, make_controllers=lambda _api: [
