@@ -20,17 +20,31 @@ also check the SUBSCRIBE filter itself see a shared subscription with its
 ``$share/<group>/`` prefix, so every topic a service may read gets a second
 ``topic read $share/+/...`` line (harmless where it is not needed).
 
+Identity binding: ``use_username_as_clientid true`` on the TLS listener
+makes the MQTT client id the username, which ``use_identity_as_username``
+made the certificate's CN. Whatever client id a client sends, its session is
+the one named after its own certificate: one cabinet's key can never resume,
+wipe or take over another client's session (Mosquitto has no option to
+*refuse* a mismatching id; it replaces it. The dynamic-security plugin's
+client-id binding only applies to password logins, which a certificate login
+with ``use_identity_as_username`` skips).
+
+Sizes: every packet, payload and per-client queue is bounded
+(:data:`LIMITS`), so a client cannot grow the broker's memory with big or
+many messages; see docs/security.md.
+
 Topic strings are built with :mod:`traffic.topics`, never by hand.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from traffic import topics
+from traffic import messages, topics
 
-__all__ = ["CONTROLLER_WRITES", "CONTROLLER_READS", "INGEST_READS", "CENTRAL_WRITES", "CENTRAL_READS",
+__all__ = ["LIMITS", "BrokerLimits", "limit_lines", "OVERSIZE_LOG", "count_oversize", "CONTROLLER_WRITES", "CONTROLLER_READS", "INGEST_READS", "CENTRAL_WRITES", "CENTRAL_READS",
            "acl_text", "tls_listener_lines", "extra_listener_lines", "broker_config_text", "write_broker_files"]
 
 CONTROLLER_WRITES = (topics.COUNTS, topics.EVENTS, topics.STATUS, topics.PLAN_RESULT, topics.PLAN_ACTIVE)
@@ -41,6 +55,60 @@ CENTRAL_READS = (topics.PLAN_RESULT, topics.PLAN_ACTIVE, topics.STATUS)
 _SHARE_ANY_GROUP = "$share/+/"
 
 
+@dataclass(frozen=True)
+class BrokerLimits:
+    """Size bounds written into every generated broker configuration (bytes and message counts).
+
+    * ``max_packet_size``: the largest MQTT packet of any kind, equal to the
+      decoders' payload bound (``traffic.messages.MAX_PAYLOAD_BYTES``,
+      256 KiB), so every PUBLISH the broker takes fits every decoder. A
+      client sending a bigger packet is disconnected and the broker logs
+      ``Client <id> disconnected due to oversize packet.`` (:data:`OVERSIZE_LOG`,
+      counted by :func:`count_oversize`). MQTT 5 clients are told the bound in
+      CONNACK (Maximum Packet Size).
+    * ``max_queued_messages`` / ``max_queued_bytes``: per client, QoS 1
+      messages held beyond those in flight (offline sessions, slow
+      consumers); beyond either bound new messages for that client are
+      dropped, so one slow or absent consumer costs at most 16 MiB.
+    * ``max_inflight_messages``: unacknowledged QoS 1 messages per client.
+
+    Why not ``message_size_limit`` as well: Mosquitto 2.0 deprecates it for
+    ``max_packet_size``, and the PUBACK 0x83 it sends for a refused payload is
+    not parsed by paho-mqtt 2.2 (the client drops its connection with
+    "Protocol error" and re-sends the message after reconnecting, forever).
+    """
+
+    max_packet_size: int = messages.MAX_PAYLOAD_BYTES
+    max_queued_messages: int = 1000
+    max_queued_bytes: int = 16 * 1024 * 1024
+    max_inflight_messages: int = 20
+
+
+LIMITS = BrokerLimits()
+#: what Mosquitto (2.0) logs when it disconnects a client for a packet over ``max_packet_size``
+OVERSIZE_LOG = "disconnected due to oversize packet"
+
+
+def limit_lines(limits: BrokerLimits = LIMITS) -> list[str]:
+    """Global (not per-listener) size bounds, valid anywhere in a mosquitto.conf."""
+    return [
+        f"max_packet_size {limits.max_packet_size}",
+        f"max_queued_messages {limits.max_queued_messages}",
+        f"max_queued_bytes {limits.max_queued_bytes}",
+        f"max_inflight_messages {limits.max_inflight_messages}",
+    ]
+
+
+def count_oversize(log_text: str) -> dict[str, int]:
+    """Clients disconnected for an oversized packet, counted from a broker log: ``{client id: n}``."""
+    counts: dict[str, int] = {}
+    for line in log_text.splitlines():
+        if OVERSIZE_LOG in line and "Client " in line:
+            client = line.split("Client ", 1)[1].split(" ", 1)[0]
+            counts[client] = counts.get(client, 0) + 1
+    return counts
+
+
 def _reads(filters: Iterable[str]) -> list[str]:
     out = []
     for f in filters:
@@ -49,8 +117,8 @@ def _reads(filters: Iterable[str]) -> list[str]:
     return out
 
 
-def acl_text(site: str, controllers: Sequence[str], *, gateways: Sequence[str] = (), ingest: str = "ingest",
-             central: str = "central") -> str:
+def acl_text(site: str, controllers: Sequence[str], *, gateways: Sequence[str] = (),
+             ingest: str | Sequence[str] = "ingest", central: str = "central") -> str:
     """The ACL file: one ``user`` block per controller, per field gateway and per central service.
 
     A gateway (``field_firmware_stubs.link.FieldGateway``: many emulated
@@ -68,8 +136,9 @@ def acl_text(site: str, controllers: Sequence[str], *, gateways: Sequence[str] =
         lines += ["", f"user {topics.check_id(gw, 'gateway')}"]
         lines += [f"topic write {topics.wildcard(site, leaf)}" for leaf in CONTROLLER_WRITES]
         lines += [f"topic read {topics.wildcard(site, leaf)}" for leaf in CONTROLLER_READS]
-    lines += ["", f"user {topics.check_id(ingest, 'service')}"]
-    lines += _reads(topics.wildcard(site, leaf) for leaf in INGEST_READS)
+    for worker in ([ingest] if isinstance(ingest, str) else ingest):  # one identity per ingest worker
+        lines += ["", f"user {topics.check_id(worker, 'service')}"]
+        lines += _reads(topics.wildcard(site, leaf) for leaf in INGEST_READS)
     lines += ["", f"user {topics.check_id(central, 'service')}"]
     lines += [f"topic write {topics.wildcard(site, leaf)}" for leaf in CENTRAL_WRITES]
     lines += _reads(topics.wildcard(site, leaf) for leaf in CENTRAL_READS)
@@ -86,16 +155,22 @@ def tls_listener_lines(layout: "PkiLayout") -> list[str]:  # noqa: F821 - type o
         f"cafile {layout.ca_cert}",
         f"certfile {layout.server_cert}",
         f"keyfile {layout.server_key}",
+        f"crlfile {layout.crl}",
         "require_certificate true",
         "use_identity_as_username true",
+        # the client id becomes the username (= certificate CN): no client can take another's session
+        "use_username_as_clientid true",
         "tls_version tlsv1.2",
         f"acl_file {layout.acl_file}",
     ]
 
 
 def extra_listener_lines(layout: "PkiLayout", port: int, bind: str = "127.0.0.1") -> list[str]:  # noqa: F821
-    """A second, TLS-only listener to append to another configuration (tests, ``PrivateBroker``)."""
-    return [f"listener {port} {bind}".rstrip(), *tls_listener_lines(layout)]
+    """A second, TLS-only listener (and the global size bounds) to append to another configuration.
+
+    Used by ``SecureBroker`` on top of ``PrivateBroker``'s configuration.
+    """
+    return [*limit_lines(), f"listener {port} {bind}".rstrip(), *tls_listener_lines(layout)]
 
 
 def broker_config_text(layout: "PkiLayout", *, port: int, bind: str = "") -> str:  # noqa: F821
@@ -108,6 +183,7 @@ def broker_config_text(layout: "PkiLayout", *, port: int, bind: str = "") -> str
         "allow_anonymous false",
         "persistence true",
         "set_tcp_nodelay true",
+        *limit_lines(),
         listener,
         *tls_listener_lines(layout),
     ]
@@ -115,8 +191,9 @@ def broker_config_text(layout: "PkiLayout", *, port: int, bind: str = "") -> str
 
 
 def write_broker_files(layout: "PkiLayout", *, site: str, controllers: Sequence[str],  # noqa: F821
-                       port: int, gateways: Sequence[str] = ()) -> tuple[Path, Path]:
+                       port: int, gateways: Sequence[str] = (), ingest: Sequence[str] = ("ingest",),
+                       ) -> tuple[Path, Path]:
     """Write ``acl`` and ``mosquitto.conf`` into the PKI folder; return their paths."""
-    layout.acl_file.write_text(acl_text(site, controllers, gateways=gateways))
+    layout.acl_file.write_text(acl_text(site, controllers, gateways=gateways, ingest=ingest))
     layout.mosquitto_conf.write_text(broker_config_text(layout, port=port))
     return layout.acl_file, layout.mosquitto_conf

@@ -6,7 +6,16 @@ name to the MQTT username (``use_identity_as_username``) so the ACL can name
 each controller, and revoking one cabinet does not touch the others.
 
 Identities are the controller ids (CN = controller id, exactly as in the
-topics) and the central services :data:`SERVICES` (``ingest``, ``central``).
+topics) and the central services :data:`SERVICES` (``ingest``, ``central``),
+plus ``ingest-2`` ... ``ingest-N`` when several ingest workers share the
+load (``ingest_workers``): the broker makes each client's MQTT client id its
+certificate CN (``use_username_as_clientid``), and workers of one shared
+subscription need distinct client ids, so each needs its own certificate.
+
+Revocation: :func:`revoke` adds a certificate's serial number to ``crl.pem``
+(signed by the CA; the broker's ``crlfile``), drops the identity from the
+ACL and moves its files to ``clients/revoked/``; the broker reads the CRL at
+start, so restart it afterwards.
 TLS keys are ECDSA P-256 (every OpenSSL that Mosquitto links supports them in
 TLS 1.2 and 1.3); the plan-signing key is Ed25519 (``traffic.security.signing``).
 
@@ -23,11 +32,13 @@ import datetime as _dt
 import ipaddress
 import json
 import logging
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -38,7 +49,8 @@ from traffic.errors import ConfigError, MessageError
 from traffic.security import signing
 
 __all__ = ["SERVICES", "INGEST", "CENTRAL", "PkiLayout", "init_pki", "create_ca", "issue_certificate",
-           "mqtt_settings_for", "load_manifest"]
+           "mqtt_settings_for", "load_manifest", "ingest_identities", "revoke", "write_crl",
+           "certificate_identity", "is_reserved"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +61,20 @@ MANIFEST = "pki.json"
 DEFAULT_TLS_PORT = 8883
 DEFAULT_VALID_DAYS = 825  # the longest lifetime clients commonly accept for a leaf certificate
 CA_VALID_DAYS = 3650
+MAX_INGEST_WORKERS = 64
+_INGEST_WORKER = re.compile(r"^ingest-[0-9]+$")
+
+
+def ingest_identities(workers: int) -> list[str]:
+    """Certificate CNs (= MQTT client ids) of ``workers`` ingest workers: ``ingest``, ``ingest-2`` ..."""
+    if not 1 <= workers <= MAX_INGEST_WORKERS:
+        raise ConfigError(f"ingest workers: 1..{MAX_INGEST_WORKERS}, got {workers}")
+    return [INGEST, *(f"{INGEST}-{n}" for n in range(2, workers + 1))]
+
+
+def is_reserved(identity: str) -> bool:
+    """Ids a controller or gateway may not take: the services and every ingest worker's name."""
+    return identity in SERVICES or bool(_INGEST_WORKER.match(identity))
 
 
 @dataclass(frozen=True)
@@ -98,6 +124,14 @@ class PkiLayout:
     @property
     def manifest(self) -> Path:
         return self.root / MANIFEST
+
+    @property
+    def crl(self) -> Path:
+        return self.root / "crl.pem"
+
+    @property
+    def revoked_dir(self) -> Path:
+        return self.root / "clients" / "revoked"
 
 
 def _now() -> _dt.datetime:
@@ -212,7 +246,8 @@ def load_manifest(root: str | Path) -> dict:
 
 def init_pki(out: str | Path, *, controllers: Iterable[str], site: str, gateways: Iterable[str] = (),
              server_dns: Sequence[str] = ("localhost",), server_ips: Sequence[str] = ("127.0.0.1",),
-             port: int = DEFAULT_TLS_PORT, valid_days: int = DEFAULT_VALID_DAYS) -> PkiLayout:
+             port: int = DEFAULT_TLS_PORT, valid_days: int = DEFAULT_VALID_DAYS,
+             ingest_workers: int | None = None) -> PkiLayout:
     """Create (or extend) the PKI folder ``out`` and write the Mosquitto configuration and ACL.
 
     Returns the layout. Raises ConfigError on a bad identity, a controller id
@@ -224,7 +259,7 @@ def init_pki(out: str | Path, *, controllers: Iterable[str], site: str, gateways
     site = check_identity(site)
     wanted = [check_identity(c) for c in controllers]
     wanted_gw = [check_identity(g) for g in gateways]
-    clash = sorted((set(wanted) | set(wanted_gw)) & set(SERVICES))
+    clash = sorted(i for i in set(wanted) | set(wanted_gw) if is_reserved(i))
     if clash:
         raise ConfigError(f"ids {clash} are reserved for the central services")
     if set(wanted) & set(wanted_gw):
@@ -234,12 +269,17 @@ def init_pki(out: str | Path, *, controllers: Iterable[str], site: str, gateways
     layout.root.mkdir(parents=True, exist_ok=True)
     known: list[str] = []
     known_gw: list[str] = []
+    revoked: list[dict] = []
+    workers = 1
     if layout.manifest.exists():
         manifest = load_manifest(layout.root)
         if manifest.get("site") != site:
             raise ConfigError(f"{layout.root} belongs to site {manifest.get('site')!r}, not {site!r}")
         known = [check_identity(c) for c in manifest["controllers"]]
         known_gw = [check_identity(g) for g in manifest.get("gateways", [])]
+        revoked = list(manifest.get("revoked", []))
+        workers = int(manifest.get("ingest_workers", 1))
+    workers = ingest_identities(ingest_workers if ingest_workers is not None else workers)
     if layout.ca_key.exists() and layout.ca_cert.exists():
         ca_key, ca_cert = _load_ca(layout)
         log.info("re-using the CA in %s", layout.root)
@@ -254,7 +294,7 @@ def init_pki(out: str | Path, *, controllers: Iterable[str], site: str, gateways
     all_gateways = list(dict.fromkeys(known_gw + wanted_gw))
     if set(all_controllers) & set(all_gateways):
         raise ConfigError(f"ids {sorted(set(all_controllers) & set(all_gateways))} named both controller and gateway")
-    for identity in [*SERVICES, *all_controllers, *all_gateways]:
+    for identity in [*workers, CENTRAL, *all_controllers, *all_gateways]:
         if not layout.client_cert(identity).exists():
             key, cert = issue_certificate(ca_key, ca_cert, identity, valid_days=valid_days)
             _write_pair(layout.client_cert(identity), layout.client_key(identity), key, cert)
@@ -262,10 +302,108 @@ def init_pki(out: str | Path, *, controllers: Iterable[str], site: str, gateways
         sk = signing.generate_signing_key()
         signing.write_signing_key(layout.signing_key, sk)
         signing.write_verify_key(layout.verify_key, sk.public_key())
-    layout.manifest.write_text(json.dumps({"site": site, "controllers": all_controllers, "gateways": all_gateways,
-                                           "services": list(SERVICES), "port": port}, indent=1) + "\n")
-    write_broker_files(layout, site=site, controllers=all_controllers, port=port, gateways=all_gateways)
+    manifest = {"site": site, "controllers": all_controllers, "gateways": all_gateways,
+                "services": list(SERVICES), "ingest_workers": len(workers), "port": port, "revoked": revoked}
+    _write_manifest(layout, manifest)
+    write_crl(layout, ca_key, ca_cert, revoked)
+    write_broker_files(layout, site=site, controllers=all_controllers, port=port, gateways=all_gateways,
+                       ingest=workers)
     return layout
+
+
+def _write_manifest(layout: PkiLayout, manifest: dict) -> None:
+    layout.manifest.write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def write_crl(layout: PkiLayout, ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate,
+              revoked: Sequence[dict]) -> Path:
+    """(Re)write ``crl.pem``: every revoked serial, signed by the CA, valid as long as the CA.
+
+    Why ``nextUpdate`` is the CA's own expiry rather than days ahead: the
+    broker rejects *every* client once its CRL has expired, and nothing here
+    republishes a CRL on a schedule; a lapsed CRL must never lock the whole
+    field out. A CRL is rewritten on every ``init`` and ``revoke``.
+    """
+    now = _now()
+    builder = (x509.CertificateRevocationListBuilder()
+               .issuer_name(ca_cert.subject)
+               .last_update(now - _dt.timedelta(minutes=5))
+               .next_update(max(ca_cert.not_valid_after_utc, now + _dt.timedelta(days=1))))
+    for entry in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(int(entry["serial"]))
+            .revocation_date(_dt.datetime.fromisoformat(entry["revoked_at"])).build())
+    crl = builder.sign(ca_key, hashes.SHA256())
+    layout.crl.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    return layout.crl
+
+
+def certificate_identity(cert_file: str | Path) -> str:
+    """The common name of a PEM certificate: the MQTT username and client id the broker gives it."""
+    try:
+        cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read certificate {cert_file}: {exc}") from exc
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not names:
+        raise ConfigError(f"certificate {cert_file} has no common name")
+    return str(names[0].value)
+
+
+def revoke(root: str | Path, *, identity: str | None = None, cert_path: str | Path | None = None) -> dict:
+    """Revoke one client certificate (by identity, or by its file); return the CRL entry.
+
+    The serial goes into ``crl.pem``; a revoked controller or gateway leaves
+    the manifest and the ACL, and its certificate and key move to
+    ``clients/revoked/<id>-<serial hex>.*`` so that a later ``init`` naming
+    it again issues a fresh certificate. Restart the broker to apply.
+    Raises ConfigError for an unknown identity or a certificate not issued by
+    this CA.
+    """
+    layout = PkiLayout(Path(root).resolve())
+    manifest = load_manifest(layout.root)
+    ca_key, ca_cert = _load_ca(layout)
+    if (identity is None) == (cert_path is None):
+        raise ConfigError("name exactly one of a controller id or a certificate file to revoke")
+    if identity is not None:
+        check_identity(identity)
+        cert_path = layout.client_cert(identity)
+        if not cert_path.exists():
+            raise ConfigError(f"{identity!r} has no certificate in {layout.root}")
+    try:
+        cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read certificate {cert_path}: {exc}") from exc
+    if cert.issuer != ca_cert.subject:
+        raise ConfigError(f"{cert_path} was not issued by the CA in {layout.root}")
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature) as exc:  # another CA with the same name
+        raise ConfigError(f"{cert_path} was not issued by the CA in {layout.root}: {exc}") from exc
+    cn = certificate_identity(cert_path)
+    revoked = list(manifest.get("revoked", []))
+    entry = next((e for e in revoked if int(e["serial"]) == cert.serial_number), None)
+    if entry is None:
+        entry = {"serial": str(cert.serial_number), "identity": cn, "revoked_at": _now().isoformat()}
+        revoked.append(entry)
+    manifest["revoked"] = revoked
+    current = layout.client_cert(cn)
+    if current.exists() and x509.load_pem_x509_certificate(current.read_bytes()).serial_number == cert.serial_number:
+        layout.revoked_dir.mkdir(parents=True, exist_ok=True)
+        stem = f"{cn}-{cert.serial_number:x}"
+        current.replace(layout.revoked_dir / f"{stem}.crt")
+        if layout.client_key(cn).exists():
+            layout.client_key(cn).replace(layout.revoked_dir / f"{stem}.key")
+        manifest["controllers"] = [c for c in manifest["controllers"] if c != cn]
+        manifest["gateways"] = [g for g in manifest.get("gateways", []) if g != cn]
+    _write_manifest(layout, manifest)
+    write_crl(layout, ca_key, ca_cert, revoked)
+    from traffic.security.mosquitto_config import write_broker_files
+
+    write_broker_files(layout, site=manifest["site"], controllers=manifest["controllers"],
+                       port=int(manifest.get("port", DEFAULT_TLS_PORT)), gateways=manifest.get("gateways", []),
+                       ingest=ingest_identities(int(manifest.get("ingest_workers", 1))))
+    return entry
 
 
 def mqtt_settings_for(base: MqttSettings, pki_dir: str | Path, identity: str, *,
