@@ -62,7 +62,7 @@ from traffic.config import FieldSettings, MqttSettings
 from traffic.errors import ConfigError, PlanError, UnsafePlanError
 from traffic.intersection import IntersectionSpec
 from traffic.plan import TimingPlan
-from traffic.security.signing import PlanSignatureError, PlanVerifier
+from traffic.security.signing import PlanSignatureError, PlanVerifier, parse_plan_json
 
 from field_firmware_stubs import events as ev
 from field_firmware_stubs.clearance_monitor import ClearanceMonitor
@@ -359,7 +359,7 @@ class FieldEmulator:
                          garbage=not authenticated)
             return
         try:
-            data = json.loads(payload)
+            data = parse_plan_json(payload)  # strict: duplicate names refused (a signed object means one plan)
         except Exception as exc:  # noqa: BLE001 - any undecodable input is answered, never raised
             self._reject("?", MALFORMED, f"plan is not valid JSON: {exc}", response_topic, correlation,
                          garbage=not authenticated)

@@ -65,8 +65,11 @@ def test_a_tampered_record_fails_the_audit(pg_dsn):
             audit_trail(conn, plan.plan_id, verifier=SIGNER.verifier())
         conn.rollback()
         # or rewrites the recorded publication itself
-        conn.execute("UPDATE plan_signatures SET signed_payload = replace(signed_payload, '30.0', '35.0')"
-                     " WHERE plan_id = %s", (plan.plan_id,))
+        # (RFC 8785 bytes: 30.0 is written 30)
+        conn.execute("UPDATE plan_signatures SET signed_payload = replace(signed_payload, '\"splitTime\":30',"
+                     " '\"splitTime\":35') WHERE plan_id = %s", (plan.plan_id,))
+        assert conn.execute("SELECT count(*) FROM plan_signatures WHERE plan_id = %s AND signed_payload LIKE"
+                            " '%%\"splitTime\":35%%'", (plan.plan_id,)).fetchone()[0] == 1
         with pytest.raises(PlanSignatureError, match="digest"):
             audit_trail(conn, plan.plan_id, verifier=SIGNER.verifier())
         conn.rollback()

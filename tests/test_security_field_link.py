@@ -217,12 +217,12 @@ def test_forged_replayed_expired_misaddressed_plans_are_refused_and_reported(sec
         tampered["phases"][1]["splitTime"] -= 5.0
         tampered["version"] = 9
         own_kid_rogue_sig = rogue.sign(plan_v(10)).signature.split(":")[2]
-        forged_kid = replace(plan_v(10), signature=f"ed25519:{signer.key_id}:{own_kid_rogue_sig}")
+        forged_kid = replace(plan_v(10), signature=f"ed25519-jcs:{signer.key_id}:{own_kid_rogue_sig}")
         attacks = {
             "unsigned": (plan_v(4).to_json(), "SIGNATURE"),
             "rogue key": (rogue.sign(plan_v(5)).to_json(), "SIGNATURE"),
             "rogue signature under the genuine key id": (forged_kid.to_json(), "SIGNATURE"),
-            "garbled signature": (replace(plan_v(6), signature="ed25519:" + signer.key_id + ":AAAA").to_json(),
+            "garbled signature": (replace(plan_v(6), signature="ed25519-jcs:" + signer.key_id + ":AAAA").to_json(),
                                   "SIGNATURE"),
             "tampered after signing": (json.dumps(tampered).encode(), "SIGNATURE"),
             "mis-addressed (signed for j2)": (signer.sign(plan_v(7, cid="j2")).to_json(), "IDENTITY"),

@@ -87,7 +87,7 @@ class TimingPlan:
     reason: str = ""
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
     expires_at: str | None = None   # ISO-8601 UTC; the field refuses an expired plan
-    # "ed25519:<key id>:<base64url>" over the canonical JSON of every other field
+    # "ed25519-jcs:<key id>:<base64url>" over the RFC 8785 canonical JSON of every other field
     # (traffic.security.signing); not part of equality, absent from the wire when None
     signature: str | None = field(default=None, compare=False)
 

@@ -96,7 +96,7 @@ def record_signature(conn: psycopg.Connection, plan: TimingPlan, *, dispatched_a
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, COALESCE(%s, now()))"
             " ON CONFLICT (plan_id, fingerprint) DO NOTHING",
             (plan.plan_id, plan.controller_id, plan.version, kid, plan.signature, fingerprint, payload_hash,
-             payload.decode("ascii"), plan.expires_at, dispatched_at))
+             payload.decode("utf-8"), plan.expires_at, dispatched_at))
         row = conn.execute(_SIG_SQL + " WHERE plan_id = %s AND fingerprint = %s",
                            (plan.plan_id, fingerprint)).fetchone()
     except psycopg.Error as exc:
@@ -150,7 +150,7 @@ _SET_AT_DISPATCH = ("expires_at", "signature")
 
 def _check_publication(sig: SignatureRecord, body: dict[str, Any], verifier: PlanVerifier) -> None:
     where = f"plan {sig.plan_id}, signature {sig.fingerprint[:12]}"
-    if hashlib.sha256(sig.signed_payload.encode("ascii")).hexdigest() != sig.payload_sha256:
+    if hashlib.sha256(sig.signed_payload.encode("utf-8")).hexdigest() != sig.payload_sha256:
         raise PlanSignatureError(f"{where}: recorded bytes do not match their digest")
     try:
         published = json.loads(sig.signed_payload)

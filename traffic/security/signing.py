@@ -6,16 +6,27 @@ broker, a mis-configured ACL or a bridge; a signature made with a key only the
 central dispatcher holds lets the cabinet check, by itself, that a plan comes
 from the centre and was not altered on the way.
 
-What is signed: the canonical JSON (sorted keys, no spaces, ASCII, no NaN) of
-the plan's wire object **without** its ``signature`` member. The verifier
+What is signed: the RFC 8785 (JCS) canonical bytes (:mod:`traffic.security.jcs`)
+of the plan's wire object **without** its ``signature`` member. The verifier
 canonicalises the *received* JSON object, not a re-serialised
 :class:`~traffic.plan.TimingPlan`, so a number written ``7`` on one side and
 ``7.0`` on the other can never make a genuine plan fail, and the plan the
 field then uses is decoded from the very object whose signature was checked.
+JCS is what a second implementation (firmware in C, a verifier in another
+language) can rebuild byte for byte; ``docs/signing-test-vectors.json`` holds
+plans, their canonical bytes and signatures under a published test key.
 
-Signature text: ``ed25519:<key id>:<base64url signature>``; the key id is the
-first 16 hex digits of SHA-256 over the raw public key, so a controller can
-trust several keys (rotation) and the audit trail says which one signed.
+Signature text: ``ed25519-jcs:<key id>:<base64url signature>``. The first
+field names the scheme (algorithm + canonicalisation), so a change of either
+is a new name and an old signature is refused by name, never misread: the
+retired ``ed25519:`` scheme signed Python's ``json.dumps(sort_keys=True)``
+bytes, which no other language reproduces. The key id is the first 16 hex
+digits of SHA-256 over the raw public key, so a controller can trust several
+keys (rotation) and the audit trail says which one signed.
+
+Received plan JSON is parsed with :func:`parse_plan_json`: duplicate member
+names are refused, since parsers disagree on which duplicate wins (a signed
+object could otherwise mean one plan to the verifier and another to firmware).
 """
 
 from __future__ import annotations
@@ -37,15 +48,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from traffic.config import SecuritySettings
 from traffic.errors import ConfigError, PlanError
 from traffic.plan import TimingPlan
+from traffic.security import jcs
 
-__all__ = ["SCHEME", "PlanSignatureError", "PlanSigner", "PlanVerifier", "signed_bytes", "key_id",
+__all__ = ["SCHEME", "RETIRED_SCHEMES", "PlanSignatureError", "parse_plan_json", "PlanSigner", "PlanVerifier", "signed_bytes", "key_id",
            "signature_fingerprint", "parse_signature", "generate_signing_key", "write_signing_key",
            "write_verify_key", "load_signing_key", "load_verify_key", "signer_from_settings",
            "verifier_from_settings"]
 
 log = logging.getLogger(__name__)
 
-SCHEME = "ed25519"
+SCHEME = "ed25519-jcs"
+RETIRED_SCHEMES = {"ed25519": "Ed25519 over Python json.dumps(sort_keys=True) bytes, retired for RFC 8785 JCS"}
 SIGNATURE_FIELD = "signature"
 _KEY_ID_HEX = 16
 
@@ -55,13 +68,34 @@ class PlanSignatureError(PlanError):
 
 
 def signed_bytes(data: Mapping[str, Any]) -> bytes:
-    """The exact bytes a signature covers: canonical JSON of ``data`` minus ``signature``."""
+    """The exact bytes a signature covers: RFC 8785 canonical JSON of ``data`` minus ``signature`` (UTF-8)."""
     body = {k: v for k, v in data.items() if k != SIGNATURE_FIELD}
     try:
-        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                          allow_nan=False).encode("ascii")
-    except (TypeError, ValueError) as exc:
-        raise PlanSignatureError(f"plan cannot be canonicalised for signing: {exc}") from exc
+        return jcs.canonicalize(body)
+    except jcs.CanonicalisationError as exc:
+        raise PlanSignatureError(f"plan cannot be canonicalised for signing (RFC 8785): {exc}") from exc
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate member {key!r}")
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"non-finite number {name} is not JSON")
+
+
+def parse_plan_json(payload: bytes | str) -> Any:
+    """Parse received plan JSON strictly (UTF-8, no duplicate member names, no NaN/Infinity).
+
+    Raises ValueError (``json.JSONDecodeError`` and ``UnicodeDecodeError`` are ValueErrors).
+    """
+    text = payload.decode("utf-8") if isinstance(payload, (bytes, bytearray)) else payload
+    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:
@@ -76,10 +110,13 @@ def signature_fingerprint(signature: str) -> str:
 
 
 def parse_signature(signature: Any) -> tuple[str, bytes]:
-    """Split ``ed25519:<key id>:<b64>`` into key id and raw signature; raise PlanSignatureError."""
+    """Split ``ed25519-jcs:<key id>:<b64>`` into key id and raw signature; raise PlanSignatureError."""
     if not isinstance(signature, str) or not signature:
         raise PlanSignatureError("plan is not signed")
     parts = signature.split(":")
+    if parts[0] in RETIRED_SCHEMES:
+        raise PlanSignatureError(f"signature scheme {parts[0]!r} is no longer accepted "
+                                 f"({RETIRED_SCHEMES[parts[0]]}); the centre must sign with {SCHEME!r}")
     if len(parts) != 3 or parts[0] != SCHEME:
         raise PlanSignatureError(f"signature must read '{SCHEME}:<key id>:<base64>'")
     kid, text = parts[1], parts[2]
