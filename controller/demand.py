@@ -71,6 +71,7 @@ class PhaseDemand:
     missing: tuple[str, ...] = ()               # detectors with no data in the window
     substituted: Mapping[str, str] = field(default_factory=dict)  # detector -> "phase-mean" / "previous" / "zero"
     phases_without_data: tuple[int, ...] = ()
+    failed: Mapping[str, str] = field(default_factory=dict)  # detector -> health state; its counts were not used
 
     def flow(self, phase: int) -> float:
         return self.flow_pcu_h_lane[self.phases.index(phase)]
@@ -87,6 +88,7 @@ class PhaseDemand:
             "missing": list(self.missing),
             "substituted": dict(self.substituted),
             "phases_without_data": list(self.phases_without_data),
+            "failed": dict(self.failed),
         }
 
 
@@ -103,7 +105,7 @@ def detector_pcu_per_h(totals: DetectorTotals, settings: OptimizerSettings) -> f
 
 def estimate(spec: IntersectionSpec, totals: Mapping[str, DetectorTotals], settings: OptimizerSettings, *,
              previous: PhaseDemand | None = None, start: datetime | None = None,
-             end: datetime | None = None) -> PhaseDemand:
+             end: datetime | None = None, failed: Mapping[str, str] | None = None) -> PhaseDemand:
     """Turn per-detector totals into smoothed per-phase critical flows (pure).
 
     A detector without data is substituted by the mean of the same phase's
@@ -111,9 +113,15 @@ def estimate(spec: IntersectionSpec, totals: Mapping[str, DetectorTotals], setti
     left out (and the phase flagged if nothing at all is left). Then the phase
     flow is exponentially smoothed against the previous estimate with
     ``settings.smoothing_alpha`` so one odd window cannot swing the plan.
+    A detector in ``failed`` (detector id -> health state, from
+    ``detector_health``) is treated as having no data: a stuck-on loop would
+    read as a saturated approach, a stuck-off one as an empty one.
     """
+    failed = {d: s for d, s in (failed or {}).items() if any(x.detector_id == d for x in spec.detectors)}
     measured: dict[str, float] = {}
     for det in spec.detectors:
+        if det.detector_id in failed:
+            continue
         t = totals.get(det.detector_id)
         if t is not None and t.covered_s > 0:
             measured[det.detector_id] = detector_pcu_per_h(t, settings)
@@ -133,6 +141,9 @@ def estimate(spec: IntersectionSpec, totals: Mapping[str, DetectorTotals], setti
         elif det.detector_id in prev_det:
             flows[det.detector_id] = prev_det[det.detector_id]
             substituted[det.detector_id] = "previous"
+    if failed:
+        log.warning("%s: counts of failed detectors not used: %s", spec.controller_id,
+                    ", ".join(f"{d} ({s})" for d, s in sorted(failed.items())))
     if missing:
         log.warning("%s: no counts from detectors %s (%s)", spec.controller_id, ", ".join(missing),
                     ", ".join(f"{k}: {v}" for k, v in substituted.items()) or "no substitute")
@@ -156,7 +167,7 @@ def estimate(spec: IntersectionSpec, totals: Mapping[str, DetectorTotals], setti
             raw.append(value)
             smoothed.append(value)
     return PhaseDemand(spec.controller_id, start, end, phases, tuple(smoothed), tuple(raw),
-                       flows, missing, substituted, tuple(without))
+                       flows, missing, substituted, tuple(without), dict(sorted(failed.items())))
 
 
 def _previous_flow(previous: PhaseDemand | None, phase: int) -> float | None:
@@ -185,4 +196,30 @@ def phase_demand(conn: psycopg.Connection, spec: IntersectionSpec, *, start: dat
         raise TrafficError(f"empty demand window {start} .. {end}")
     optimizer = settings.optimizer if isinstance(settings, Settings) else settings
     totals = fetch_totals(conn, spec.controller_id, start, end)
-    return estimate(spec, totals, optimizer, previous=previous, start=start, end=end)
+    failed = fetch_failed(conn, spec.controller_id, end)
+    return estimate(spec, totals, optimizer, previous=previous, start=start, end=end, failed=failed)
+
+
+# A verdict older than this (by its updated_at, against the window end) is not trusted either way:
+# with the health monitor stopped, yesterday's "stuck on" must not keep a repaired loop out for good.
+HEALTH_MAX_AGE = "1 hour"
+
+_FAILED_SQL = """
+SELECT detector_id, state
+  FROM detector_health
+ WHERE controller_id = %(controller_id)s
+   AND state <> 'ok'
+   AND updated_at > %(end)s - %(max_age)s::interval
+   AND updated_at <= %(end)s + %(max_age)s::interval
+"""
+
+
+def fetch_failed(conn: psycopg.Connection, controller_id: str, end: datetime) -> dict[str, str]:
+    """Detectors of ``controller_id`` whose recent health verdict (``detector_health``, written by the
+    ingest worker's monitor, ``sensors.monitor``) is not ok: detector id -> state."""
+    try:
+        rows = conn.execute(_FAILED_SQL, {"controller_id": controller_id, "end": end,
+                                          "max_age": HEALTH_MAX_AGE}).fetchall()
+    except psycopg.Error as exc:
+        raise StorageError(f"cannot read detector health of {controller_id}: {exc}") from exc
+    return {r[0]: r[1] for r in rows}

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -50,6 +50,9 @@ from traffic import topics
 from traffic.config import Settings
 from traffic.errors import StorageError, TransportError
 from traffic.mqtt_client import disconnect, new_client
+
+if TYPE_CHECKING:
+    from sensors.monitor import Monitor
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +113,10 @@ class IngestService:
         db_timeout_s: float = 3.0,
         replay_interval_s: float = 1.0,
         connect_timeout_s: float = 10.0,
+        monitor: "Monitor | None" = None,
     ) -> None:
         self._settings = settings
+        self._monitor = monitor   # scheduled detector health + ATSPM aggregation (sensors.monitor), optional
         self._dsn = dsn
         self._site = topics.check_id(site or settings.site.site, "site")
         self._group = settings.ingest.share_group
@@ -194,6 +199,8 @@ class IngestService:
         except TransportError:
             self.stop(timeout=1.0)
             raise
+        if self._monitor is not None:
+            self._monitor.start()
 
     def stop(self, timeout: float = 10.0, *, handover: bool = False, retire: bool = False,
              end_session: bool = False) -> bool:
@@ -226,6 +233,8 @@ class IngestService:
         Returns True when everything received was made durable (and, for
         ``retire``, the session was ended).
         """
+        if self._monitor is not None:
+            self._monitor.stop()
         if self._writer is None:
             return True
         retire = retire or end_session

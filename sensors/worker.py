@@ -47,6 +47,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from sensors.ingest import DEFAULT_SESSION_EXPIRY_S, IngestService, IngestStats
+from sensors.monitor import Monitor
 from traffic import db
 from traffic.config import Settings, load_settings
 from traffic.errors import TrafficError
@@ -124,6 +125,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--replay-interval-s", type=float, default=1.0)
     parser.add_argument("--no-migrate", action="store_true", help="do not apply migrations at start")
     parser.add_argument("--stats-every", type=float, default=5.0)
+    parser.add_argument("--health-every-s", type=float, default=60.0,
+                        help="detector health round every N s (0: off); one worker per round (advisory lock)")
+    parser.add_argument("--atspm-every-s", type=float, default=60.0,
+                        help="ATSPM aggregation of controller_events every N s (0: off)")
     parser.add_argument("--stats-file", default="")
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument("--keep-share", action="store_true",
@@ -144,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
             db.migrate(settings.database.dsn)
         service = IngestService(settings, dsn=settings.database.dsn, site=args.site, client_id=args.client_id,
                                 receive_maximum=args.receive_maximum, session_expiry_s=args.session_expiry_s,
-                                db_timeout_s=args.db_timeout_s, replay_interval_s=args.replay_interval_s)
+                                db_timeout_s=args.db_timeout_s, replay_interval_s=args.replay_interval_s,
+                                monitor=Monitor(settings.database.dsn, health_every_s=args.health_every_s,
+                                                atspm_every_s=args.atspm_every_s))
         tune_gc()
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
