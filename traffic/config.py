@@ -35,6 +35,9 @@ OFFSET_METHODS = ("bandwidth", "green-wave")
 #: values of ``OptimizerSettings.plan_mode`` (== ``traffic.plan.MODES``, the plan modes the field runs)
 PLAN_MODES = ("pretimed", "actuated", "free")
 MQTT_SCHEMES = ("mqtt", "mqtts")
+#: values of ``ExecutorSettings.kind`` (== ``simulation.executor.EXECUTOR_KINDS``)
+EXECUTOR_KINDS = ("local", "dask")
+DASK_SCHEMES = ("tcp", "tls", "ws", "wss", "inproc", "ucx")
 #: an MQTT topic level the project builds (``traffic.topics``): site and share group
 _TOPIC_LEVEL = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 DAY_S = 86_400
@@ -137,6 +140,24 @@ def postgres_dsn(value: Any) -> str | None:
         return None
     if "=" not in value:
         return "is neither a postgresql:// URL nor a libpq key=value string"
+    return None
+
+
+def scheduler_address(value: Any) -> str | None:
+    """Empty (local processes) or a Dask scheduler address ``tcp://host:port`` (or tls://, ws://, wss://)."""
+    if not isinstance(value, str):
+        return f"{value!r} is not a string"
+    if value == "":
+        return None
+    parsed = urlparse(value)
+    if parsed.scheme not in DASK_SCHEMES or not parsed.hostname:
+        return f"{value!r} is not a scheduler address like tcp://host:8786 (schemes: {', '.join(DASK_SCHEMES)})"
+    try:
+        port = parsed.port
+    except ValueError:
+        return f"{value!r} has a port outside 1-65535"
+    if port is not None and not 1 <= port <= 65535:
+        return f"{value!r} has a port outside 1-65535"
     return None
 
 
@@ -332,6 +353,25 @@ class SecuritySettings(_Section):
 
 
 @dataclass(frozen=True)
+class ExecutorSettings(_Section):
+    """Where simulations run (``simulation.executor``): local processes, or a Dask cluster at ``address``.
+
+    ``workers``: local processes (kind ``local``); ``retries``: re-runs of a
+    task after a failure or a lost worker; ``cache_dir``: where workers unpack
+    scenario files carried in tasks (empty: the system temporary folder).
+    """
+
+    SECTION = "executor"
+
+    kind: str = "local"
+    address: str = ""
+    workers: int = 2
+    retries: int = 2
+    connect_timeout_s: float = 30.0
+    cache_dir: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     """All settings. Build with :func:`load_settings`."""
 
@@ -344,6 +384,7 @@ class Settings:
     control: ControlSettings = field(default_factory=ControlSettings)
     field_: FieldSettings = field(default_factory=FieldSettings, metadata={"toml": "field"})
     security: SecuritySettings = field(default_factory=SecuritySettings)
+    executor: ExecutorSettings = field(default_factory=ExecutorSettings)
 
 
 #: one check per setting (the test suite asserts none is missing)
@@ -404,6 +445,14 @@ _CHECKS: dict[type, dict[str, Check]] = {
         "central_silence_timeout_s": positive_duration(DAY_S),
         "transition_max_step_s": positive_duration(600),
     },
+    ExecutorSettings: {
+        "kind": one_of(EXECUTOR_KINDS),
+        "address": scheduler_address,
+        "workers": in_range(1, 1024, unit="processes"),
+        "retries": in_range(0, 10),
+        "connect_timeout_s": positive_duration(600),
+        "cache_dir": any_text,
+    },
     SecuritySettings: {
         "pki_dir": any_text,
         "plan_signing_key": any_text,
@@ -420,6 +469,10 @@ _CROSS_CHECKS: dict[type, tuple[Callable[[Any], "str | None"], ...]] = {
     DatabaseSettings: (
         lambda d: (f"pool_max ({d.pool_max}) must be at least pool_min ({d.pool_min})"
                    if d.pool_max < d.pool_min else None),
+    ),
+    ExecutorSettings: (
+        lambda e: ("kind 'dask' needs address (the scheduler, e.g. tcp://scheduler:8786)"
+                   if e.kind == "dask" and not e.address else None),
     ),
     OptimizerSettings: (
         lambda o: (f"max_cycle_s ({_fmt(o.max_cycle_s)}) must be at least min_cycle_s ({_fmt(o.min_cycle_s)})"
