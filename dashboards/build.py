@@ -196,25 +196,42 @@ def _write_yaml(path: Path, data: Mapping[str, Any]) -> None:
     path.write_text(yaml.safe_dump(dict(data), sort_keys=False, default_flow_style=False))
 
 
+ENV_HOST = "TRAFFIC_GRAFANA_DB_HOST"
+ENV_PORT = "TRAFFIC_GRAFANA_DB_PORT"
+ENV_NAME = "TRAFFIC_GRAFANA_DB_NAME"
+ENV_USER = "TRAFFIC_GRAFANA_DB_USER"
+ENV_SSLMODE = "TRAFFIC_GRAFANA_DB_SSLMODE"
+ENV_DASHBOARDS = "TRAFFIC_GRAFANA_DASHBOARDS_DIR"
+READ_ONLY_ROLE = "traffic_grafana"   # created by migration 410_grafana_role.sql
+ENV_FILE = "grafana.env"
+
+
 def write_provisioning(
     out_dir: Path,
     *,
     host: str = "127.0.0.1",
     port: int = 5432,
     database: str = "traffic",
-    user: str = "postgres",
+    user: str = READ_ONLY_ROLE,
     sslmode: str = "disable",
     timescaledb: bool = False,
 ) -> list[Path]:
     """Write dashboard JSON plus Grafana provisioning YAML under ``out_dir``; return the files.
 
     Layout: ``dashboards/*.json``, ``provisioning/datasources/traffic.yaml``,
-    ``provisioning/dashboards/traffic.yaml`` (file provider pointing at the
-    JSON folder). Point Grafana's ``paths.provisioning`` at
-    ``out_dir/provisioning``. The password is read by Grafana from
-    ``$TRAFFIC_GRAFANA_DB_PASSWORD`` so no secret lands on disk.
+    ``provisioning/dashboards/traffic.yaml`` and ``grafana.env``. The YAML is
+    portable: no path or address is written into it; Grafana expands
+    ``$TRAFFIC_GRAFANA_*`` from its environment when it reads the files
+    (data source host, port, database, user, sslmode, the dashboards folder).
+    ``grafana.env`` holds the values for this configuration (never the
+    password: ``$TRAFFIC_GRAFANA_DB_PASSWORD``, for the read-only role
+    ``traffic_grafana`` of migration 410) except the folder, which is where
+    the JSON is deployed. Point ``paths.provisioning`` at
+    ``out_dir/provisioning``.
     """
-    out_dir = Path(out_dir).resolve()
+    from dashboards.boards import BOARDS, FILES   # boards builds on this module
+
+    out_dir = Path(out_dir)
     json_dir = out_dir / "dashboards"
     ds_dir = out_dir / "provisioning" / "datasources"
     prov_dir = out_dir / "provisioning" / "dashboards"
@@ -223,6 +240,11 @@ def write_provisioning(
             folder.mkdir(parents=True, exist_ok=True)
         board_path = json_dir / CORRIDOR_FILE
         board_path.write_text(json.dumps(corridor_overview(), indent=2, sort_keys=True) + "\n")
+        boards = [board_path]
+        for uid, make in BOARDS.items():
+            path = json_dir / FILES[uid]
+            path.write_text(json.dumps(make(), indent=2, sort_keys=True) + "\n")
+            boards.append(path)
         datasources = {
             "apiVersion": 1,
             "datasources": [
@@ -231,13 +253,13 @@ def write_provisioning(
                     "type": DATASOURCE_TYPE,
                     "uid": DATASOURCE_UID,
                     "access": "proxy",
-                    "url": f"{host}:{int(port)}",
-                    "user": user,
+                    "url": f"${{{ENV_HOST}}}:${{{ENV_PORT}}}",
+                    "user": f"${{{ENV_USER}}}",
                     "isDefault": True,
                     "editable": False,
                     "jsonData": {
-                        "database": database,
-                        "sslmode": sslmode,
+                        "database": f"${{{ENV_NAME}}}",
+                        "sslmode": f"${{{ENV_SSLMODE}}}",
                         "postgresVersion": 1500,
                         "timescaledb": bool(timescaledb),
                         "timeInterval": "1m",
@@ -256,7 +278,7 @@ def write_provisioning(
                     "disableDeletion": False,
                     "allowUiUpdates": False,
                     "updateIntervalSeconds": 30,
-                    "options": {"path": str(json_dir), "foldersFromFilesStructure": False},
+                    "options": {"path": f"${{{ENV_DASHBOARDS}}}", "foldersFromFilesStructure": False},
                 }
             ],
         }
@@ -264,15 +286,24 @@ def write_provisioning(
         _write_yaml(ds_path, datasources)
         prov_path = prov_dir / "traffic.yaml"
         _write_yaml(prov_path, providers)
+        env_path = out_dir / ENV_FILE
+        env_path.write_text(
+            "# Environment for Grafana (systemd EnvironmentFile=, docker --env-file); no secret here.\n"
+            f"{ENV_HOST}={host}\n{ENV_PORT}={int(port)}\n{ENV_NAME}={database}\n{ENV_USER}={user}\n"
+            f"{ENV_SSLMODE}={sslmode}\n"
+            f"# absolute folder where dashboards/*.json are deployed, e.g. /var/lib/grafana/dashboards/traffic\n"
+            f"{ENV_DASHBOARDS}=\n"
+            f"# {PASSWORD_ENV}=...   (set in the service environment, never in a file in the repository)\n")
     except OSError as exc:
         raise ConfigError(f"cannot write dashboards to {out_dir}: {exc}") from exc
     log.info("wrote Grafana dashboards and provisioning under %s", out_dir)
-    return [board_path, ds_path, prov_path]
+    return [board_path, ds_path, prov_path, env_path, *boards[1:]]
 
 
 def build_all(out_dir: Path, settings: Settings) -> list[Path]:
     """``traffic dashboards build --out DIR``: dashboards + provisioning for the configured database."""
     parts = dsn_parts(settings.database.dsn) if settings.database.dsn else {}
+    parts.pop("user", None)   # Grafana reads as the read-only role, not as the service's own user
     if not parts:
         log.warning("no database DSN configured; provisioning points at 127.0.0.1:5432/traffic")
     return write_provisioning(Path(out_dir), **parts)

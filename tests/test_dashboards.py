@@ -152,8 +152,14 @@ def test_dashboard_json_is_valid_and_every_panel_queries_postgres():
     variables = {v["name"]: v for v in board["templating"]["list"]}
     assert variables["controller"]["multi"] and variables["controller"]["includeAll"]
     assert variables["controller"]["query"] == QUERIES["controller_variable"]
-    # every query in the one SQL registry is used somewhere
+    # every query in the one SQL registry is used by some dashboard
+    from dashboards.boards import BOARDS
     used = {t["rawSql"] for t in _all_targets(board)} | {variables["controller"]["query"]}
+    for make in BOARDS.values():
+        other = make()
+        used |= {t["rawSql"] for t in _all_targets(other)}
+        used |= {v["query"] for v in other.get("templating", {}).get("list", [])}
+        used |= {a["target"]["rawSql"] for a in other.get("annotations", {}).get("list", []) if "rawSql" in a.get("target", {})}
     assert used == set(QUERIES.values())
 
 
@@ -166,26 +172,36 @@ def test_time_series_panel_returns_time_series_format():
 
 def test_write_provisioning_files(tmp_path):
     files = build.write_provisioning(tmp_path, host="db.local", port=6543, database="tsc", user="grafana")
-    board_path, ds_path, prov_path = files
+    board_path, ds_path, prov_path, env_path = files[:4]
     assert json.loads(board_path.read_text()) == build.corridor_overview()
+    assert {p.name for p in files[4:]} == {"atspm-intersection.json", "corridor.json", "operations.json"}
     ds = yaml.safe_load(ds_path.read_text())
     assert ds["apiVersion"] == 1
     (source,) = ds["datasources"]
     assert source["type"] == "grafana-postgresql-datasource" and source["uid"] == build.DATASOURCE_UID
-    assert source["url"] == "db.local:6543" and source["user"] == "grafana"
-    assert source["jsonData"]["database"] == "tsc"
+    # portable: addresses and paths come from Grafana's environment, values in grafana.env
+    assert source["url"] == "${TRAFFIC_GRAFANA_DB_HOST}:${TRAFFIC_GRAFANA_DB_PORT}"
+    assert source["user"] == "${TRAFFIC_GRAFANA_DB_USER}"
+    assert source["jsonData"]["database"] == "${TRAFFIC_GRAFANA_DB_NAME}"
     assert "$__env{" in source["secureJsonData"]["password"]  # never a literal secret
+    env = dict(line.split("=", 1) for line in env_path.read_text().splitlines() if line and not line.startswith("#"))
+    assert env["TRAFFIC_GRAFANA_DB_HOST"] == "db.local" and env["TRAFFIC_GRAFANA_DB_PORT"] == "6543"
+    assert env["TRAFFIC_GRAFANA_DB_NAME"] == "tsc" and env["TRAFFIC_GRAFANA_DB_USER"] == "grafana"
     prov = yaml.safe_load(prov_path.read_text())
     assert prov["apiVersion"] == 1
     (provider,) = prov["providers"]
-    assert provider["type"] == "file" and provider["options"]["path"] == str(board_path.parent)
+    assert provider["type"] == "file" and provider["options"]["path"] == "${TRAFFIC_GRAFANA_DASHBOARDS_DIR}"
+    for path in (ds_path, prov_path, env_path):
+        assert str(tmp_path) not in path.read_text()      # no absolute build path anywhere
 
 
 def test_build_all_takes_the_database_from_settings(tmp_path):
-    settings = replace(Settings(), database=replace(Settings().database, dsn="postgresql://viewer@10.0.0.7:5433/corridor"))
+    settings = replace(Settings(), database=replace(Settings().database, dsn="postgresql://svc@10.0.0.7:5433/corridor"))
     files = build.build_all(tmp_path, settings)
-    source = yaml.safe_load(files[1].read_text())["datasources"][0]
-    assert (source["url"], source["user"], source["jsonData"]["database"]) == ("10.0.0.7:5433", "viewer", "corridor")
+    env = dict(line.split("=", 1) for line in files[3].read_text().splitlines() if line and not line.startswith("#"))
+    assert (env["TRAFFIC_GRAFANA_DB_HOST"], env["TRAFFIC_GRAFANA_DB_PORT"], env["TRAFFIC_GRAFANA_DB_NAME"]) == (
+        "10.0.0.7", "5433", "corridor")
+    assert env["TRAFFIC_GRAFANA_DB_USER"] == build.READ_ONLY_ROLE      # not the service's own user
 
 
 def test_dsn_parts_rejects_garbage_and_unix_sockets():
@@ -305,4 +321,4 @@ def test_every_query_runs_on_an_empty_database(pg_dsn):
     """Fresh installs: no panel may error before the first data arrives."""
     with psycopg.connect(pg_dsn) as conn:
         for name, text in QUERIES.items():
-            conn.execute(expand(text, T0, T1, {"controller": ["none"]})).fetchall()  # type: ignore[arg-type]
+            conn.execute(expand(text, T0, T1, {"controller": ["none"], "device": ["none"]})).fetchall()  # type: ignore[arg-type]
