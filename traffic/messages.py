@@ -3,7 +3,9 @@
 Every payload is UTF-8 JSON with a ``schema`` field (``<name>/<major>``) so a
 consumer can refuse a version it does not know instead of misreading it.
 Decoding is strict: :func:`decode` raises :class:`MessageError` naming the
-first bad field, which the ingest service stores with the raw payload in the
+first bad field (hand-written checks first, for their precise reasons; then
+the message's Struct in :mod:`traffic.wire`, the single source of the
+published contract, so nothing accepted here breaks docs/asyncapi.yaml), which the ingest service stores with the raw payload in the
 dead-letter table.
 """
 
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from traffic import wire
 from traffic.errors import MessageError
 
 COUNTS_SCHEMA = "counts/1"
@@ -22,9 +25,10 @@ EVENTS_SCHEMA = "events/1"
 STATUS_SCHEMA = "status/1"
 RESULT_SCHEMA = "plan-result/1"
 
-MAX_PAYLOAD_BYTES = 256 * 1024
-MAX_RECORDS = 256
-MAX_EVENTS = 10_000
+# bounds of the published contract (traffic.wire, docs/asyncapi.yaml)
+MAX_PAYLOAD_BYTES = wire.MAX_PAYLOAD_BYTES
+MAX_RECORDS = wire.MAX_RECORDS
+MAX_EVENTS = wire.MAX_EVENTS
 
 # status.state
 ONLINE = "online"
@@ -240,6 +244,7 @@ def decode_counts(payload: bytes) -> CountReport:
         if moto is not None and not 0 <= moto <= count:
             raise MessageError("must be 0..count", field=f"{where}.motorcycle_count")
         records.append(CountRecord(det, count, float(occ), moto))
+    wire.conform(data, wire.CountsV1)
     return CountReport(controller_id, seq, interval_start, interval_s, tuple(records))
 
 
@@ -262,6 +267,7 @@ def decode_events(payload: bytes) -> EventBatch:
         if isinstance(param, bool) or not isinstance(param, int) or not 0 <= param <= 65535:
             raise MessageError("event param must be 0..65535", field=f"events[{i}][2]")
         events.append((ts, code, param))
+    wire.conform(data, wire.EventsV1)
     return EventBatch(controller_id, seq, tuple(events))
 
 
@@ -272,6 +278,7 @@ def decode_status(payload: bytes) -> StatusMessage:
     if state not in (ONLINE, OFFLINE):
         raise MessageError(f"unknown state {state!r}", field="state")
     at = data.get("at")
+    wire.conform(data, wire.StatusV1)
     return StatusMessage(
         controller_id=_ident(data.get("controller_id"), "controller_id"),
         state=state,
@@ -290,6 +297,7 @@ def decode_result(payload: bytes) -> PlanResult:
     if status not in RESULT_STATUSES:
         raise MessageError(f"unknown status {status!r}", field="status")
     at = data.get("at")
+    wire.conform(data, wire.PlanResultV1)
     return PlanResult(
         controller_id=_ident(data.get("controller_id"), "controller_id"),
         plan_id=_field(data, "plan_id", str),

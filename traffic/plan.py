@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
-from traffic.errors import PlanError
+from traffic import wire
+from traffic.errors import MessageError, PlanError
 
 PLAN_SCHEMA = "plan/1"
 SIGNAL_CHARS = frozenset("Ggr")
@@ -146,7 +147,7 @@ class TimingPlan:
         signature = data.get("signature")
         if signature is not None and not isinstance(signature, str):
             raise PlanError(f"signature: must be a string, got {type(signature).__name__}")
-        return cls(
+        plan = cls(
             controller_id=_str(data, "controller_id"),
             phases=phases,
             patternCycleTime=_num(data, "patternCycleTime"),
@@ -161,6 +162,11 @@ class TimingPlan:
             expires_at=expires,
             signature=signature,
         )
+        try:  # last: the published contract (traffic.wire.PlanV1, docs/asyncapi.yaml) holds as well
+            wire.conform(data, wire.PlanV1)
+        except MessageError as exc:
+            raise PlanError(str(exc)) from None
+        return plan
 
     @classmethod
     def from_json(cls, payload: bytes | str) -> "TimingPlan":
@@ -204,7 +210,7 @@ def _int(data: Mapping[str, Any], key: str, default: int | None = None) -> int:
 
 
 #: plan versions are stored as PostgreSQL bigint (``plans.version``): 0 <= version < 2**63
-MAX_VERSION = 2**63 - 1
+MAX_VERSION = wire.MAX_VERSION
 
 
 def _version(data: Mapping[str, Any]) -> int:
