@@ -225,7 +225,10 @@ def _cmd_plans_show(args: argparse.Namespace) -> int:
 def _cmd_lock(args: argparse.Namespace) -> int:
     from controller import locks
 
+    from app.review import check_controller
+
     with db_connect(_dsn(args)) as conn:
+        check_controller(conn, args.controller, registered_only=True)  # a typo must not lock nothing quietly
         if args.unlock:
             done = locks.unlock(conn, args.controller, args.actor, args.reason or "")
             sys.stdout.write(f"{args.controller} {'unlocked' if done else 'was not locked'}\n")

@@ -44,6 +44,8 @@ def test_plans_history_and_show(pg_dsn, capsys, monkeypatch):
 
 
 def test_lock_needs_a_reason_and_round_trips(pg_dsn, capsys):
+    with db.connect(pg_dsn, autocommit=True) as conn:
+        plan_store.register_controller(conn, SPEC)  # lock refuses a controller the site does not have
     assert main(["lock", "j1", "--dsn", pg_dsn]) == 2
     assert "--reason" in capsys.readouterr().err
     assert main(["lock", "j1", "--reason", "festival detour", "--dsn", pg_dsn]) == 0
