@@ -228,7 +228,12 @@ def _edge_data_additional(path: Path, out: Path, begin: int, end: int, edges: Se
 
 
 def read_edge_data(path: Path, edges: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
-    """Per-edge sums over all intervals of a SUMO edgeData file (``entered``, ``left``, ``timeLoss``, ...)."""
+    """Per-edge sums over all intervals of a SUMO edgeData file (``entered``, ``departed``, ``timeLoss``, ...).
+
+    ``entered`` counts vehicles coming from an upstream road; a vehicle
+    inserted on the road counts in ``departed`` (a cut region's boundary
+    arrivals are inserted on its entry roads).
+    """
     wanted = set(edges) if edges else None
     out: dict[str, dict[str, float]] = {}
     for _ev, el in ET.iterparse(path, events=("end",)):
@@ -236,8 +241,8 @@ def read_edge_data(path: Path, edges: Sequence[str] | None = None) -> dict[str, 
             continue
         eid = el.get("id", "")
         if wanted is None or eid in wanted:
-            acc = out.setdefault(eid, {"entered": 0.0, "left": 0.0, "timeLoss": 0.0, "waitingTime": 0.0,
-                                       "sampledSeconds": 0.0})
+            acc = out.setdefault(eid, {"entered": 0.0, "departed": 0.0, "left": 0.0, "arrived": 0.0,
+                                       "timeLoss": 0.0, "waitingTime": 0.0, "sampledSeconds": 0.0})
             for name in acc:
                 try:
                     acc[name] += float(el.get(name, "0"))
