@@ -36,7 +36,7 @@ from traffic.errors import (InputError, PlanError, ServiceError, StorageError, T
                             UnsafePlanError)
 from traffic.logging_setup import configure
 
-log = logging.getLogger("traffic.cli")
+log = logging.getLogger("app.cli")
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
@@ -52,7 +52,7 @@ MAX_INPUT_BYTES = 16 * 1024 * 1024
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from traffic.demo import run_demo
+    from app.demo import run_demo
 
     settings = load_settings(args.config)
     summary = run_demo(settings, json_path=args.json, seed=args.seed, minutes=args.minutes,
@@ -205,7 +205,7 @@ def _dsn(args: argparse.Namespace) -> str:
 def _cmd_plans_history(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from traffic.review import history_table
+    from app.review import history_table
 
     Console().print(history_table(_dsn(args), args.controller, limit=args.limit))
     return 0
@@ -214,7 +214,7 @@ def _cmd_plans_history(args: argparse.Namespace) -> int:
 def _cmd_plans_show(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from traffic.review import plan_detail
+    from app.review import plan_detail
 
     console = Console()
     for table in plan_detail(_dsn(args), args.plan_id):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from traffic import db
-from traffic.closed_loop import LoopResult, run_loop
+from app.closed_loop import LoopResult, run_loop
 from traffic.config import Settings
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def run_demo(settings: Settings, *, json_path: Path | None, seed: int, minutes: 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from simulation.corridor import generate_corridor
-    from traffic.services import ensure_services
+    from app.services import ensure_services
 
     console = console or Console()
     started = time.monotonic()

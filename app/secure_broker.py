@@ -1,6 +1,6 @@
 """A private Mosquitto with the production TLS listener and ACL (tests, secured local demos).
 
-Built on :class:`traffic.services.PrivateBroker` so the process handling
+Built on :class:`app.services.PrivateBroker` so the process handling
 (child process, parent-death signal, cleanup at exit) is shared. That broker
 keeps its own plain listener, which it uses to see that Mosquitto is up; here
 that listener admits nobody (``allow_anonymous false`` and no password file:
@@ -19,7 +19,7 @@ from traffic.config import MqttSettings
 from traffic.errors import ServiceError
 from traffic.security.mosquitto_config import extra_listener_lines
 from traffic.security.pki import PkiLayout, mqtt_settings_for
-from traffic.services import LOCALHOST, PrivateBroker, find_free_port, port_open
+from app.services import LOCALHOST, PrivateBroker, find_free_port, port_open
 
 __all__ = ["SecureBroker"]
 

@@ -256,7 +256,7 @@ class PrivateBroker(_Service):
 
     def _config_text(self) -> str:
         lines = [
-            "# written by traffic.services.PrivateBroker; rewritten on every start",
+            "# written by app.services.PrivateBroker; rewritten on every start",
             f"listener {self.port} {LOCALHOST}",
             f"allow_anonymous {'true' if self.allow_anonymous else 'false'}",
             # plan commands are small: without this, Nagle + delayed ACK add ~40 ms per round trip
@@ -588,12 +588,12 @@ class PrivatePostgres(_Service):
             "initdb",
         )
         with open(self.data_dir / "postgresql.conf", "a") as conf:
-            conf.write("\n# traffic.services: per-run settings (port, socket) live here\ninclude_if_exists = 'traffic.conf'\n")
+            conf.write("\n# app.services: per-run settings (port, socket) live here\ninclude_if_exists = 'traffic.conf'\n")
 
     def _write_conf(self) -> None:
         text = "\n".join(
             [
-                "# written by traffic.services.PrivatePostgres; rewritten on every start",
+                "# written by app.services.PrivatePostgres; rewritten on every start",
                 f"port = {self.port}",
                 f"listen_addresses = '{LOCALHOST}'",
                 f"unix_socket_directories = '{self._socket_dir}'",

@@ -18,7 +18,7 @@ decides is the production code unchanged:
   active plan when nothing new is sent.
 
 What is left out is the SUMO validation gate (a simulation inside the
-simulation) and the database bookkeeping; ``traffic.closed_loop.run_loop``
+simulation) and the database bookkeeping; ``app.closed_loop.run_loop``
 runs the full stack over real MQTT and PostgreSQL.
 
 The loop decides once at ``begin`` (no counts yet: a bootstrap plan from the

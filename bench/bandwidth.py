@@ -12,7 +12,7 @@ instances). ``city``: one ``optimize_corridor`` over 1,000 intersections
 in coordinated mode (``plan_mode="actuated"``), unlinked (the
 ``bench.optimizer timing`` city) and as 50 two-way chains of 20, with each
 offset method (free mode has no offsets and never reaches this code).
-``sumo``: the adaptive loop (:func:`controller.sim_control.run_adaptive`)
+``sumo``: the adaptive loop (:func:`app.sim_adaptive.run_adaptive`)
 in coordinated-actuated mode with green-wave and with bandwidth offsets on
 the same seeds, on the networks whose signals form a chain (``cologne3``;
 ``corridor`` = the project's generated 4-signal arterial).
@@ -137,7 +137,7 @@ def city(n: int = 1000, chain: int = 20, repeats: int = 3) -> list[dict[str, Any
 
 def _sumo_one(job: tuple[str, str, int, int | None]) -> dict[str, Any]:
     name, method, seed, duration = job
-    from controller.sim_control import run_adaptive
+    from app.sim_adaptive import run_adaptive
     from simulation.scenario import load_scenario
     from traffic.config import load_settings
 

@@ -16,7 +16,7 @@ empty ``detector_counts`` each time:
    not competing for the CPU.
 4. **IngestService, live**: a publisher process sends while the worker runs.
 
-The broker is a private Mosquitto (``traffic.services.PrivateBroker``) with
+The broker is a private Mosquitto (``app.services.PrivateBroker``) with
 ``max_queued_messages 0``, because Mosquitto's default of 1000 queued QoS 1
 messages per session would drop the backlog (that is production broker
 configuration too: docs/pipeline.md). Use ``--mqtt-url`` for another broker.
@@ -52,7 +52,7 @@ from sensors.worker import tune_gc
 from traffic import db, topics
 from traffic.config import IngestSettings, MqttSettings, Settings
 from traffic.messages import CountRecord, CountReport
-from traffic.services import PrivateBroker
+from app.services import PrivateBroker
 
 log = logging.getLogger("bench.ingest")
 T0 = datetime(2026, 1, 5, 6, 0, tzinfo=timezone.utc)

@@ -10,7 +10,7 @@ intersection, safety check included, both as one city-wide
 ``../shared/scenarios`` (or the names given; ``corridor`` is the project's
 own motorcycle-heavy corridor) with the city's fixed-time plans ("static",
 :func:`simulation.runner.run`) and with the adaptive loop
-(:func:`controller.sim_control.run_adaptive`) on the same seed, and prints
+(:func:`app.sim_adaptive.run_adaptive`) on the same seed, and prints
 the mean delay side by side with the max-pressure reference numbers
 measured for the scenarios' README (seed 42). Pedestrian timing follows
 the scenario (``simulation.network``): the shared scenarios model no
@@ -110,7 +110,7 @@ def _one(job: tuple[str, str, int, int | None, bool, bool]) -> dict[str, Any]:
     name, control, seed, end, no_peds, resco = job
     if resco:
         _resco_intervals()
-    from controller.sim_control import run_adaptive
+    from app.sim_adaptive import run_adaptive
     from simulation.runner import run
     from simulation.scenario import load_scenario
 

@@ -52,7 +52,7 @@ import psycopg
 from sensors.loadgen import DEFAULT_ORIGIN, LoadGenerator, controller_id, expected_total
 from traffic import db
 from traffic.config import MqttSettings
-from traffic.services import PrivateBroker
+from app.services import PrivateBroker
 
 log = logging.getLogger("bench.pipeline")
 ROOT = Path(__file__).resolve().parents[1]

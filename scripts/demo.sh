@@ -3,7 +3,7 @@
 #
 # Same environment set-up as scripts/test.sh, then the `traffic demo` command.
 # With no broker/database configured (TRAFFIC_MQTT_URL, TRAFFIC_DATABASE_DSN),
-# the demo starts private ones under the state folder (traffic.services).
+# the demo starts private ones under the state folder (app.services).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/_venv.sh

@@ -1,7 +1,7 @@
 """``traffic sim run`` and ``traffic replay``: the simulation layer's console commands.
 
 Registered into the ``traffic`` parser by :func:`add_commands`, so the
-façade (``traffic/cli.py``) needs one line and stays ignorant of SUMO.
+façade (``app/cli.py``) needs one line and stays ignorant of SUMO.
 Handlers raise :class:`~traffic.errors.TrafficError` subclasses; the façade
 turns them into a one-line error and exit code 2. Requests that would only
 exhaust the machine (a billion seeds, a century of replay) are refused up
@@ -261,14 +261,3 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     rep.add_argument("--json", type=Path, default=None)
     rep.add_argument("--workdir", type=Path, default=None)
     rep.set_defaults(func=_cmd_replay)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m simulation.cli sim run ...``: the same as ``traffic sim run ...`` (one error handling)."""
-    from traffic.cli import main as traffic_main
-
-    return traffic_main(argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

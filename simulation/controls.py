@@ -12,7 +12,7 @@ alike:
   pedestrian walk + clearance as minimum green (:func:`run_actuated_safe`);
 * ``max-pressure``: :mod:`simulation.max_pressure` in the loop (libsumo or TraCI);
 * ``adaptive``: the project's own central loop, provided by
-  ``controller.sim_control.run_adaptive`` (imported only when asked for);
+  ``app.sim_adaptive.run_adaptive`` (imported only when asked for);
 * ``max-pressure-resco``: max-pressure with the RESCO reference's 3 s yellow
   and no all-red, only to compare with published numbers (not field-safe).
 
@@ -158,9 +158,9 @@ def run_max_pressure_resco(scenario: Scenario, seed: int, begin: int, end: int, 
 
 
 def run_adaptive(scenario: Scenario, seed: int, begin: int, end: int, workdir: Path) -> Kpis:
-    """The project's central loop (``controller.sim_control.run_adaptive``), imported on demand."""
+    """The project's central loop (``app.sim_adaptive.run_adaptive``), imported on demand."""
     try:
-        from controller.sim_control import run_adaptive as adaptive
+        from app.sim_adaptive import run_adaptive as adaptive
     except ImportError as exc:
         raise SimulationError(f"adaptive control not available: {exc}") from exc
     return adaptive(controllable(scenario), seed=seed, begin=begin, end=end, workdir=Path(workdir))

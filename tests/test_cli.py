@@ -6,7 +6,7 @@ import json
 
 from controller import plan_store
 from traffic import db
-from traffic.cli import main
+from app.cli import main
 from traffic.intersection import IntersectionSpec, PhaseSpec
 
 SPEC = IntersectionSpec(

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from traffic import cli
-from traffic.cli import main
+from app import cli
+from app.cli import main
 from traffic.intersection import IntersectionSpec, PhaseSpec
 
 SPEC = IntersectionSpec(
@@ -42,7 +42,7 @@ json_values = st.recursive(
 
 
 def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    """``traffic.cli.main`` in-process; argparse's own exit becomes its code (as in a shell)."""
+    """``app.cli.main`` in-process; argparse's own exit becomes its code (as in a shell)."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:

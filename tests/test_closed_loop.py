@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import pytest
 
 from traffic import db
-from traffic.closed_loop import run_loop
+from app.closed_loop import run_loop
 from traffic.config import load_settings
 from traffic.plan import TimingPlan
 from traffic.signals import cycle_intervals

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
 from traffic import config
-from traffic.cli import main
+from app.cli import main
 from traffic.config import (ControlSettings, DatabaseSettings, MqttSettings, OptimizerSettings, Settings,
                             load_settings)
 from traffic.errors import ConfigError

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from controller.sim_control import CLOCK_ORIGIN, InProcessBus, SimCentral, run_adaptive
+from app.sim_adaptive import CLOCK_ORIGIN, InProcessBus, SimCentral, run_adaptive
 from field_firmware_stubs.emulator import DetectorReading, FieldEmulator
 from field_firmware_stubs.samples import four_leg
 from traffic import messages, topics

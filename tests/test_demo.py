@@ -17,7 +17,7 @@ def test_demo_writes_the_summary_and_leaves_no_processes(tmp_path):
     env.update(TRAFFIC_STATE_DIR=str(tmp_path / "state"), TRAFFIC_CONTROL_EPOCH_S="300",
                TRAFFIC_CONTROL_GATE_HORIZON_S="300", TRAFFIC_CONTROL_GATE_SEEDS="1", COLUMNS="200")
     out = tmp_path / "demo.json"
-    proc = subprocess.run([sys.executable, "-m", "traffic.cli", "demo", "--minutes", "15", "--intersections", "3",
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "demo", "--minutes", "15", "--intersections", "3",
                            "--json", str(out)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(out.read_text())

@@ -129,7 +129,7 @@ def test_a_worker_that_dies_is_named_not_broken_process_pool(register, tmp_path)
 def test_sim_run_prints_the_reason_not_broken_process_pool(register, tmp_path, monkeypatch, capsys) -> None:
     """The whole user path: ``traffic sim run`` with a control that fails in the worker."""
     import simulation.scenario
-    from traffic.cli import main
+    from app.cli import main
 
     register("test-unsafe", failing_controls.raise_unsafe)
     monkeypatch.setattr(simulation.scenario, "load_scenario", lambda *a, **k: _scenario(tmp_path))

@@ -22,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from traffic import topics
 from traffic.config import MqttSettings
-from traffic.security.broker import SecureBroker
+from app.secure_broker import SecureBroker
 from traffic.security.pki import PkiLayout, create_ca, init_pki, issue_certificate
 
 SITE = "s1"

@@ -34,7 +34,7 @@ from traffic import topics
 from traffic.config import FieldSettings, MqttSettings
 from traffic.errors import UnsafePlanError
 from traffic.plan import TimingPlan
-from traffic.security.broker import SecureBroker
+from app.secure_broker import SecureBroker
 from traffic.security.pki import init_pki
 from traffic.security.signing import PlanSigner, PlanVerifier, generate_signing_key
 

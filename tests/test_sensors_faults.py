@@ -32,7 +32,7 @@ from sensors.router import route
 from traffic import db, topics
 from traffic.config import IngestSettings, MqttSettings, Settings
 from traffic.messages import CountRecord, CountReport
-from traffic.services import PrivatePostgres, find_free_port, port_open, postgres_bindir
+from app.services import PrivatePostgres, find_free_port, port_open, postgres_bindir
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -26,7 +26,7 @@ import pytest
 
 from traffic.config import Settings
 from traffic.errors import ServiceError
-from traffic.services import (
+from app.services import (
     PrivateBroker,
     PrivatePostgres,
     _pid_alive,
@@ -256,7 +256,7 @@ def test_sigterm_leaves_no_stray_processes(state_dir, need_postgres):
         import sys, time
         from dataclasses import replace
         from traffic.config import Settings
-        from traffic.services import ensure_services
+        from app.services import ensure_services
         h = ensure_services(replace(Settings(), state_dir={str(state_dir)!r}))
         print(h.broker.pid, h.postgres.pid, h.broker.port, h.postgres.port, flush=True)
         time.sleep(60)
@@ -290,7 +290,7 @@ def test_after_kill_9_broker_dies_and_next_run_takes_over_the_cluster(state_dir,
         import time
         from dataclasses import replace
         from traffic.config import Settings
-        from traffic.services import ensure_services
+        from app.services import ensure_services
         h = ensure_services(replace(Settings(), state_dir={str(state_dir)!r}))
         print(h.broker.pid, h.postgres.pid, flush=True)
         time.sleep(60)

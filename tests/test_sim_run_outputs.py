@@ -19,7 +19,7 @@ import failing_controls
 import simulation.scenario
 from simulation import controls
 from simulation.scenario import Scenario
-from traffic.cli import main
+from app.cli import main
 from traffic.intersection import Corridor
 
 

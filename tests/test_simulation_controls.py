@@ -238,7 +238,7 @@ def test_each_baseline_runs(corridor, tmp_path: Path, name: str) -> None:
 
 
 def test_adaptive_unavailable_is_a_clear_error(corridor, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setitem(sys.modules, "controller.sim_control", None)  # import now raises ImportError
+    monkeypatch.setitem(sys.modules, "app.sim_adaptive", None)  # import now raises ImportError
     with pytest.raises(SimulationError, match="adaptive control not available"):
         CONTROLS["adaptive"](corridor, 1, 0, 60, tmp_path)
     with pytest.raises(SimulationError, match="unknown control"):

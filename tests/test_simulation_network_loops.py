@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.sim_control import with_detector_links
+from app.sim_adaptive import with_detector_links
 from simulation.binaries import sumo_binary
 from simulation.network import (DETECTOR_DISTANCE_M, DETECTOR_MARGIN_M, corridor_from_net, loop_id,
                                 place_on_chain, write_detectors_additional)

@@ -147,7 +147,7 @@ def test_recorded_schedule_switches_programs_in_sumo(corridor, pg_dsn, tmp_path:
 
 
 def test_replay_cli_compares_recorded_network_and_candidate(corridor, pg_dsn, tmp_path: Path) -> None:
-    from traffic.cli import main
+    from app.cli import main
 
     _insert_counts(pg_dsn, corridor, 5, entry=5, inner=1)
     for spec in corridor.corridor.intersections:
