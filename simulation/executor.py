@@ -171,6 +171,7 @@ class SimTask:
     plans: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     route_files: tuple[str, ...] = ()
     extra_options: tuple[str, ...] = ()
+    additional_files: tuple[str, ...] = ()
     measure_edges: tuple[str, ...] = ()
     pedestrians: str = "auto"
     backend: str = "auto"
@@ -281,18 +282,19 @@ def _execute(task: SimTask, cache_dir: str | None, started: float) -> SimResult:
     end = scenario.end if task.end is None else int(task.end)
     workdir = Path(tempfile.mkdtemp(prefix=f"traffic-task-{_safe(task.key)}-"))
     try:
-        extra_add: tuple[Path, ...] = ()
+        extra_add: tuple[Path, ...] = tuple((cfg.parent / a).resolve() for a in task.additional_files)
         edge_out = workdir / "edges.xml"
         if task.measure_edges:
-            extra_add = (_edge_data_additional(workdir / "edges.add.xml", edge_out, begin, end, task.measure_edges),)
+            extra_add += (_edge_data_additional(workdir / "edges.add.xml", edge_out, begin, end, task.measure_edges),)
         routes = tuple((cfg.parent / r).resolve() for r in task.route_files) or None
         if task.control == "static":
             plans = {tls: TimingPlan.from_dict(body) for tls, body in task.plans.items()}
             kpis = run(scenario, seed=task.seed, plans=plans or None, begin=begin, end=end, route_files=routes,
                        workdir=workdir, extra_options=task.extra_options, extra_additional=extra_add)
         else:
-            if routes or task.measure_edges or task.extra_options:
-                raise SimulationError(f"task {task.key}: route_files, measure_edges and extra_options apply "
+            if routes or task.measure_edges or task.extra_options or task.additional_files:
+                raise SimulationError(f"task {task.key}: route_files, measure_edges, additional_files and "
+                                      f"extra_options apply "
                                       f"to the sumo binary (control 'static') only")
             if task.backend != "auto":
                 from simulation.backend import ENV_BACKEND
@@ -555,17 +557,32 @@ def tasks_from_jobs(jobs: Sequence[Any], *, prefix: str = "job") -> list[SimTask
 
     The gate and replay describe their runs as ``RunJob``; on an executor
     they become tasks with the scenario's config path (every worker must
-    mount it at the same path). ``extra_additional`` files become ``--additional-files``
-    only through the scenario, so jobs that use them must stay on the local runner.
+    mount it at the same path, route and additional files too).
     """
     tasks: list[SimTask] = []
     for n, job in enumerate(jobs):
-        if job.extra_additional:
-            raise SimulationError("a RunJob with extra_additional files cannot be shipped as a task yet "
-                                  "(carry them in the scenario folder)")
         routes = tuple(str(Path(p).resolve()) for p in job.route_files) if job.route_files else ()
         tasks.append(SimTask(key=f"{prefix}{n}-seed{job.seed}", scenario=ScenarioFiles.shared(job.scenario.sumocfg),
                              seed=job.seed, begin=job.begin, end=job.end,
                              plans={tls: p.to_dict() for tls, p in (job.plans or {}).items()},
-                             route_files=routes, extra_options=tuple(job.extra_options)))
+                             route_files=routes, extra_options=tuple(job.extra_options),
+                             additional_files=tuple(str(Path(p).resolve()) for p in job.extra_additional)))
     return tasks
+
+
+def run_jobs(executor: SimulationExecutor, jobs: Sequence[Any]) -> list[Any]:
+    """``simulation.runner.run_many`` on an executor: ``RunJob`` list in, ``Kpis`` list out (same order)."""
+    return [r.to_kpis() for r in executor.run(tasks_from_jobs(jobs))]
+
+
+def seed_tasks(control_name: str, scenario: Any, seeds: Sequence[int], *, begin: int, end: int,
+               pedestrians: str = "auto", backend: str = "auto") -> list[SimTask]:
+    """The tasks of ``simulation.controls.run_seeds``: one per seed, the control by name, the scenario by path.
+
+    The worker maps the network again from the ``.sumocfg`` (with
+    ``pedestrians``), so a control registered at run time must be importable
+    there under the same name.
+    """
+    files = ScenarioFiles.shared(scenario.sumocfg)
+    return [SimTask(key=f"{control_name}-seed{s}", scenario=files, seed=int(s), begin=begin, end=end,
+                    control=control_name, pedestrians=pedestrians, backend=backend) for s in seeds]

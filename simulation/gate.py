@@ -97,10 +97,12 @@ def judge(candidate: Sequence[Kpis], incumbent: Sequence[Kpis], *, margin: float
 
 def validate(scenario: Scenario, *, candidate: Mapping[str, TimingPlan], incumbent: Mapping[str, TimingPlan],
              seeds: Sequence[int] = (1, 2), begin: int, end: int, route_files: Sequence[Path] | None = None,
-             margin: float = 0.02, processes: int = 2) -> Verdict:
+             margin: float = 0.02, processes: int = 2, executor: Any = None) -> Verdict:
     """Simulate candidate and incumbent plan sets (keyed by SUMO tls id) and judge the candidate.
 
     An empty ``incumbent`` mapping means "the network's own programs".
+    ``executor`` (``simulation.executor``, from ``[executor]``) runs the
+    simulations; without one they run here, ``processes`` at a time.
     """
     if not seeds:
         raise SimulationError("the gate needs at least one seed")
@@ -113,7 +115,7 @@ def validate(scenario: Scenario, *, candidate: Mapping[str, TimingPlan], incumbe
     jobs += [RunJob(scenario, seed=s, plans=dict(incumbent) or None, begin=begin, end=end, route_files=routes)
              for s in seeds]
     started = time.perf_counter()
-    results = run_many(jobs, processes=processes)
+    results = run_many(jobs, processes=processes, executor=executor)
     wall = round(time.perf_counter() - started, 3)
     cand, inc = results[:len(seeds)], results[len(seeds):]
     accepted, reason = judge(cand, inc, margin=margin)

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 from simulation.binaries import sumo_binary
 from simulation.kpi import Kpis, read_teleports, read_tripinfo
@@ -28,6 +28,9 @@ from simulation.scenario import BASE_OPTIONS, Scenario
 from simulation.tls_program import write_plans_additional
 from traffic.errors import SimulationError
 from traffic.plan import TimingPlan
+
+if TYPE_CHECKING:
+    from simulation.executor import SimulationExecutor
 
 log = logging.getLogger(__name__)
 
@@ -214,13 +217,18 @@ def _run_job(job: RunJob) -> Kpis:
                extra_additional=job.extra_additional)
 
 
-def run_many(jobs: Sequence[RunJob], *, processes: int = 2) -> list[Kpis]:
+def run_many(jobs: Sequence[RunJob], *, processes: int = 2, executor: "SimulationExecutor | None" = None) -> list[Kpis]:
     """Run ``jobs`` with at most ``processes`` SUMO processes at a time; results in job order.
 
     Threads only wait on the child processes, so the parallelism is real.
     The first failure is raised (as :class:`SimulationError`) after the
-    running jobs finish; no half-finished result list is returned.
+    running jobs finish; no half-finished result list is returned. With an
+    ``executor`` (``simulation.executor``: local processes or a Dask cluster)
+    the jobs run there instead, as tasks reading their files from shared storage.
     """
+    if executor is not None:
+        from simulation.executor import run_jobs
+        return run_jobs(executor, jobs) if jobs else []
     if processes < 1:
         raise SimulationError("processes must be at least 1")
     if not jobs:

@@ -172,3 +172,18 @@ def test_unreachable_scheduler_is_a_simulation_error() -> None:
     pytest.importorskip("distributed")
     with pytest.raises(SimulationError, match="cannot reach the Dask scheduler"):
         DaskExecutor("tcp://127.0.0.1:9", timeout_s=1)
+
+
+def test_gate_on_an_executor_matches_the_local_runner(city, tmp_path) -> None:
+    from simulation.gate import validate
+    from simulation.scenario import load_scenario
+
+    scenario = load_scenario(city.sumocfg, detectors_dir=tmp_path / "det")
+    spec = scenario.corridor.intersections[0]
+    candidate = {spec.tls_id: spec.default_plan(cycle_s=70)}
+    here = validate(scenario, candidate=candidate, incumbent={}, seeds=(1, 2), begin=0, end=300)
+    with LocalProcessExecutor(2) as ex:
+        there = validate(scenario, candidate=candidate, incumbent={}, seeds=(1, 2), begin=0, end=300, executor=ex)
+    strip = lambda d: {k: v for k, v in d.items() if k != "wall_s"}  # noqa: E731
+    assert (here.accepted, here.reason) == (there.accepted, there.reason)
+    assert strip(here.candidate) == strip(there.candidate) and strip(here.incumbent) == strip(there.incumbent)
