@@ -356,8 +356,17 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--out", type=Path, required=True)
     build.set_defaults(func=_cmd_dashboards)
     from traffic.security.cli import add_commands as _sec; _sec(sub)  # noqa: E702 - `traffic pki ...`
-    from simulation.cli import add_commands as _sim; _sim(sub)  # noqa: E702 - `traffic sim run`, `traffic replay`
+    import app.sim_adaptive  # noqa: F401 - registers the adaptive control and the centre's safety check
+    from simulation.cli import add_commands as _sim
+    _sim(sub, planner=_replay_planner)  # `traffic sim run`, `traffic replay`
     return parser
+
+
+def _replay_planner(conn: Any, corridor: Any, incumbents: Any, start: Any, end: Any, settings: Any) -> Any:
+    """The centre's optimizer for ``traffic replay --plans candidate`` (imported only when it runs)."""
+    from controller.candidates import propose_from_counts
+
+    return propose_from_counts(conn, corridor, incumbents, start, end, settings)
 
 
 def _causes(exc: BaseException) -> list[BaseException]:

@@ -42,6 +42,9 @@ from controller.bounds import Bounds
 from controller.demand import DetectorTotals, PhaseDemand, estimate
 from controller.optimizer import optimize_corridor
 from controller.safety import check_plan
+from simulation.controls import controllable, install_safety_check, register_control
+from simulation.kpi import Kpis
+from simulation.scenario import Scenario
 from traffic import messages, topics
 from traffic.config import Settings, load_settings
 from traffic.errors import MessageError, ScenarioError, TrafficError, UnsafePlanError
@@ -353,3 +356,16 @@ def run_adaptive(scenario: Any, *, seed: int, begin: int | None = None, end: int
 
         shutil.rmtree(out_dir, ignore_errors=True)
     return kpis
+
+
+def run_adaptive_control(scenario: Scenario, seed: int, begin: int, end: int, workdir: Path) -> Kpis:
+    """Control ``adaptive`` of :mod:`simulation.controls`: the central loop on the signals it may drive."""
+    kpis: Kpis = run_adaptive(controllable(scenario, check_plan), seed=seed, begin=begin, end=end,
+                              workdir=Path(workdir))
+    return kpis
+
+
+# The composition root fills the simulation layer's ports at import (also in spawned worker
+# processes, which import this module to find run_adaptive_control).
+install_safety_check(check_plan)
+register_control("adaptive", run_adaptive_control)

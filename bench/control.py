@@ -38,6 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import app.sim_adaptive  # noqa: F401 - the composition root: registers ``adaptive``, installs the safety check
 from simulation.binaries import sumo_binary
 from simulation.controls import CONTROLS, run_seeds, summarize
 from simulation.corridor import generate_corridor

@@ -35,6 +35,7 @@ def _one(cfg: str, control: str, seed: int, workdir: str) -> dict[str, Any]:
     started = time.perf_counter()
     out: dict[str, Any] = {"control": control, "seed": seed}
     try:
+        import app.sim_adaptive  # noqa: F401 - the composition root: ``adaptive`` and the safety check
         from simulation.controls import control as control_fn
         from simulation.scenario import load_scenario
 

@@ -19,9 +19,12 @@ import tempfile
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from traffic.errors import SimulationError
+
+if TYPE_CHECKING:
+    from simulation.replay import CandidatePlanner
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +218,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     with work_folder(args.workdir, "traffic-replay-") as (workdir, kept):
         result = replay(dsn, start=args.start, end=args.end, scenario_path=args.scenario, plans=args.plans,
                         seeds=seeds, workdir=workdir, settings=settings, processes=args.processes,
-                        bin_s=args.bin)
+                        bin_s=args.bin, planner=getattr(args, "planner", None))
         _write_json(args.json, result.to_dict())
     sys.stdout.write(result.table() + "\n")
     if args.json is not None:
@@ -225,8 +228,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``sim run`` and ``replay`` on the ``traffic`` parser's subcommands."""
+def add_commands(subparsers: argparse._SubParsersAction, *, planner: CandidatePlanner | None = None) -> None:
+    """Register ``sim run`` and ``replay`` on the ``traffic`` parser's subcommands.
+
+    ``planner`` is the centre's optimizer for ``replay --plans candidate``
+    (a port: this package does not import the centre); without it that
+    option is refused with a clear message.
+    """
     from simulation.backend import BACKENDS
     from simulation.controls import CONTROLS
 
@@ -260,4 +268,4 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     rep.add_argument("--processes", type=int, default=2)
     rep.add_argument("--json", type=Path, default=None)
     rep.add_argument("--workdir", type=Path, default=None)
-    rep.set_defaults(func=_cmd_replay)
+    rep.set_defaults(func=_cmd_replay, planner=planner)

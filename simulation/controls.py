@@ -11,13 +11,20 @@ alike:
   safety rules: the mapped phases with ITE yellow and red clearance and the
   pedestrian walk + clearance as minimum green (:func:`run_actuated_safe`);
 * ``max-pressure``: :mod:`simulation.max_pressure` in the loop (libsumo or TraCI);
-* ``adaptive``: the project's own central loop, provided by
-  ``app.sim_adaptive.run_adaptive`` (imported only when asked for);
+* ``adaptive``: the project's own central loop; the composition root
+  registers it (``app.sim_adaptive`` calls :func:`register_control`), since
+  this package must not import the centre or the field;
 * ``max-pressure-resco``: max-pressure with the RESCO reference's 3 s yellow
   and no all-red, only to compare with published numbers (not field-safe).
 
 Seeds run in separate processes (:func:`run_seeds`): SUMO is single
 threaded and libsumo allows one simulation per process.
+
+Two ports keep this package below the centre: the safety check that decides
+which signals a control may drive (:data:`SafetyCheck`, installed by the
+composition root with :func:`install_safety_check`, handed to every worker
+process by :func:`run_seeds`), and the control registry itself
+(:func:`register_control`).
 """
 
 from __future__ import annotations
@@ -42,28 +49,54 @@ from simulation.scenario import Scenario
 from simulation.tls_program import write_plans_additional
 from traffic.errors import SimulationError, TrafficError
 from traffic.intersection import IntersectionSpec, SignalFinding
-from traffic.plan import TimingPlan
+from traffic.plan import TimingPlan, Violation
 
 log = logging.getLogger(__name__)
 
 ControlFn = Callable[[Scenario, int, int, int, Path], Kpis]
+
+#: The centre's safety rules as a port: every rule ``plan`` breaks at ``spec`` (empty: safe).
+SafetyCheck = Callable[[TimingPlan, IntersectionSpec], Sequence[Violation]]
+
+_safety_check: SafetyCheck | None = None
+
+
+def install_safety_check(check: SafetyCheck | None) -> None:
+    """Use ``check`` (the centre's ``check_plan``) wherever a control decides what it may drive.
+
+    Why a port: this package runs SUMO and must not import the centre, yet
+    a control must never drive a signal whose own phases the centre would
+    refuse. The composition root (``app``) installs the check; ``None``
+    removes it (tests).
+    """
+    global _safety_check
+    _safety_check = check
+
+
+def installed_safety_check() -> SafetyCheck | None:
+    """The check :func:`install_safety_check` installed, if any (handed on to worker processes)."""
+    return _safety_check
 
 #: KPIs summarised over seeds (the JSON of ``traffic sim run``).
 SUMMARY_FIELDS = ("mean_delay_s", "mean_trip_time_s", "mean_waiting_s", "mean_stops", "vehicles", "completed",
                   "undeparted", "teleports", "throughput_veh_h", "wall_s")
 
 
-def controllable(scenario: Scenario) -> Scenario:
+def controllable(scenario: Scenario, check: SafetyCheck | None = None) -> Scenario:
     """``scenario`` with the signals the centre's safety check refuses left on their own program.
 
     The mapping (:func:`simulation.network.corridor_from_net`) already leaves
     out what it cannot map; this is the second line: every mapped signal's
-    time-of-day plan and its actuated-safe plan must pass
-    :func:`controller.safety.check_plan`, or that signal keeps the
-    network's program and the finding names the rule. A control never
-    crashes a run on one signal it cannot drive.
+    time-of-day plan and its actuated-safe plan must pass ``check`` (default:
+    the installed :data:`SafetyCheck`, the centre's ``check_plan``), or that
+    signal keeps the network's program and the finding names the rule. A
+    control never crashes a run on one signal it cannot drive. Without a
+    check there is no way to tell, so that is an error, not a pass.
     """
-    from controller.safety import check_plan  # the centre's rules; imported here to keep SUMO-only runs light
+    check_plan = check or _safety_check
+    if check_plan is None:
+        raise SimulationError("no safety check installed: the composition root (app) provides the centre's "
+                              "check_plan through simulation.controls.install_safety_check")
 
     kept: list[IntersectionSpec] = []
     refused: list[SignalFinding] = []
@@ -157,26 +190,33 @@ def run_max_pressure_resco(scenario: Scenario, seed: int, begin: int, end: int, 
                        make_controllers=lambda _api: [MaxPressureController(s, settings) for s in specs])
 
 
-def run_adaptive(scenario: Scenario, seed: int, begin: int, end: int, workdir: Path) -> Kpis:
-    """The project's central loop (``app.sim_adaptive.run_adaptive``), imported on demand."""
-    try:
-        from app.sim_adaptive import run_adaptive as adaptive
-    except ImportError as exc:
-        raise SimulationError(f"adaptive control not available: {exc}") from exc
-    return adaptive(controllable(scenario), seed=seed, begin=begin, end=end, workdir=Path(workdir))
-
-
 #: Controls that run the ``sumo`` binary (no controller in the loop).
-BATCH_CONTROLS = frozenset({"static", "actuated", "actuated-safe"})
+BATCH_CONTROLS = {"static", "actuated", "actuated-safe"}
 
 CONTROLS: dict[str, ControlFn] = {
     "static": run_static,
     "actuated": run_actuated,
     "actuated-safe": run_actuated_safe,
     "max-pressure": run_max_pressure,
-    "adaptive": run_adaptive,
     "max-pressure-resco": run_max_pressure_resco,
 }
+
+
+def register_control(name: str, fn: ControlFn, *, batch: bool = False) -> None:
+    """Make ``fn`` available as control ``name`` (the composition root registers ``adaptive`` here).
+
+    ``fn`` must be a module-level function of an importable module: worker
+    processes are spawned and receive it by reference, so importing that
+    module in the worker must be enough to run it. ``batch``: it only runs
+    the ``sumo`` binary (threads suffice, no libsumo in the process).
+    """
+    if not name or not callable(fn):
+        raise SimulationError(f"a control needs a name and a function, got {name!r}, {fn!r}")
+    CONTROLS[name] = fn
+    if batch:
+        BATCH_CONTROLS.add(name)
+    else:
+        BATCH_CONTROLS.discard(name)
 
 
 def control(name: str) -> ControlFn:
@@ -205,10 +245,16 @@ def _portable(exc: BaseException) -> TrafficError:
 
 
 def _one(fn: ControlFn, scenario: Scenario, seed: int, begin: int, end: int, workdir: Path,
-         backend: str) -> Kpis:
-    """Run one seed (in a worker process or thread); failures come back as picklable TrafficErrors."""
+         backend: str, check: SafetyCheck | None = None) -> Kpis:
+    """Run one seed (in a worker process or thread); failures come back as picklable TrafficErrors.
+
+    ``check`` is the parent's installed safety check: a spawned worker starts
+    with an empty port, so the parent hands it over (by reference).
+    """
     if backend != "auto":
         os.environ[ENV_BACKEND] = backend  # this worker process only
+    if check is not None:
+        install_safety_check(check)
     try:
         return fn(scenario, seed, begin, end, workdir)
     except Exception as exc:  # noqa: BLE001 - mapped into the project tree, original kept as the cause
@@ -271,7 +317,7 @@ def run_seeds(name: str, scenario: Scenario, seeds: Sequence[int], *, workdir: P
     with executor:
         # the function itself travels to the worker (by reference), so a control registered at run
         # time in an importable module works in a spawned process too
-        futures = {executor.submit(_one, fn, scenario, s, begin, end, d, job_backend): s
+        futures = {executor.submit(_one, fn, scenario, s, begin, end, d, job_backend, _safety_check): s
                    for s, d in zip(seeds, dirs)}
         for future in as_completed(futures):
             if on_result is not None and future.exception() is None:

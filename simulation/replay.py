@@ -14,8 +14,11 @@ another plan have done, on that day's traffic?":
   network's own program;
 * **alternatives**: ``network`` (the scenario's own programs, always run as
   the reference) and, with ``plans="candidate"``, what the optimizer
-  (:func:`controller.optimizer.optimize_corridor`) proposes from the same
-  counts, starting from the plans in force at ``T1``.
+  proposes from the same counts, starting from the plans in force at
+  ``T1``. The optimizer is the centre's; it comes in through the
+  :data:`CandidatePlanner` port (the composition root passes
+  ``controller.candidates.propose_from_counts``), since this package does
+  not import the centre.
 
 Simulated time ``scenario.begin`` corresponds to ``T1``. Every variant runs
 on the same demand and seeds (common random numbers).
@@ -28,7 +31,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import psycopg
 
@@ -45,6 +48,11 @@ from traffic.intersection import Corridor
 from traffic.plan import TimingPlan
 
 log = logging.getLogger(__name__)
+
+#: The centre's optimizer as a port: the plans it proposes for ``corridor`` from the counts stored for
+#: ``[start, end)`` (read through ``conn``), starting from the ``incumbents`` in force at ``start``.
+CandidatePlanner = Callable[[psycopg.Connection, Corridor, Mapping[str, TimingPlan], datetime, datetime, Settings],
+                            dict[str, TimingPlan]]
 
 _ACTIVE_SQL = """
 SELECT e.controller_id, e.at, e.plan_id, p.body
@@ -129,22 +137,16 @@ def _network_program_ids(net_file: Path) -> dict[str, str]:
 
 
 def candidate_plans(conn: psycopg.Connection, scenario: Scenario, schedules: Mapping[str, Schedule],
-                    start: datetime, end: datetime, settings: Settings) -> dict[str, TimingPlan]:
-    """What the optimizer proposes from the period's counts, starting from the plans in force at ``start``."""
-    from controller.demand import phase_demand
-    from controller.optimizer import optimize_corridor
-
+                    start: datetime, end: datetime, settings: Settings,
+                    planner: CandidatePlanner) -> dict[str, TimingPlan]:
+    """What ``planner`` proposes from the period's counts, starting from the plans in force at ``start``."""
     corridor = scenario.corridor
     incumbents: dict[str, TimingPlan] = {}
     for spec in corridor.intersections:
         schedule = schedules.get(spec.controller_id, [])
         at_start = [plan for offset, plan in schedule if offset == 0.0]
         incumbents[spec.controller_id] = at_start[-1] if at_start else spec.default_plan()
-    demands = {s.controller_id: phase_demand(conn, s, start=start, end=end, settings=settings)
-               for s in corridor.intersections}
-    versions = {c: p.version + 1 for c, p in incumbents.items()}
-    proposals = optimize_corridor(corridor, demands, incumbents, settings.optimizer, versions)
-    return {c: p.plan for c, p in proposals.items()}
+    return planner(conn, corridor, incumbents, start, end, settings)
 
 
 @dataclass(frozen=True)
@@ -185,15 +187,18 @@ class ReplayResult:
 def replay(dsn: str, *, start: datetime, end: datetime, scenario_path: Path | None = None,
            plans: str = "recorded", seeds: Sequence[int] = (1, 2), workdir: Path,
            settings: Settings | None = None, processes: int = 2, scenario: Scenario | None = None,
-           bin_s: int = 900) -> ReplayResult:
+           bin_s: int = 900, planner: CandidatePlanner | None = None) -> ReplayResult:
     """Replay ``[start, end)`` (see module docstring) and return every variant's KPIs.
 
     ``scenario`` (already loaded) wins over ``scenario_path``; with neither,
     the generated demo corridor is used. The demand follows the counts in
     bins of about ``bin_s`` seconds (one bin when the period is shorter).
+    ``plans="candidate"`` needs ``planner`` (the centre's optimizer).
     """
     if plans not in ("recorded", "candidate"):
         raise SimulationError(f"plans must be 'recorded' or 'candidate', got {plans!r}")
+    if plans == "candidate" and planner is None:
+        raise SimulationError("plans='candidate' needs the optimizer: no CandidatePlanner was given")
     if end <= start:
         raise SimulationError(f"--to ({end.isoformat()}) must be after --from ({start.isoformat()})")
     if not seeds:
@@ -213,7 +218,8 @@ def replay(dsn: str, *, start: datetime, end: datetime, scenario_path: Path | No
         rates = read_rates(conn, scenario.corridor, start, end)
         binned = read_binned_rates(conn, scenario.corridor, start, end, bin_s)
         schedules = recorded_schedules(conn, scenario.corridor, start, end)
-        candidate = candidate_plans(conn, scenario, schedules, start, end, settings) if plans == "candidate" else {}
+        candidate = (candidate_plans(conn, scenario, schedules, start, end, settings, planner)
+                     if planner is not None and plans == "candidate" else {})
     calibration = demand_from_counts(scenario, rates, workdir / "demand", begin=begin, end=end_s,
                                      binned_rates=binned if len(binned) > 1 else ())
     routes = (calibration.route_file,)

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import app.sim_adaptive  # noqa: F401 - the composition root: registers adaptive, installs the safety check
 from simulation.actuated import PROGRAM_ID, actuated_additional
 from simulation.binaries import sumo_binary, sumo_tool
 from simulation.controls import (CONTROLS, SAFE_ACTUATED_MAX_GREEN_S, control, report, run_actuated_safe, run_seeds,
@@ -237,10 +238,28 @@ def test_each_baseline_runs(corridor, tmp_path: Path, name: str) -> None:
     assert kpis.mean_delay_s > 0 and kpis.wall_s > 0
 
 
-def test_adaptive_unavailable_is_a_clear_error(corridor, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setitem(sys.modules, "app.sim_adaptive", None)  # import now raises ImportError
-    with pytest.raises(SimulationError, match="adaptive control not available"):
-        CONTROLS["adaptive"](corridor, 1, 0, 60, tmp_path)
+def test_without_the_composition_root_adaptive_is_unknown_and_no_check_is_a_clear_error(corridor) -> None:
+    """The simulation layer alone knows no centre: no ``adaptive``, and no safety check to pass by default."""
+    code = (
+        "import sys\n"
+        "from simulation.controls import CONTROLS, controllable, control\n"
+        "from simulation.scenario import load_scenario\n"
+        "from traffic.errors import SimulationError\n"
+        "assert 'adaptive' not in CONTROLS and 'max-pressure' in CONTROLS, sorted(CONTROLS)\n"
+        "assert not any(m.split('.')[0] in ('controller', 'field_firmware_stubs', 'app') for m in sys.modules)\n"
+        "for call in (lambda: control('adaptive'), lambda: controllable(load_scenario(sys.argv[1]))):\n"
+        "    try:\n"
+        "        call()\n"
+        "    except SimulationError as exc:\n"
+        "        print(exc)\n"
+        "    else:\n"
+        "        raise SystemExit('no error')\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(corridor.sumocfg.parent)], capture_output=True,
+                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+    assert "unknown control 'adaptive'" in proc.stdout
+    assert "no safety check installed" in proc.stdout
+    assert "adaptive" in CONTROLS  # here the composition root is imported
     with pytest.raises(SimulationError, match="unknown control"):
         control("fuzzy")
 
