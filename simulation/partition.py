@@ -180,8 +180,24 @@ def _bisect(nx: Any, graph: Any, nodes: list[str], k: int, seed: int) -> list[li
     a, b = set(ordered[:size1]), set(ordered[size1:])
     sub = graph.subgraph(nodes)
     if sub.number_of_edges():
-        a, b = nx.community.kernighan_lin_bisection(sub, partition=(a, b), max_iter=20, weight="weight", seed=seed)
+        a, b = (set(x) for x in nx.community.kernighan_lin_bisection(sub, partition=(a, b), max_iter=20,
+                                                                        weight="weight", seed=seed))
+        a, b = _rebalance(sub, a, b, size1)
     return _bisect(nx, graph, list(a), k1, seed) + _bisect(nx, graph, list(b), k - k1, seed)
+
+
+def _rebalance(graph: Any, a: set[str], b: set[str], size_a: int) -> tuple[set[str], set[str]]:
+    """Move lights across until ``a`` has ``size_a`` (networkx's KL may drift): most-linked-across first."""
+    def pull(src: set[str], dst: set[str]) -> None:
+        best = max(sorted(src), key=lambda n: sum(graph[n][m].get("weight", 1) for m in graph[n] if m in dst)
+                   - sum(graph[n][m].get("weight", 1) for m in graph[n] if m in src))
+        src.discard(best)
+        dst.add(best)
+    while len(a) > size_a:
+        pull(a, b)
+    while len(a) < size_a:
+        pull(b, a)
+    return a, b
 
 
 def partition_signals(net: SignalNet, *, max_signals: int = DEFAULT_MAX_SIGNALS,
@@ -281,7 +297,7 @@ def _check(proc: subprocess.CompletedProcess, what: str) -> None:
 
 def cut_region(net_file: Path, route_files: Sequence[Path], region: Region, edges: Sequence[str],
                entries: Sequence[str], exits: Sequence[str], out_dir: Path, *, begin: int, end: int,
-               use_exit_times: bool = True) -> RegionModel:
+               use_exit_times: bool = True, unset_tls: Sequence[str] = ()) -> RegionModel:
     """Write ``region``'s network, routes and ``.sumocfg`` to ``out_dir`` (see module docstring)."""
     from simulation.citygen import write_sumocfg
 
@@ -290,8 +306,11 @@ def cut_region(net_file: Path, route_files: Sequence[Path], region: Region, edge
     keep = out_dir / "edges.txt"
     keep.write_text("\n".join(edges) + "\n")
     net = out_dir / f"{region.region_id}.net.xml"
-    proc = subprocess.run([sumo_binary("netconvert"), "-s", str(net_file), "--keep-edges.input-file", str(keep),
-                           "--no-warnings", "true", "-o", str(net)], capture_output=True, text=True, timeout=600)
+    cmd = [sumo_binary("netconvert"), "-s", str(net_file), "--keep-edges.input-file", str(keep),
+           "--no-warnings", "true", "-o", str(net)]
+    if unset_tls:  # junctions of the neighbours' lights at the far end of a boundary road: not this region's
+        cmd += ["--tls.unset", ",".join(sorted(unset_tls))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     _check(proc, f"netconvert cut of region {region.region_id}")
     routes = out_dir / f"{region.region_id}.rou.xml"
     cmd = [sys.executable, str(sumo_tool("route/cutRoutes.py")), str(net), *map(str, route_files),
@@ -408,8 +427,11 @@ def partition_site(net_file: Path, route_files: Sequence[Path], out_dir: Path, *
 
     def one(region: Region) -> RegionModel:
         kept, entries, exits = region_edges(net, owner, region.region_id)
+        ends = {n for e in kept for n in net.edges[e]}
+        own = set(region.signals)
+        neighbours = {n for n in ends if n in net.node_tls and net.node_tls[n] not in own}  # junction ids
         return cut_region(Path(net_file), route_files, region, kept, entries, exits, Path(out_dir) / region.region_id,
-                          begin=begin, end=end, use_exit_times=use_exit_times)
+                          begin=begin, end=end, use_exit_times=use_exit_times, unset_tls=sorted(neighbours))
 
     with ThreadPoolExecutor(max_workers=max(1, processes)) as pool:  # the tools run as child processes
         models = tuple(pool.map(one, chosen))
