@@ -161,6 +161,10 @@ def _cmd_sim_run(args: argparse.Namespace) -> int:
     with work_folder(args.workdir, "traffic-sim-") as (workdir, kept):
         scenario = scenario_module.load_scenario(args.scenario, detectors_dir=workdir / "detectors",
                                                  pedestrians=args.pedestrians)
+        if args.control not in ("static", "actuated"):  # those run the network's own programs everywhere
+            from simulation.controls import controllable
+
+            scenario = controllable(scenario)
         begin = scenario.begin if args.begin is None else args.begin
         end = scenario.end if args.end is None else args.end
         results = run_seeds(args.control, scenario, seeds, workdir=workdir, begin=begin, end=end,
@@ -173,6 +177,12 @@ def _cmd_sim_run(args: argparse.Namespace) -> int:
     sys.stdout.write(f"{scenario.sumocfg.name}: {args.control}, seeds {','.join(map(str, seeds))}, "
                      f"window {begin}-{end} s\n")
     sys.stdout.write(kpi_table({args.control: doc["summary"]}, len(seeds)) + "\n")
+    left = [f for f in scenario.corridor.findings if f.level == "uncontrolled"]
+    if left and args.control not in ("static", "actuated"):
+        sys.stdout.write(f"{len(scenario.corridor.intersections)} signals controlled; {len(left)} left on their own "
+                         "program (traffic site check explains):\n")
+        for f in left:
+            sys.stdout.write(f"  {f.tls_id}: {f.rule}: {f.message}\n")
     if args.json is not None:
         sys.stdout.write(f"KPIs written to {args.json}\n")
     sys.stdout.write(f"SUMO outputs kept in {workdir}\n" if kept

@@ -357,6 +357,8 @@ def report(name: str, scenario: Scenario, seeds: Sequence[int], results: Sequenc
         "seeds": list(seeds),
         "runs": [{"seed": s, **k.to_dict()} for s, k in zip(seeds, results)],
         "summary": summary,
+        "controlled": [s.tls_id for s in scenario.corridor.intersections],
+        "findings": [f.to_dict() for f in scenario.corridor.findings if f.level != "info"],
     }
     for field_name, stats in summary.items():  # top-level keys: the means (== the values for one seed)
         doc[field_name] = stats["mean"]

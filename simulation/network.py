@@ -88,6 +88,8 @@ DEFAULT_LANE_WIDTH_M = 3.2
 _GREEN = frozenset("Gg")
 _NOT_GREEN_STAGE = frozenset("yYu")  # yellow or red-yellow: a change interval, not a stage
 _RANK = {"G": 2, "g": 1, "r": 0}
+#: SUMO connection directions of a turning movement (left, partly left, right, partly right, U-turn)
+_TURNS = frozenset("lLrRt")
 _DETECTOR_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")  # same rule as traffic.topics.check_id
 
 
@@ -218,12 +220,15 @@ class _TlsView:
         self.link_count = max(self.links) + 1
         # junction link index per connection (for <request> foes)
         self.junction_index: dict[int, list[tuple[str, int]]] = defaultdict(list)
+        #: per TLS index: (connection, junction id, junction link index), for the per-connection foe analysis
+        self.junction_links: dict[int, list[tuple[object, str, int]]] = defaultdict(list)
         for index, conns in self.links.items():
             for conn in conns:
                 node = conn.getFromLane().getEdge().getToNode()
                 j = node.getLinkIndex(conn)
                 if j >= 0:
                     self.junction_index[index].append((node.getID(), j))
+                    self.junction_links[index].append((conn, node.getID(), j))
 
     def vehicle_links(self, index: int) -> list:
         return [] if index in self.ped_links else self.links.get(index, [])
@@ -237,33 +242,84 @@ class _TlsView:
                     pairs.add((a, b))
         return frozenset(pairs)
 
-    def classify_foe(self, a: int, b: int) -> str:
-        """How the junction resolves foes ``a`` and ``b`` when both are green: merge, yield, or none.
+    def classify_foe(self, a: int, b: int, greens: Sequence[str] = ()) -> str:
+        """How the junction resolves foes ``a`` and ``b`` when both show a protected green.
 
-        ``merge``: a connection of each ends on the same lane (two streams
-        become one; SUMO zips them by right of way). ``yield``: the
-        junction's right-of-way table (``<request response>``) makes one of
-        them give way to the other, at the stop line or at a waiting point
-        inside the junction. ``none``: they cross and neither gives way.
+        * ``merge``: a connection of each ends on the same lane: the streams
+          converge and do not cross (SUMO zips them by right of way);
+        * ``turn-yield``: the junction's right-of-way table
+          (``<request response>``) makes one of them give way, and the one
+          that gives way turns (SUMO direction ``l``, ``L``, ``r``, ``R``,
+          ``t``): a turn on a green ball that yields by law, as a permissive
+          turn does, at the stop line or at a waiting point inside the
+          junction;
+        * ``ped-yield``: one is a pedestrian crossing: the vehicle movement
+          gives way to the people on the crosswalk (by law, and in SUMO's
+          model whatever the request table says);
+        * ``internal-stop``: the vehicles of one of them wait at a point
+          inside the junction that has a signal of its own in the same
+          program (SUMO ``linkIndex2``), and in every approved stage
+          (``greens``) that shows both protected that inner signal is red:
+          the conflict is separated by the signal, further in;
+        * ``none``: anything else, above all two straight movements whose
+          paths cross. The project refuses to time such a signal.
         """
-        for ca in self.links.get(a, []):
-            for cb in self.links.get(b, []):
-                if ca.getToLane() is cb.getToLane():
-                    return "merge"
-        for node_a, ja in self.junction_index[a]:
-            for node_b, jb in self.junction_index[b]:
+        kinds: list[str] = []
+        for ca, node_a, ja in self.junction_links.get(a, []):
+            for cb, node_b, jb in self.junction_links.get(b, []):
                 if node_a != node_b:
                     continue
-                prohibits = getattr(self.nodes[node_a], "_prohibits", {})
-                for x, y in ((ja, jb), (jb, ja)):  # does link y have to give way to link x?
-                    response = prohibits.get(y, "")
-                    if response and 0 <= x < len(response) and response[-(x + 1)] == "1":
-                        return "yield"
+                node = self.nodes[node_a]
+                try:
+                    if not (node.areFoes(ja, jb) or node.areFoes(jb, ja)):
+                        continue
+                except (KeyError, IndexError):  # a link without a request row
+                    continue
+                kinds.append(self._resolve(node, ca, ja, cb, jb))
+        if not kinds or "none" in kinds:
+            return "none"
+        inner = {int(k.split(":", 1)[1]) for k in kinds if k.startswith("internal-stop:")}
+        if inner:
+            # resolved only if that inner signal holds the vehicles (red) whenever both movements are protected
+            together = [g for g in greens if a < len(g) and b < len(g) and g[a] == "G" and g[b] == "G"]
+            if any(i >= len(g) or g[i] in _GREEN for g in together for i in inner):
+                return "none"
+            return "internal-stop"
+        return next((k for k in ("ped-yield", "turn-yield") if k in kinds), "merge")
+
+    @staticmethod
+    def _resolve(node, ca, ja: int, cb, jb: int) -> str:
+        """One pair of foe connections of one junction: merge, ped-yield, turn-yield or none."""
+        if ca.getToLane() is cb.getToLane():
+            return "merge"
+        prohibits = getattr(node, "_prohibits", {})
+
+        def gives_way(y: int, x: int) -> bool:  # does junction link y give way to junction link x?
+            response = prohibits.get(y, "")
+            return bool(response) and 0 <= x < len(response) and response[-(x + 1)] == "1"
+
+        ped_a, ped_b = _is_pedestrian(ca), _is_pedestrian(cb)
+        if ped_a != ped_b:
+            # a vehicle movement across a crosswalk that shows walk: the driver yields to the people on it,
+            # by law and in SUMO's model (vehicles always give way to persons on a crossing)
+            return "ped-yield"
+        if ped_a:
+            return "merge"  # two crosswalks: people share the space
+        if gives_way(jb, ja) and cb.getDirection() in _TURNS:
+            return "turn-yield"
+        if gives_way(ja, jb) and ca.getDirection() in _TURNS:
+            return "turn-yield"
+        for conn in (ca, cb):  # a waiting point inside the junction with a signal of its own (linkIndex2)
+            inner = conn.getTLLinkIndex2() if hasattr(conn, "getTLLinkIndex2") else -1
+            if inner is not None and inner >= 0:
+                return f"internal-stop:{inner}"
         return "none"
 
     def movement(self, index: int) -> str:
         """``from-edge -> to-edge`` of a signal group, for findings a traffic engineer can read."""
-        conns = self.links.get(index, [])
+        conns = [c for c in self.links.get(index, []) if not c.getFromLane().getEdge().getID().startswith(":")]
+        if index in self.ped_links:
+            return f"signal group {index} (pedestrian crossing)"
         if not conns:
             return f"signal group {index}"
         moves = sorted({f"{c.getFromLane().getEdge().getID()} -> {c.getToLane().getEdge().getID()}" for c in conns})
@@ -304,6 +360,12 @@ def _junction_width(nodes: Iterable) -> float:
     if not xs:
         return 15.0
     return round(max(max(xs) - min(xs), max(ys) - min(ys), 5.0), 1)
+
+
+def _is_pedestrian(conn) -> bool:
+    """A connection people walk (onto or off a crossing or walking area)."""
+    return any(lane.getEdge().getFunction() in ("crossing", "walkingarea")
+               for lane in (conn.getFromLane(), conn.getToLane()))
 
 
 def _is_vehicle_lane(lane) -> bool:
@@ -717,8 +779,9 @@ def corridor_from_net(net_file: Path, *, site: str, additional_files: Sequence[P
 
 
 #: what a traffic engineer should check when the approved program shows two unresolved foes protected
-_UNRESOLVED_ADVICE = ("check the signal program: the two movements cross and neither gives way at the junction; "
-                      "one of them should be permissive (g) or they belong in different stages")
+_UNRESOLVED_ADVICE = ("check the signal program: the two movements cross and no turning movement gives way to the "
+                      "other at the junction; one of them should be permissive (g) or they belong in different "
+                      "stages")
 
 
 def _map_signal(view: _TlsView, cid: str, site: str, pedestrians: str, loops: list[_Loop],
@@ -750,12 +813,12 @@ def _map_signal(view: _TlsView, cid: str, site: str, pedestrians: str, loops: li
     resolved: set[tuple[int, int]] = set()
     unresolved: list[SignalFinding] = []
     for a, b in both_protected:
-        kind = view.classify_foe(a, b)
+        kind = view.classify_foe(a, b, [p.greens for p in phases])
         if kind == "none":
             unresolved.append(SignalFinding(
                 tls_id, "uncontrolled", "UNRESOLVED_FOES",
                 f"the approved program shows {view.movement(a)} and {view.movement(b)} protected green together, "
-                "but their paths cross and the junction gives neither the right of way", _UNRESOLVED_ADVICE))
+                "but their paths cross and neither is a turn that gives way to the other", _UNRESOLVED_ADVICE))
         else:
             resolved.add((a, b))
     if unresolved:
@@ -780,14 +843,21 @@ def _info_findings(view: _TlsView, spec: IntersectionSpec) -> list[SignalFinding
     """What a controlled signal's mapping decided that an engineer may want to confirm."""
     out: list[SignalFinding] = []
     kinds: dict[str, int] = defaultdict(int)
+    examples: list[str] = []
     for a, b in sorted(spec.resolved_foes):
-        kinds[view.classify_foe(a, b)] += 1
+        kind = view.classify_foe(a, b, [p.greens for p in spec.phases])
+        kinds[kind] += 1
+        if len(examples) < 3:
+            examples.append(f"{view.movement(a)} and {view.movement(b)} ({kind})")
     if kinds:
         text = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+        more = "" if len(spec.resolved_foes) <= len(examples) else f"; and {len(spec.resolved_foes) - len(examples)} more"
         out.append(SignalFinding(spec.tls_id, "warning", "RESOLVED_FOES",
                                  f"the approved program shows {len(spec.resolved_foes)} foe pair(s) protected green "
-                                 f"together that the junction resolves ({text}); plans may keep them together",
-                                 "confirm the merges and give-way movements are intended"))
+                                 f"together that the junction resolves ({text}): {'; '.join(examples)}{more}. "
+                                 "Plans may keep these pairs together, never others",
+                                 "confirm each merge is a lane the streams may share and each give-way movement "
+                                 "is signed as such"))
     if len(view.nodes) > 1:
         out.append(SignalFinding(spec.tls_id, "info", "JOINED",
                                  f"one program over {len(view.nodes)} junctions ({', '.join(sorted(view.nodes))[:200]})"))
