@@ -222,7 +222,7 @@ def run_loop(settings: Settings, scenario, *, dsn: str, adaptive: bool, seed: in
                                     plan_signer=signer)
             dispatcher.connect()
             gate = make_gate(scenario, settings, dsn, clock_origin, workdir)
-            central = CentralService(settings, corridor, dsn=dsn, gate=gate, dispatcher=dispatcher,
+            central = CentralService.on_postgres(settings, corridor, dsn=dsn, gate=gate, dispatcher=dispatcher,
                                      apply_timeout_s=0.0)
         world = SumoWorld(scenario.sumocfg, emulators=emulators, seed=seed, begin=begin_s, end=end_s,
                           options=(*scenario.sumo_options, "--no-warnings", "true",

@@ -7,22 +7,15 @@ Every lock and unlock is also logged with who and why (migration 200).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-
 import psycopg
 
 from controller._db import storage_errors as _storage
+from controller.lifecycle import Lock
 from traffic.errors import PlanError
 from traffic.topics import check_id
 
 
-@dataclass(frozen=True)
-class Lock:
-    controller_id: str
-    actor: str
-    reason: str
-    locked_at: datetime
+__all__ = ["Lock", "lock", "unlock", "locked"]
 
 
 def lock(conn: psycopg.Connection, controller_id: str, reason: str, actor: str) -> Lock:

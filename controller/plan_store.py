@@ -2,15 +2,9 @@
 
 Tables ``plans`` and ``plan_events`` (migration 001) hold the plans and their
 life; ``controllers`` holds the registered specs and the plan in force.
-States and the moves allowed between them::
-
-    proposed -> checked -> simulated -> dispatched -> accepted -> active -> superseded
-         \\          \\           \\            \\           \\         \\-> rolled_back
-          `-> rejected / failed (from any step before active)
-
-``failed`` (no answer from the field) may still become ``active`` if the
-field later reports it runs the plan: the record follows the field, which is
-the truth. Refusing any other move makes a bug in the service loop show up as
+The states and the moves allowed between them are
+:mod:`controller.lifecycle`'s (shared with the in-memory plan record).
+Refusing any other move makes a bug in the service loop show up as
 a :class:`PlanError` instead of a silently wrong history.
 
 Each function runs in its own ``conn.transaction()`` (a savepoint when the
@@ -21,79 +15,35 @@ Use an autocommit connection, or commit yourself.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Mapping, Sequence
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from controller._db import storage_errors as _storage
+from controller.lifecycle import TRANSITIONS, PlanEvent, PlanRecord, PlanState, allowed_moves
+
+__all__ = ["TRANSITIONS", "PlanEvent", "PlanRecord", "PlanState", "STATES", "register_controller", "next_version",
+           "record_proposed", "record_state", "record_note", "set_safety", "set_verdict", "active_plan",
+           "get_plan", "plans_in_state", "history"]
 from traffic.errors import PlanError
 from traffic.intersection import IntersectionSpec
 from traffic.plan import TimingPlan, Violation
 
 log = logging.getLogger(__name__)
 
-PROPOSED = "proposed"
-CHECKED = "checked"
-SIMULATED = "simulated"
-REJECTED = "rejected"
-DISPATCHED = "dispatched"
-ACCEPTED = "accepted"
-ACTIVE = "active"
-SUPERSEDED = "superseded"
-ROLLED_BACK = "rolled_back"
-FAILED = "failed"
-STATES = (PROPOSED, CHECKED, SIMULATED, REJECTED, DISPATCHED, ACCEPTED, ACTIVE, SUPERSEDED, ROLLED_BACK, FAILED)
-
-TRANSITIONS: dict[str, frozenset[str]] = {
-    PROPOSED: frozenset({CHECKED, REJECTED, FAILED}),
-    CHECKED: frozenset({SIMULATED, DISPATCHED, REJECTED, FAILED}),
-    SIMULATED: frozenset({DISPATCHED, REJECTED, FAILED}),
-    DISPATCHED: frozenset({ACCEPTED, ACTIVE, REJECTED, FAILED}),
-    ACCEPTED: frozenset({ACTIVE, REJECTED, FAILED, ROLLED_BACK}),
-    ACTIVE: frozenset({SUPERSEDED, ROLLED_BACK}),
-    FAILED: frozenset({ACTIVE}),
-    REJECTED: frozenset(),
-    SUPERSEDED: frozenset(),
-    ROLLED_BACK: frozenset(),
-}
-# bootstrap: a plan the field already runs (its own time-of-day plan) enters as proposed and goes active
-BOOTSTRAP_TRANSITIONS = frozenset({ACTIVE})
-
-
-@dataclass(frozen=True)
-class PlanEvent:
-    """One lifecycle step."""
-
-    at: datetime
-    state: str
-    actor: str
-    detail: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class PlanRecord:
-    """A stored plan with its current state, checks and (optionally) its events."""
-
-    plan: TimingPlan
-    state: str
-    created_by: str
-    reason: str
-    safety: list[dict[str, Any]] | None
-    verdict: dict[str, Any] | None
-    created_at: datetime
-    updated_at: datetime
-    events: tuple[PlanEvent, ...] = ()
-
-    @property
-    def plan_id(self) -> str:
-        return self.plan.plan_id
-
-    @property
-    def version(self) -> int:
-        return self.plan.version
+# the states as module names too (``store.ACTIVE``): the values are the StrEnum's, identical on the wire
+PROPOSED = PlanState.PROPOSED
+CHECKED = PlanState.CHECKED
+SIMULATED = PlanState.SIMULATED
+REJECTED = PlanState.REJECTED
+DISPATCHED = PlanState.DISPATCHED
+ACCEPTED = PlanState.ACCEPTED
+ACTIVE = PlanState.ACTIVE
+SUPERSEDED = PlanState.SUPERSEDED
+ROLLED_BACK = PlanState.ROLLED_BACK
+FAILED = PlanState.FAILED
+STATES = tuple(PlanState)
 
 
 def _lock_controller(conn: psycopg.Connection, controller_id: str) -> None:
@@ -143,7 +93,7 @@ def record_proposed(conn: psycopg.Connection, plan: TimingPlan, actor: str, reas
 
 
 def record_state(conn: psycopg.Connection, plan_id: str, state: str, actor: str,
-                 detail: Mapping[str, Any] | None = None) -> str:
+                 detail: Mapping[str, Any] | None = None) -> PlanState:
     """Move a plan to ``state`` and log the step; return the previous state.
 
     Going ``active`` supersedes the controller's previously active plan and
@@ -151,14 +101,15 @@ def record_state(conn: psycopg.Connection, plan_id: str, state: str, actor: str,
     """
     if state not in STATES:
         raise PlanError(f"unknown plan state {state!r} (known: {', '.join(STATES)})")
+    state = PlanState(state)
     with _storage(f"record {state} for plan {plan_id}"), conn.transaction():
         row = conn.execute("SELECT controller_id, state, version FROM plans WHERE plan_id = %s FOR UPDATE",
                            (plan_id,)).fetchone()
         if row is None:
             raise PlanError(f"no stored plan {plan_id!r}")
         controller_id, current, version = row
-        bootstrap = bool(detail and detail.get("bootstrap"))
-        allowed = TRANSITIONS[current] | (BOOTSTRAP_TRANSITIONS if bootstrap and current == PROPOSED else frozenset())
+        current = PlanState(current)
+        allowed = allowed_moves(current, bootstrap=bool(detail and detail.get("bootstrap")))
         if state not in allowed:
             raise PlanError(f"plan {plan_id} cannot go from {current} to {state} "
                             f"(allowed: {', '.join(sorted(allowed)) or 'none, final state'})")
@@ -177,7 +128,7 @@ def record_state(conn: psycopg.Connection, plan_id: str, state: str, actor: str,
     return current
 
 
-def record_note(conn: psycopg.Connection, plan_id: str, actor: str, detail: Mapping[str, Any]) -> str:
+def record_note(conn: psycopg.Connection, plan_id: str, actor: str, detail: Mapping[str, Any]) -> PlanState:
     """Log an event for ``plan_id`` in its *current* state (no transition); return that state.
 
     Why: some steps change nothing in a plan's life but still belong in its
@@ -189,7 +140,7 @@ def record_note(conn: psycopg.Connection, plan_id: str, actor: str, detail: Mapp
         if row is None:
             raise PlanError(f"no stored plan {plan_id!r}")
         _event(conn, plan_id, row[0], row[1], actor, dict(detail))
-    return str(row[1])
+    return PlanState(row[1])
 
 
 def set_safety(conn: psycopg.Connection, plan_id: str, violations: Sequence[Violation]) -> None:
@@ -251,8 +202,9 @@ def _record(conn: psycopg.Connection, row: tuple, with_events: bool) -> PlanReco
     if with_events:
         rows = conn.execute("SELECT at, state, actor, detail FROM plan_events WHERE plan_id = %s ORDER BY id",
                             (row[8],)).fetchall()
-        events = tuple(PlanEvent(r[0], r[1], r[2], r[3]) for r in rows)
-    return PlanRecord(TimingPlan.from_dict(row[0]), row[1], row[2], row[3], row[4], row[5], row[6], row[7], events)
+        events = tuple(PlanEvent(r[0], PlanState(r[1]), r[2], r[3]) for r in rows)
+    return PlanRecord(TimingPlan.from_dict(row[0]), PlanState(row[1]), row[2], row[3], row[4], row[5], row[6], row[7],
+                      events)
 
 
 def _event(conn: psycopg.Connection, plan_id: str, controller_id: str, state: str, actor: str,

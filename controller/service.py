@@ -22,8 +22,19 @@ did what, when, why and with which numbers:
    back to its time-of-day plan after ``central_silence_timeout_s``. Recorded
    as a note on the plan (state unchanged, detail ``{"heartbeat": true}``).
 
+A proposal that times a controller exactly as the plan this centre already
+runs there (same mode, coordinated phase, offset, splits, maximum greens and
+passage times) is not recorded or sent: outcome ``unchanged``, and the
+heartbeat keeps the running plan alive. New versions of the same timing
+would only churn the record and the field.
+
 Locked controllers (engineer override) are skipped entirely. Any error in one
 epoch is logged and reported; :meth:`serve` carries on with the next.
+
+Everything outside the decision goes through ports (:mod:`controller.ports`):
+counts, the field link, the plan record and the gate. Production passes the
+PostgreSQL and MQTT adapters (:meth:`CentralService.on_postgres`); the SUMO
+benchmarks pass in-process ones (``app.sim_adaptive``). It is the same loop.
 """
 
 from __future__ import annotations
@@ -37,17 +48,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping, Protocol
 
-import psycopg
-
-from controller import locks as lock_store
 from controller.bounds import Bounds
-from controller import plan_store as store
-from controller.demand import PhaseDemand, phase_demand
-from controller.dispatch import Dispatcher
+from controller.demand import PhaseDemand, estimate
+from controller.lifecycle import Lock, PlanState
 from controller.optimizer import optimize_corridor
+from controller.ports import CountsReader, PlanBook, PlanLedger, PlanSender
 from controller.safety import check_plan
-from traffic.security import audit
-from traffic import db, messages, topics
+from traffic import messages, topics
 from traffic.config import Settings
 from traffic.errors import DispatchError, PlanError, TrafficError, TransportError, UnsafePlanError
 from traffic.intersection import Corridor, IntersectionSpec
@@ -57,8 +64,10 @@ log = logging.getLogger(__name__)
 
 ACTOR = "central"
 BOOTSTRAP_ACTOR = "bootstrap"
-STALE_STATES = (store.PROPOSED, store.CHECKED, store.SIMULATED)
-PENDING_STATES = (store.DISPATCHED, store.ACCEPTED, store.FAILED)
+STALE_STATES = (PlanState.PROPOSED, PlanState.CHECKED, PlanState.SIMULATED)
+PENDING_STATES = (PlanState.DISPATCHED, PlanState.ACCEPTED, PlanState.FAILED)
+#: outcome of a controller whose new plan would time it exactly as the plan it runs (nothing recorded or sent)
+UNCHANGED = "unchanged"
 
 
 class Verdict(Protocol):
@@ -105,6 +114,8 @@ class EpochReport:
     rejected: int = 0
     failed: int = 0
     heartbeats: int = 0
+    unchanged: tuple[str, ...] = ()
+    optimizer_s: float = 0.0
     locked: tuple[str, ...] = ()
     bootstrapped: tuple[str, ...] = ()
     plans: dict[str, TimingPlan] = field(default_factory=dict)
@@ -118,23 +129,25 @@ class EpochReport:
             "now": self.now.isoformat(), "epoch": self.epoch, "proposed": self.proposed, "checked": self.checked,
             "simulated": self.simulated, "dispatched": self.dispatched, "acknowledged": self.acknowledged,
             "applied": self.applied, "rejected": self.rejected, "failed": self.failed, "heartbeats": self.heartbeats,
-            "locked": list(self.locked), "bootstrapped": list(self.bootstrapped),
-            "plans": {c: p.plan_id for c, p in self.plans.items()}, "outcome": dict(self.outcome),
+            "unchanged": list(self.unchanged), "optimizer_s": round(self.optimizer_s, 4), "locked": list(self.locked), "bootstrapped": list(self.bootstrapped),
+            "plans": {c: p.plan_id for c, p in self.plans.items()}, "outcome": {c: str(o) for c, o in self.outcome.items()},
             "verdict": self.verdict, "errors": list(self.errors), "duration_s": round(self.duration_s, 3),
         }
 
 
 class CentralService:
-    """Runs the closed loop for one corridor."""
+    """Runs the closed loop for one corridor, through its ports (see the module docstring)."""
 
-    def __init__(self, settings: Settings, corridor: Corridor, *, dsn: str, gate: Gate | None,
-                 dispatcher: Dispatcher, apply_timeout_s: float | None = None, actor: str = ACTOR) -> None:
+    def __init__(self, settings: Settings, corridor: Corridor, *, counts: CountsReader, sender: PlanSender,
+                 ledger: PlanLedger, gate: Gate | None, apply_timeout_s: float | None = None,
+                 actor: str = ACTOR) -> None:
         self.settings = settings
         self.corridor = corridor
         self.specs: dict[str, IntersectionSpec] = corridor.by_id()
-        self._dsn = dsn
+        self._counts = counts
+        self._ledger = ledger
         self._gate = gate
-        self._dispatcher = dispatcher
+        self._sender = sender
         self._actor = actor
         # how long to wait for "applied" after "accepted": the field applies at a cycle boundary
         self._apply_timeout_s = (apply_timeout_s if apply_timeout_s is not None
@@ -144,23 +157,32 @@ class CentralService:
         self._registered = False
         self._epoch = 0
 
+    @classmethod
+    def on_postgres(cls, settings: Settings, corridor: Corridor, *, dsn: str, dispatcher: PlanSender,
+                    gate: Gate | None, apply_timeout_s: float | None = None, actor: str = ACTOR) -> CentralService:
+        """The production wiring: counts and the plan record in PostgreSQL at ``dsn``, plans over ``dispatcher``."""
+        from controller.pg_adapters import PostgresCounts, PostgresLedger  # psycopg only where it is used
+
+        return cls(settings, corridor, counts=PostgresCounts(dsn), sender=dispatcher, ledger=PostgresLedger(dsn),
+                   gate=gate, apply_timeout_s=apply_timeout_s, actor=actor)
+
     @property
     def epochs_run(self) -> int:
         """How many epochs this service has started."""
         return self._epoch
 
     # ---- engineer overrides ------------------------------------------------
-    def lock(self, controller_id: str, reason: str, actor: str) -> lock_store.Lock:
+    def lock(self, controller_id: str, reason: str, actor: str) -> Lock:
         """Keep ``controller_id`` on its current plan: the optimizer skips it until unlocked."""
         self._known(controller_id)
-        with db.connect(self._dsn, autocommit=True) as conn:
-            return lock_store.lock(conn, controller_id, reason, actor)
+        with self._ledger.session() as book:
+            return book.lock(controller_id, reason, actor)
 
     def unlock(self, controller_id: str, actor: str, reason: str = "") -> bool:
         """Hand ``controller_id`` back to the optimizer; False if it was not locked."""
         self._known(controller_id)
-        with db.connect(self._dsn, autocommit=True) as conn:
-            return lock_store.unlock(conn, controller_id, actor, reason)
+        with self._ledger.session() as book:
+            return book.unlock(controller_id, actor, reason)
 
     def set_bounds(self, controller_id: str, bounds: Bounds | None, actor: str) -> None:
         """Keep the optimizer inside ``bounds`` for ``controller_id`` (None removes them).
@@ -193,26 +215,27 @@ class CentralService:
         spec = self._known(plan.controller_id)
         cid = plan.controller_id
         report = EpochReport(now=datetime.now(timezone.utc), epoch=self._epoch)
-        with db.connect(self._dsn, autocommit=True) as conn:
+        with self._ledger.session() as book:
             if not self._registered:
-                store.register_controller(conn, spec)
-            version = store.next_version(conn, cid)
+                book.register_controller(spec)
+            version = book.next_version(cid)
             if plan.version < version:
                 plan = replace(plan, version=version)
-            store.record_proposed(conn, plan, actor, reason)
+            book.record_proposed(plan, actor, reason)
             report.proposed += 1
             report.plans[cid] = plan
             violations = check_plan(plan, spec)
-            store.set_safety(conn, plan.plan_id, violations)
+            book.set_safety(plan.plan_id, violations)
             if violations:
-                self._step(conn, plan, store.REJECTED, report, stage="safety", rules=[v.rule for v in violations])
+                self._step(book, plan, PlanState.REJECTED, report, stage="safety",
+                           rules=[v.rule for v in violations])
                 raise UnsafePlanError(violations)
-            self._step(conn, plan, store.CHECKED, report)
+            self._step(book, plan, PlanState.CHECKED, report)
             report.checked += 1
             if lock:
-                lock_store.lock(conn, cid, reason or "engineer plan", actor)
+                book.lock(cid, reason or "engineer plan", actor)
                 report.locked = (cid,)
-            self._dispatch(conn, {cid: plan}, report)
+            self._dispatch(book, {cid: plan}, report)
         return report
 
     # ---- the loop --------------------------------------------------------------
@@ -237,8 +260,8 @@ class CentralService:
 
     def reconcile(self) -> None:
         """Record field answers that arrived after the last epoch stopped waiting (e.g. at shutdown)."""
-        with db.connect(self._dsn, autocommit=True) as conn:
-            self._reconcile(conn)
+        with self._ledger.session() as book:
+            self._reconcile(book)
 
     def run_epoch(self, now: datetime, window_s: int) -> EpochReport:
         """One pass of the loop over the corridor; see the module docstring."""
@@ -247,27 +270,29 @@ class CentralService:
         started = time.monotonic()
         self._epoch += 1
         report = EpochReport(now=now, epoch=self._epoch)
-        with db.connect(self._dsn, autocommit=True) as conn:
+        with self._ledger.session() as book:
             try:
-                self._run(conn, now, window_s, report)
+                self._run(book, now, window_s, report)
             except TrafficError as exc:
                 log.exception("epoch %d stopped", self._epoch)
                 report.errors.append(f"{type(exc).__name__}: {exc}")
             try:  # also after a failed epoch: that is when the field most needs to hear from us
-                self._heartbeat(conn, report)
+                self._heartbeat(book, report)
             except TrafficError as exc:
                 log.exception("epoch %d: heartbeat failed", self._epoch)
                 report.errors.append(f"heartbeat: {type(exc).__name__}: {exc}")
         report.duration_s = time.monotonic() - started
         return report
 
-    def _run(self, conn: psycopg.Connection, now: datetime, window_s: int, report: EpochReport) -> None:
+    def _run(self, book: PlanBook, now: datetime, window_s: int, report: EpochReport) -> None:
+        if window_s <= 0:
+            raise TrafficError(f"empty demand window of {window_s} s")
         if not self._registered:
             for spec in self.specs.values():
-                store.register_controller(conn, spec)
+                book.register_controller(spec)
             self._registered = True
-        self._reconcile(conn)
-        report.locked = tuple(sorted(set(lock_store.locked(conn)) & set(self.specs)))
+        self._reconcile(book)
+        report.locked = tuple(sorted(set(book.locked()) & set(self.specs)))
         free = [c for c in self.specs if c not in report.locked]
         for cid in report.locked:
             report.outcome[cid] = "locked"
@@ -275,46 +300,55 @@ class CentralService:
             return
         incumbents: dict[str, TimingPlan] = {}
         for cid in free:
-            incumbents[cid], bootstrapped = self._incumbent(conn, self.specs[cid])
+            incumbents[cid], bootstrapped = self._incumbent(book, self.specs[cid])
             if bootstrapped:
                 report.bootstrapped += (cid,)
         for cid in report.locked:  # not re-planned, but their offsets anchor the corridor's bandwidth offsets
-            locked_plan = store.active_plan(conn, cid)
+            locked_plan = book.active_plan(cid)
             if locked_plan is not None:
                 incumbents[cid] = locked_plan
         start = now - timedelta(seconds=window_s)
-        demands = {cid: phase_demand(conn, self.specs[cid], start=start, end=now, settings=self.settings,
-                                     previous=self._previous.get(cid)) for cid in free}
+        totals = self._counts.totals(free, start, now)
+        failed = self._counts.failed(free, now)
+        demands = {cid: estimate(self.specs[cid], totals.get(cid, {}), self.settings.optimizer,
+                                 previous=self._previous.get(cid), start=start, end=now, failed=failed.get(cid))
+                   for cid in free}
         self._previous.update(demands)
-        versions = {cid: store.next_version(conn, cid) for cid in free}
+        versions = {cid: book.next_version(cid) for cid in free}
+        started = time.perf_counter()
         proposals = optimize_corridor(self.corridor, demands, incumbents, self.settings.optimizer, versions,
                                       exclude=report.locked, bounds=self._bounds)
+        report.optimizer_s += time.perf_counter() - started
 
         candidates: dict[str, TimingPlan] = {}
         for cid, proposal in proposals.items():
             plan = proposal.plan
+            if _same_timing(plan, incumbents[cid]) and self._ours(book, incumbents[cid]):
+                report.unchanged += (cid,)
+                report.outcome[cid] = UNCHANGED
+                continue
             report.plans[cid] = plan
-            store.record_proposed(conn, plan, "optimizer", plan.reason, detail={"explanation": proposal.explanation})
+            book.record_proposed(plan, "optimizer", plan.reason, detail={"explanation": proposal.explanation})
             report.proposed += 1
             violations = check_plan(plan, self.specs[cid])
-            store.set_safety(conn, plan.plan_id, violations)
+            book.set_safety(plan.plan_id, violations)
             if violations:
-                self._step(conn, plan, store.REJECTED, report, stage="safety",
+                self._step(book, plan, PlanState.REJECTED, report, stage="safety",
                            rules=[v.rule for v in violations], violations=[v.to_dict() for v in violations])
                 continue
-            self._step(conn, plan, store.CHECKED, report)
+            self._step(book, plan, PlanState.CHECKED, report)
             report.checked += 1
             candidates[cid] = plan
         if not candidates:
             return
         context = EpochContext(now, window_s, self._epoch, self.corridor, demands,
                                {c: p.explanation for c, p in proposals.items()}, self.settings)
-        if not self._simulate(conn, candidates, incumbents, context, report):
+        if not self._simulate(book, candidates, incumbents, context, report):
             return
-        self._dispatch(conn, candidates, report)
+        self._dispatch(book, candidates, report)
 
     # ---- steps -------------------------------------------------------------------
-    def _simulate(self, conn: psycopg.Connection, candidates: dict[str, TimingPlan],
+    def _simulate(self, book: PlanBook, candidates: dict[str, TimingPlan],
                   incumbents: dict[str, TimingPlan], context: EpochContext, report: EpochReport) -> bool:
         if self._gate is None:
             return True
@@ -325,59 +359,62 @@ class CentralService:
             log.exception("validation gate failed")
             report.errors.append(f"gate: {type(exc).__name__}: {exc}")
             for plan in candidates.values():
-                store.set_verdict(conn, plan.plan_id, {"accepted": False, "error": str(exc)})
-                self._step(conn, plan, store.FAILED, report, stage="gate", error=str(exc))
+                book.set_verdict(plan.plan_id, {"accepted": False, "error": str(exc)})
+                self._step(book, plan, PlanState.FAILED, report, stage="gate", error=str(exc))
             return False
         report.verdict = numbers
         for plan in candidates.values():
-            store.set_verdict(conn, plan.plan_id, numbers)
+            book.set_verdict(plan.plan_id, numbers)
         if not verdict.accepted:
             for plan in candidates.values():
-                self._step(conn, plan, store.REJECTED, report, stage="gate", reason=verdict.reason, verdict=numbers)
+                self._step(book, plan, PlanState.REJECTED, report, stage="gate", reason=verdict.reason,
+                           verdict=numbers)
             return False
         for plan in candidates.values():
-            self._step(conn, plan, store.SIMULATED, report, verdict=numbers)
+            self._step(book, plan, PlanState.SIMULATED, report, verdict=numbers)
             report.simulated += 1
         return True
 
-    def _dispatch(self, conn: psycopg.Connection, candidates: dict[str, TimingPlan], report: EpochReport) -> None:
+    def _dispatch(self, book: PlanBook, candidates: dict[str, TimingPlan], report: EpochReport) -> None:
         control = self.settings.control
         for cid, plan in candidates.items():
-            self._step(conn, plan, store.DISPATCHED, report, expiry_s=control.plan_expiry_s,
-                       topic=topics.topic(self._dispatcher.site, cid, topics.PLAN_SET))
+            self._step(book, plan, PlanState.DISPATCHED, report, expiry_s=control.plan_expiry_s,
+                       topic=topics.topic(self._sender.site, cid, topics.PLAN_SET))
             report.dispatched += 1
 
         answers = self._send_all(candidates, skip_offline=True)
         waiting: list[TimingPlan] = []
         for cid, answer in answers.items():
             plan = candidates[cid]
-            self._record_signature(conn, plan.plan_id)
+            self._record_signature(book, plan.plan_id)
             if isinstance(answer, Exception):
-                state = store.REJECTED if isinstance(answer, UnsafePlanError) else store.FAILED
-                self._step(conn, plan, state, report, stage="dispatch", error=str(answer))
+                state = PlanState.REJECTED if isinstance(answer, UnsafePlanError) else PlanState.FAILED
+                self._step(book, plan, state, report, stage="dispatch", error=str(answer))
                 continue
             if answer.status == messages.REJECTED:
-                self._step(conn, plan, store.REJECTED, report, stage="field", rule=answer.rule, reason=answer.reason)
+                self._step(book, plan, PlanState.REJECTED, report, stage="field", rule=answer.rule,
+                           reason=answer.reason)
                 continue
             report.acknowledged += 1
             if answer.status == messages.APPLIED:
-                self._step(conn, plan, store.ACTIVE, report, at=_iso(answer.at))
+                self._step(book, plan, PlanState.ACTIVE, report, at=_iso(answer.at))
                 report.applied += 1
             else:
-                self._step(conn, plan, store.ACCEPTED, report)
+                self._step(book, plan, PlanState.ACCEPTED, report)
                 waiting.append(plan)
         deadline = time.monotonic() + self._apply_timeout_s
         for plan in waiting:
             try:
-                result = self._dispatcher.await_applied(plan.plan_id, max(0.0, deadline - time.monotonic()))
+                result = self._sender.await_applied(plan.plan_id, max(0.0, deadline - time.monotonic()))
             except DispatchError:
                 log.info("plan %s accepted, not applied yet; the next epoch reconciles it", plan.plan_id)
                 continue
             if result.status == messages.APPLIED:
-                self._step(conn, plan, store.ACTIVE, report, at=_iso(result.at), reason=result.reason)
+                self._step(book, plan, PlanState.ACTIVE, report, at=_iso(result.at), reason=result.reason)
                 report.applied += 1
             else:
-                self._step(conn, plan, store.REJECTED, report, stage="field", rule=result.rule, reason=result.reason)
+                self._step(book, plan, PlanState.REJECTED, report, stage="field", rule=result.rule,
+                           reason=result.reason)
 
     def _send_all(self, plans: dict[str, TimingPlan], *, skip_offline: bool
                   ) -> dict[str, messages.PlanResult | Exception]:
@@ -387,11 +424,11 @@ class CentralService:
 
         def send(cid: str) -> messages.PlanResult | Exception:
             if skip_offline:
-                status = self._dispatcher.field_status(cid)
+                status = self._sender.field_status(cid)
                 if status is not None and status.state == messages.OFFLINE:
                     return DispatchError(f"{cid} is offline")
             try:
-                return self._dispatcher.dispatch(plans[cid], self.specs[cid], expiry_s=control.plan_expiry_s,
+                return self._sender.dispatch(plans[cid], self.specs[cid], expiry_s=control.plan_expiry_s,
                                                  timeout_s=control.ack_timeout_s)
             except (DispatchError, TransportError, UnsafePlanError) as exc:
                 return exc
@@ -399,17 +436,17 @@ class CentralService:
         with ThreadPoolExecutor(max_workers=min(16, len(plans))) as pool:
             return dict(zip(plans, pool.map(send, plans)))
 
-    def _record_signature(self, conn: psycopg.Connection, plan_id: str) -> None:
+    def _record_signature(self, book: PlanBook, plan_id: str) -> None:
         """Audit: keep the signature of exactly what was published (nothing when unsigned or unpublished)."""
-        signed = self._dispatcher.signed_plan(plan_id)
+        signed = self._sender.signed_plan(plan_id)
         if signed is None:
             return
         try:
-            audit.record_signature(conn, signed)
+            book.record_signature(signed)
         except TrafficError:
             log.exception("could not record the signature of plan %s", plan_id)
 
-    def _heartbeat(self, conn: psycopg.Connection, report: EpochReport) -> None:
+    def _heartbeat(self, book: PlanBook, report: EpochReport) -> None:
         """Re-send the active plan to controllers that got nothing new this epoch (see module docstring).
 
         Only plans this centre dispatched are re-sent (a bootstrap or the
@@ -419,18 +456,15 @@ class CentralService:
         """
         if not self._registered:
             return
-        in_flight = (store.DISPATCHED, store.ACCEPTED, store.ACTIVE, store.FAILED)
+        in_flight = (PlanState.DISPATCHED, PlanState.ACCEPTED, PlanState.ACTIVE, PlanState.FAILED)
         due: dict[str, TimingPlan] = {}
         for cid in self.specs:
             if report.outcome.get(cid) in in_flight:
                 continue
-            active = store.active_plan(conn, cid)
-            if active is None:
+            active = book.active_plan(cid)
+            if active is None or not self._ours(book, active):
                 continue
-            record = store.get_plan(conn, active.plan_id)
-            if record is None or not any(e.state == store.DISPATCHED for e in record.events):
-                continue
-            status = self._dispatcher.field_status(cid)
+            status = self._sender.field_status(cid)
             if status is not None and status.state == messages.OFFLINE:
                 continue
             due[cid] = active
@@ -446,67 +480,73 @@ class CentralService:
                 detail.update(answer=answer.status, rule=answer.rule, reason=answer.reason)
                 if answer.status != messages.REJECTED:
                     report.heartbeats += 1
-            store.record_note(conn, due[cid].plan_id, self._actor, detail)
+            book.record_note(due[cid].plan_id, self._actor, detail)
 
-    def _step(self, conn: psycopg.Connection, plan: TimingPlan, state: str, report: EpochReport,
+    @staticmethod
+    def _ours(book: PlanBook, plan: TimingPlan) -> bool:
+        """Whether this centre dispatched ``plan`` (a bootstrap or the field's own plan is not ours to keep)."""
+        record = book.get_plan(plan.plan_id)
+        return record is not None and any(e.state == PlanState.DISPATCHED for e in record.events)
+
+    def _step(self, book: PlanBook, plan: TimingPlan, state: PlanState, report: EpochReport,
               **detail: Any) -> None:
-        store.record_state(conn, plan.plan_id, state, self._actor, detail)
+        book.record_state(plan.plan_id, state, self._actor, detail)
         report.outcome[plan.controller_id] = state
-        if state == store.REJECTED:
+        if state == PlanState.REJECTED:
             report.rejected += 1
-        elif state == store.FAILED:
+        elif state == PlanState.FAILED:
             report.failed += 1
 
     # ---- incumbents and reconciliation -----------------------------------------------
-    def _incumbent(self, conn: psycopg.Connection, spec: IntersectionSpec) -> tuple[TimingPlan, bool]:
+    def _incumbent(self, book: PlanBook, spec: IntersectionSpec) -> tuple[TimingPlan, bool]:
         """(plan in force, whether it had to be bootstrapped into the store)."""
         cid = spec.controller_id
-        stored = store.active_plan(conn, cid)
-        reported = self._dispatcher.field_active(cid)
+        stored = book.active_plan(cid)
+        reported = self._sender.field_active(cid)
         if reported is not None and reported.controller_id != cid:
             log.warning("%s: plan/active carries a plan for %s; ignored", cid, reported.controller_id)
             reported = None
         if reported is not None and (stored is None or reported.plan_id != stored.plan_id):
-            record = store.get_plan(conn, reported.plan_id, with_events=False)
+            record = book.get_plan(reported.plan_id, with_events=False)
             if record is None:
-                adopted = reported if reported.version >= store.next_version(conn, cid) \
-                    else replace(reported, version=store.next_version(conn, cid))
-                store.record_proposed(conn, adopted, BOOTSTRAP_ACTOR, "plan the field reports on plan/active")
-                store.record_state(conn, adopted.plan_id, store.ACTIVE, BOOTSTRAP_ACTOR,
+                adopted = reported if reported.version >= book.next_version(cid) \
+                    else replace(reported, version=book.next_version(cid))
+                book.record_proposed(adopted, BOOTSTRAP_ACTOR, "plan the field reports on plan/active")
+                book.record_state(adopted.plan_id, PlanState.ACTIVE, BOOTSTRAP_ACTOR,
                                    {"bootstrap": True, "source": "field plan/active"})
                 return adopted, True
             try:
-                store.record_state(conn, record.plan_id, store.ACTIVE, self._actor, {"source": "field plan/active"})
+                book.record_state(record.plan_id, PlanState.ACTIVE, self._actor, {"source": "field plan/active"})
             except PlanError as exc:
                 log.warning("%s: field runs plan %s but the store cannot follow (%s)", cid, record.plan_id, exc)
             return record.plan, False
         if stored is not None:
             return stored, False
-        default = spec.default_plan(version=store.next_version(conn, cid), created_by=BOOTSTRAP_ACTOR)
-        store.record_proposed(conn, default, BOOTSTRAP_ACTOR, "no plan known: the spec's default plan")
-        store.record_state(conn, default.plan_id, store.ACTIVE, BOOTSTRAP_ACTOR,
+        default = spec.default_plan(version=book.next_version(cid), created_by=BOOTSTRAP_ACTOR)
+        book.record_proposed(default, BOOTSTRAP_ACTOR, "no plan known: the spec's default plan")
+        book.record_state(default.plan_id, PlanState.ACTIVE, BOOTSTRAP_ACTOR,
                            {"bootstrap": True, "source": "spec.default_plan"})
         return default, True
 
-    def _reconcile(self, conn: psycopg.Connection) -> None:
+    def _reconcile(self, book: PlanBook) -> None:
         """Follow answers that arrived after an epoch stopped waiting; close plans an epoch left behind."""
         for cid in self.specs:
-            for record in store.plans_in_state(conn, cid, STALE_STATES):
+            for record in book.plans_in_state(cid, STALE_STATES):
                 if record.created_by == "optimizer":
-                    store.record_state(conn, record.plan_id, store.FAILED, self._actor,
+                    book.record_state(record.plan_id, PlanState.FAILED, self._actor,
                                        {"stage": "reconcile", "error": "epoch ended before this plan was dispatched"})
-            active = self._dispatcher.field_active(cid)
+            active = self._sender.field_active(cid)
             # oldest first, so that when several were applied late the newest ends up active
-            for record in reversed(store.plans_in_state(conn, cid, PENDING_STATES)):
-                results = self._dispatcher.results(record.plan_id)
+            for record in reversed(book.plans_in_state(cid, PENDING_STATES)):
+                results = self._sender.results(record.plan_id)
                 if any(r.status == messages.APPLIED for r in results) or (active and active.plan_id == record.plan_id):
-                    store.record_state(conn, record.plan_id, store.ACTIVE, self._actor, {"source": "late answer"})
-                elif record.state != store.FAILED and any(r.status == messages.REJECTED for r in results):
-                    store.record_state(conn, record.plan_id, store.REJECTED, self._actor, {"source": "late answer"})
-            current = store.active_plan(conn, cid)
-            for record in store.plans_in_state(conn, cid, (store.ACCEPTED,)):
+                    book.record_state(record.plan_id, PlanState.ACTIVE, self._actor, {"source": "late answer"})
+                elif record.state != PlanState.FAILED and any(r.status == messages.REJECTED for r in results):
+                    book.record_state(record.plan_id, PlanState.REJECTED, self._actor, {"source": "late answer"})
+            current = book.active_plan(cid)
+            for record in book.plans_in_state(cid, (PlanState.ACCEPTED,)):
                 if current is not None and record.version < current.version:
-                    store.record_state(conn, record.plan_id, store.FAILED, self._actor,
+                    book.record_state(record.plan_id, PlanState.FAILED, self._actor,
                                        {"stage": "reconcile", "error": f"never applied; plan v{current.version} "
                                                                         "is in force"})
 
@@ -515,6 +555,14 @@ class CentralService:
         if spec is None:
             raise PlanError(f"{controller_id!r} is not in corridor {self.corridor.name}")
         return spec
+
+
+def _same_timing(a: TimingPlan, b: TimingPlan) -> bool:
+    """Whether two plans time the junction identically (then the running plan is kept and re-sent)."""
+    return (a.mode == b.mode and a.splitCoordPhase == b.splitCoordPhase
+            and abs(a.patternOffsetTime - b.patternOffsetTime) < 0.05
+            and [(p.phase, p.splitTime, p.phaseMaximum1, p.phasePassage) for p in a.phases]
+            == [(p.phase, p.splitTime, p.phaseMaximum1, p.phasePassage) for p in b.phases])
 
 
 def _json_safe(value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""The in-process adaptive loop: the bus carries the real payloads; the loop beats the fixed plan."""
+"""The central loop on in-process adapters: the bus carries the real payloads; the loop beats the fixed plan."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from app.sim_adaptive import CLOCK_ORIGIN, InProcessBus, SimCentral, run_adaptive
+from app.sim_adaptive import CLOCK_ORIGIN, SimClock, run_adaptive
+from controller.inprocess import InProcessBus, InProcessCounts, InProcessSender, MemoryLedger
+from controller.service import CentralService
 from field_firmware_stubs.emulator import DetectorReading, FieldEmulator
 from field_firmware_stubs.samples import four_leg
 from traffic import messages, topics
@@ -47,16 +49,41 @@ def test_central_sends_checked_plans_and_then_heartbeats_the_same_plan():
     emulator = _emulator(bus)
     emulator.tick(0.0, {})
     corridor = Corridor("one", (SPEC,))
-    central = SimCentral(corridor, Settings(), bus, lambda s: CLOCK_ORIGIN + timedelta(seconds=s))
-    first = central.epoch(600.0, 600.0, {"c0": emulator.tod_plan})
-    assert list(first["sent"]) == ["c0"] and first["refused"] == {}
-    plan = central.active["c0"]
+    clock = SimClock()
+    ledger = MemoryLedger(clock)
+    central = CentralService(Settings(), corridor, counts=InProcessCounts(bus), sender=InProcessSender(bus, clock),
+                             ledger=ledger, gate=None, apply_timeout_s=0.0)
+    clock.sim_s = 600.0
+    first = central.run_epoch(clock(), 600)
+    assert first.dispatched == 1 and first.outcome == {"c0": "accepted"} and first.errors == []
+    plan = first.plans["c0"]
     assert plan.mode == "free" and [r.status for r in bus.results[plan.plan_id]] == [messages.ACCEPTED]
-    # same (empty) demand again: nothing new, the active plan is re-sent as the heartbeat
-    emulator.tick(600.0, {})  # the field's clock keeps up with the centre's (it judges the plan's expiry on it)
-    second = central.epoch(1200.0, 600.0, {"c0": emulator.tod_plan})
-    assert second["sent"] == {} and second["heartbeat"] == ["c0"]
+    assert [e.state for e in ledger.history("c0")[0].events] == ["proposed", "checked", "dispatched", "accepted"]
+    # same (empty) demand again: nothing new; the plan (applied meanwhile) is re-sent as the heartbeat
+    emulator.tick(1200.0, {})  # the field's clock keeps up with the centre's (it judges the plan's expiry on it)
+    clock.sim_s = 1200.0
+    second = central.run_epoch(clock(), 600)
+    assert second.unchanged == ("c0",) and second.proposed == 0 and second.heartbeats == 1
+    assert ledger.active_plan("c0") == plan  # reconciled from the field's late "applied"
     assert emulator.stats.plans_accepted == 1 and emulator.stats.plans_rejected == 0
+
+
+def test_memory_ledger_refuses_the_moves_the_store_refuses():
+    from controller.lifecycle import PlanState
+    from traffic.errors import PlanError
+
+    ledger = MemoryLedger()
+    plan = SPEC.default_plan(version=3)
+    ledger.record_proposed(plan, "optimizer", "test")
+    with pytest.raises(PlanError, match="versions must increase"):
+        ledger.record_proposed(SPEC.default_plan(version=2), "optimizer", "older")
+    with pytest.raises(PlanError, match="cannot go from proposed to active"):
+        ledger.record_state(plan.plan_id, PlanState.ACTIVE, "central")
+    ledger.record_state(plan.plan_id, PlanState.CHECKED, "central")
+    ledger.record_state(plan.plan_id, PlanState.REJECTED, "central")
+    with pytest.raises(PlanError, match="final state"):
+        ledger.record_state(plan.plan_id, PlanState.CHECKED, "central")
+    assert ledger.next_version("c0") == 4
 
 
 @pytest.mark.slow

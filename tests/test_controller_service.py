@@ -46,11 +46,11 @@ class StubGate:
         return StubVerdict(self.accept, "better" if self.accept else "worse than incumbent")
 
 
-def _counts(dsn):
+def _counts(dsn, end=NOW, scale=1):
     rows = []
     for minute in range(10):
-        ts = NOW - timedelta(minutes=10 - minute)
-        for cid, heavy in (("c0", 14), ("c1", 20)):
+        ts = end - timedelta(minutes=10 - minute)
+        for cid, heavy in (("c0", 14 * scale), ("c1", 20 * scale)):
             for det, n in (("d1", heavy), ("d2", heavy // 2), ("d3", heavy // 2), ("d4", 6), ("d5", 5)):
                 rows.append((cid, det, ts, 60, n, 10.0, None))
     with db.connect(dsn, autocommit=True) as conn, conn.cursor() as cur:
@@ -75,7 +75,7 @@ SILENT = replace(SETTINGS, control=replace(SETTINGS.control, ack_timeout_s=0.5))
 
 def _service(rig, gate, settings=SETTINGS):
     dsn, dispatcher, _ = rig
-    return CentralService(settings, CORRIDOR, dsn=dsn, gate=gate, dispatcher=dispatcher)
+    return CentralService.on_postgres(settings, CORRIDOR, dsn=dsn, gate=gate, dispatcher=dispatcher)
 
 
 def test_epoch_happy_path(rig):
@@ -111,14 +111,34 @@ def test_epoch_happy_path(rig):
 def test_second_epoch_builds_on_the_active_plan(rig):
     service = _service(rig, None)  # no gate configured: checked plans go straight to dispatch
     first = service.run_epoch(NOW, 600)
+    _counts(rig[0], end=NOW + timedelta(minutes=10), scale=2)  # demand doubles: the plans must change
     second = service.run_epoch(NOW + timedelta(minutes=10), 600)
     assert first.simulated == 0 and first.applied == 2
-    assert second.bootstrapped == () and second.applied == 2
+    assert second.bootstrapped == () and second.applied == 2 and second.unchanged == ()
     for cid in ("c0", "c1"):
         assert second.plans[cid].version == first.plans[cid].version + 1
         explanation_incumbent = second.plans[cid]
         assert abs(explanation_incumbent.patternCycleTime - first.plans[cid].patternCycleTime) <= \
             SETTINGS.optimizer.max_cycle_step_s
+
+
+def test_same_timing_again_is_not_a_new_plan_but_a_heartbeat(rig):
+    """Demand unchanged: the optimizer's plan times the junction as the one running; nothing new is recorded."""
+    dsn, _, fields = rig
+    service = _service(rig, None)
+    first = service.run_epoch(NOW, 600)
+    _counts(dsn, end=NOW + timedelta(minutes=10))  # the same counts again, one window later
+    second = service.run_epoch(NOW + timedelta(minutes=10), 600)
+    assert first.applied == 2
+    assert set(second.unchanged) == {"c0", "c1"} and second.proposed == 0 and second.dispatched == 0
+    assert second.heartbeats == 2 and second.outcome == {"c0": "unchanged", "c1": "unchanged"}
+    with db.connect(dsn, autocommit=True) as conn:
+        for cid in ("c0", "c1"):
+            assert store.active_plan(conn, cid).plan_id == first.plans[cid].plan_id
+            assert store.next_version(conn, cid) == first.plans[cid].version + 1
+            assert store.get_plan(conn, first.plans[cid].plan_id).events[-1].detail["heartbeat"] is True
+    # the field heard the same plan twice: the dispatch, then the heartbeat re-send
+    assert [[p.plan_id for p, _ in f.received] for f in fields] == [[first.plans[c].plan_id] * 2 for c in ("c0", "c1")]
 
 
 def test_gate_rejection_keeps_incumbents(rig):
@@ -169,6 +189,7 @@ def test_locked_controller_is_not_reoptimised(rig):
     assert report.locked == ("c1",) and set(report.plans) == {"c0"}
     assert not fields[1].received
     assert service.unlock("c1", "engineer:anh") is True
+    _counts(rig[0], end=NOW + timedelta(minutes=10), scale=2)  # new demand: both get a new plan
     assert set(service.run_epoch(NOW + timedelta(minutes=10), 600).plans) == {"c0", "c1"}
     with pytest.raises(PlanError):
         service.lock("zz", "x", "y")
@@ -197,6 +218,7 @@ def test_late_answer_is_reconciled_next_epoch(rig):
     deadline = time.monotonic() + 5
     while not dispatcher.results(late.plan_id) and time.monotonic() < deadline:
         time.sleep(0.05)
+    _counts(dsn, end=NOW + timedelta(minutes=10), scale=2)  # new demand: a new plan goes out (and fails)
     service.run_epoch(NOW + timedelta(minutes=10), 600)
     with db.connect(dsn, autocommit=True) as conn:
         record = store.get_plan(conn, late.plan_id)
@@ -234,7 +256,7 @@ def test_serve_runs_epochs_until_stopped(rig):
 
     dsn, dispatcher, _ = rig
     fast = replace(SETTINGS, control=replace(SETTINGS.control, epoch_s=1, count_interval_s=1))
-    service = CentralService(fast, CORRIDOR, dsn=dsn, gate=None, dispatcher=dispatcher)
+    service = CentralService.on_postgres(fast, CORRIDOR, dsn=dsn, gate=None, dispatcher=dispatcher)
     stop = threading.Event()
     worker = threading.Thread(target=service.serve, args=(stop,))
     worker.start()
@@ -280,7 +302,7 @@ def test_accepted_plans_become_active_at_reconcile(rig):
 
     dsn, dispatcher, _ = rig
     # the closed loop does not wait for "applied" (the world is paused while the centre decides)
-    service = CentralService(SETTINGS, CORRIDOR, dsn=dsn, gate=None, dispatcher=dispatcher, apply_timeout_s=0.0)
+    service = CentralService.on_postgres(SETTINGS, CORRIDOR, dsn=dsn, gate=None, dispatcher=dispatcher, apply_timeout_s=0.0)
     report = service.run_epoch(NOW, 600)
     assert report.acknowledged == 2 and report.applied == 0
     assert set(report.outcome.values()) == {"accepted"}
@@ -303,6 +325,7 @@ def test_heartbeat_resends_active_plan_when_nothing_new(rig):
     assert first.applied == 2 and first.heartbeats == 0
     service.lock("c1", "festival", "engineer:lan")
     gate.accept = False
+    _counts(dsn, end=NOW + timedelta(minutes=10), scale=2)  # new demand: c0 gets a new plan, which the gate refuses
     second = service.run_epoch(NOW + timedelta(minutes=10), 600)
     assert second.locked == ("c1",) and second.rejected == 1 and second.dispatched == 0
     assert second.heartbeats == 2

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboards import report
+from app import report
 from tests.test_dashboards_atspm import SPEC, T0, twin_dsn  # noqa: F401  (fixture)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
