@@ -1,9 +1,10 @@
 """Partition maintenance and retention for the detector time series.
 
-Migration ``110_sensors_storage.sql`` lays the table out (TimescaleDB
-hypertable, or native daily range partitions with a DEFAULT partition on
-plain PostgreSQL) and defines the SQL functions ``ensure_partitions`` and
-``apply_retention``; this module is their Python face, plus the pure logic
+Migration ``110_sensors_storage.sql`` lays the table out (native daily
+range partitions with a DEFAULT partition on plain PostgreSQL; the
+hypertables come from ``100_sensors.sql`` / ``120_timescaledb.sql``) and
+defines ``ensure_partitions``; ``120_timescaledb.sql`` defines
+``apply_retention`` for every layout. This module is their Python face, plus the pure logic
 that decides which days a batch needs (unit-tested without a database).
 
 Why ingest creates partitions itself instead of a cron job: a worker may
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
 from sensors._conn import ConnOrDsn, connection
+from traffic.db import is_hypertable
 from traffic.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -41,10 +43,25 @@ PLAIN = "plain"
 
 @dataclass(frozen=True)
 class RetentionResult:
-    """What :func:`apply_retention` removed."""
+    """What :func:`apply_retention` removed; every field means the same on every layout.
+
+    ``rows_deleted``: rows of ``detector_counts`` and ``controller_events``
+    before the cut-off that are gone, whether they went with a dropped
+    partition or chunk or were deleted one by one (the same number for the
+    same data on plain PostgreSQL and on TimescaleDB).
+    ``partitions_dropped``: whole daily storage units of ``detector_counts``
+    dropped: daily partitions, or 1-day chunks.
+    ``rollup_rows_deleted``: materialized rows of the continuous aggregate
+    ``detector_counts_15min_cagg`` dropped (0 without it: the plain view
+    stores nothing). ``cutoff``: the first instant kept (a UTC midnight).
+    ``layout``: ``timescaledb``, ``partitioned`` or ``plain``.
+    """
 
     partitions_dropped: int
     rows_deleted: int
+    rollup_rows_deleted: int = 0
+    layout: str = ""
+    cutoff: datetime | None = None
 
 
 def utc_day(ts: datetime) -> date:
@@ -76,18 +93,29 @@ def ensure_partitions(conn_or_dsn: ConnOrDsn, start: datetime, end: datetime) ->
 
 
 def apply_retention(conn_or_dsn: ConnOrDsn, keep_days: int, at: datetime | None = None) -> RetentionResult:
-    """Drop detector data (and controller events) older than ``keep_days`` whole UTC days before ``at``."""
+    """Drop detector data, controller events and 15-minute rollups older than ``keep_days`` whole UTC days before ``at``.
+
+    Plain PostgreSQL: whole daily partitions dropped, stragglers deleted.
+    TimescaleDB (``detector_counts`` a hypertable): ``drop_chunks`` on both
+    tables and on ``detector_counts_15min_cagg``. Rows before the cut-off are
+    counted before they go (a run reads the expiring day once).
+    """
     if keep_days < 1:
         raise StorageError(f"keep_days must be >= 1, got {keep_days}")
     with connection(conn_or_dsn, "apply retention") as conn:
         if at is None:
-            row = conn.execute("SELECT * FROM apply_retention(%s)", (keep_days,)).fetchone()
+            row = conn.execute(_RETENTION + "(%s)", (keep_days,)).fetchone()
         else:
-            row = conn.execute("SELECT * FROM apply_retention(%s, %s)", (keep_days, at)).fetchone()
+            row = conn.execute(_RETENTION + "(%s, %s)", (keep_days, at)).fetchone()
     assert row is not None
-    result = RetentionResult(int(row[0]), int(row[1]))
+    layout_, cutoff, dropped, deleted, rollup_deleted = row
+    result = RetentionResult(int(dropped), int(deleted), int(rollup_deleted), str(layout_), cutoff)
     log.info("retention %d days: %s", keep_days, result)
     return result
+
+
+_RETENTION = ("SELECT layout, cutoff, partitions_dropped, rows_deleted, rollup_rows_deleted"
+              " FROM apply_retention")
 
 
 def partitions(conn_or_dsn: ConnOrDsn) -> list[str]:
@@ -101,9 +129,14 @@ def partitions(conn_or_dsn: ConnOrDsn) -> list[str]:
 
 
 def layout(conn_or_dsn: ConnOrDsn) -> str:
-    """``timescaledb``, ``partitioned`` or ``plain``: how detector_counts is stored here."""
+    """``timescaledb``, ``partitioned`` or ``plain``: how detector_counts is stored here.
+
+    ``timescaledb`` means detector_counts IS a hypertable
+    (``timescaledb_information.hypertables``); an installed extension over
+    tables migrated without it is still ``partitioned`` or ``plain``.
+    """
     with connection(conn_or_dsn, "storage layout") as conn:
-        if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone():
+        if is_hypertable(conn, "detector_counts"):
             return TIMESCALEDB
         if conn.execute("SELECT 1 FROM pg_partitioned_table WHERE partrelid = 'detector_counts'::regclass"
                         ).fetchone():

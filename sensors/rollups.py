@@ -4,6 +4,13 @@ The view (migration ``100_sensors.sql``) uses ``date_bin()``, so it works on
 plain PostgreSQL; with TimescaleDB the same view runs over the hypertable.
 Dashboards query the view by name; Python callers (demand estimation, the
 CLI) use :func:`counts_15min` or :func:`rollup` for another bucket width.
+
+With TimescaleDB, :func:`counts_15min` reads the continuous aggregate
+``detector_counts_15min_cagg`` instead (``120_timescaledb.sql``): the same
+columns and values as the view, real-time (buckets newer than the last
+refresh come from the raw rows), materialized every 5 minutes over the last
+7 days. Rows that arrive for older buckets reach it through
+:func:`refresh_rollups` (the view would show them at once).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from sensors._conn import ConnOrDsn, connection
 from traffic.errors import StorageError
 
 VIEW_15MIN = "detector_counts_15min"
+CAGG_15MIN = "detector_counts_15min_cagg"   # TimescaleDB only
 BUCKET_ORIGIN = "2000-01-01 00:00:00+00"   # fixed UTC midnight: buckets align to the quarter hour
 
 _COLUMNS = ("controller_id", "detector_id", "bucket", "vehicle_count", "motorcycle_count", "covered_s",
@@ -56,13 +64,38 @@ def _where(controller_id: str | None, start: datetime | None, end: datetime | No
 
 
 def counts_15min(conn_or_dsn: ConnOrDsn, *, controller_id: str | None = None, start: datetime | None = None,
-                 end: datetime | None = None) -> list[CountBucket]:
-    """Rows of the 15-minute view whose bucket starts in ``[start, end)``."""
+                 end: datetime | None = None, source: str = "auto") -> list[CountBucket]:
+    """Rows of the 15-minute rollup whose bucket starts in ``[start, end)``.
+
+    ``source``: ``auto`` (the continuous aggregate where it exists, else the
+    view), ``view`` or ``cagg``.
+    """
     where, params = _where(controller_id, start, end, sql.Identifier("bucket"))
-    query = sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY controller_id, detector_id, bucket").format(
-        sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)), sql.Identifier(VIEW_15MIN), where)
     with connection(conn_or_dsn, "15-minute rollup") as conn:
+        relation = _source(conn, source)
+        query = sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY controller_id, detector_id, bucket").format(
+            sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)), sql.Identifier(relation), where)
         return [_bucket(r) for r in conn.execute(query, params).fetchall()]
+
+
+def _source(conn: Any, source: str) -> str:
+    if source == "view":
+        return VIEW_15MIN
+    has_cagg = conn.execute("SELECT to_regclass(%s)", (CAGG_15MIN,)).fetchone()[0] is not None
+    if source == "cagg":
+        if not has_cagg:
+            raise StorageError(f"{CAGG_15MIN} does not exist here (TimescaleDB layout only)")
+        return CAGG_15MIN
+    if source != "auto":
+        raise StorageError(f"rollup source must be auto, view or cagg, got {source!r}")
+    return CAGG_15MIN if has_cagg else VIEW_15MIN
+
+
+def refresh_rollups(dsn: str, start: datetime | None = None, end: datetime | None = None) -> bool:
+    """Materialize ``[start, end)`` of the continuous aggregate now; False where there is none (plain PostgreSQL)."""
+    from traffic.db import refresh_rollup
+
+    return refresh_rollup(dsn, start, end)
 
 
 def rollup(conn_or_dsn: ConnOrDsn, width: timedelta, *, controller_id: str | None = None,

@@ -104,13 +104,7 @@ def plain_pg(pg_dsn: str) -> str:
     return pg_dsn
 
 
-def test_timescaledb_only_checks_are_skipped_on_plain_postgresql(pg_dsn):
-    with psycopg.connect(pg_dsn) as conn:
-        if not has_timescaledb(conn):
-            pytest.skip("TimescaleDB extension not installed (plain PostgreSQL): hypertables, compression, "
-                        "continuous aggregate and drop_chunks retention are not testable here")
-        assert partitions.layout(conn) == partitions.TIMESCALEDB
-        assert conn.execute("SELECT to_regclass('detector_counts_15min_cagg')").fetchone()[0] is not None
+# TimescaleDB layout, conversion and drop_chunks retention: tests/test_sensors_timescaledb.py
 
 
 def test_fresh_install_is_partitioned_by_day_with_a_default(plain_pg):
@@ -153,7 +147,8 @@ def test_retention_drops_old_partitions_and_old_stragglers(plain_pg):
                      (T0 - timedelta(days=8), T0))
     result = partitions.apply_retention(plain_pg, 3, at=T0)       # keep 2026-03-01 onwards
     assert result.partitions_dropped == 2                         # 02-27, 02-28
-    assert result.rows_deleted == 4 + 1                           # 02-23..02-26 from default, one event
+    assert result.rows_deleted == 2 + 4 + 1                       # the 2 dropped days, 02-23..02-26 from default, one event
+    assert (result.layout, result.cutoff, result.rollup_rows_deleted) == ("partitioned", T0 - timedelta(days=3) - timedelta(hours=17), 0)
     with psycopg.connect(plain_pg) as conn:
         left = [r[0] for r in conn.execute("SELECT interval_start FROM detector_counts ORDER BY 1")]
         assert left == [T0 - timedelta(days=k) for k in (3, 2, 1, 0)]

@@ -1,9 +1,8 @@
 -- sensors/: storage layout of the detector time series, for both back ends.
 --
--- TimescaleDB present (100_sensors.sql made the hypertables): compression
--- after 7 days, a 15-minute continuous aggregate with its refresh policy.
--- Retention is applied by apply_retention() (drop_chunks) so one call works
--- on both back ends.
+-- TimescaleDB present (100_sensors.sql made the hypertables): nothing here;
+-- 120_timescaledb.sql sets compression, the continuous aggregate and the
+-- hypertable branch of apply_retention().
 --
 -- Plain PostgreSQL: detector_counts becomes a table range-partitioned by day
 -- (UTC) on interval_start, with a DEFAULT partition so no row is ever
@@ -123,8 +122,8 @@ $$;
 -- Forget detector data older than keep_days whole UTC days before at:
 -- daily partitions entirely before the cut-off are dropped (instant, no
 -- vacuum debt), stragglers in the default partition (or an unpartitioned
--- table) and old controller events are deleted. With TimescaleDB,
--- drop_chunks does it. Returns what was removed.
+-- table) and old controller events are deleted. Returns what was removed.
+-- Superseded by the version in 120_timescaledb.sql (both layouts).
 CREATE OR REPLACE FUNCTION apply_retention(keep_days integer, at timestamptz DEFAULT now(),
                                            OUT partitions_dropped integer, OUT rows_deleted bigint)
 LANGUAGE plpgsql AS $$
@@ -139,14 +138,6 @@ BEGIN
     cutoff := (((at AT TIME ZONE 'UTC')::date - keep_days)::timestamp) AT TIME ZONE 'UTC';
     partitions_dropped := 0;
     rows_deleted := 0;
-    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
-        EXECUTE 'SELECT count(*) FROM drop_chunks(''detector_counts'', older_than => $1)'
-            INTO partitions_dropped USING cutoff;
-        EXECUTE 'SELECT count(*) FROM drop_chunks(''controller_events'', older_than => $1)'
-            INTO n USING cutoff;
-        partitions_dropped := partitions_dropped + n;
-        RETURN;
-    END IF;
     FOR part IN
         SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
          WHERE i.inhparent = 'detector_counts'::regclass AND c.relname ~ '^detector_counts_p[0-9]{8}$'
@@ -165,31 +156,7 @@ BEGIN
 END
 $$;
 
--- TimescaleDB only: compression and a 15-minute continuous aggregate.
--- WITH NO DATA because a continuous aggregate cannot be filled inside a
--- transaction (migrations run in one); the policy fills it.
-DO $$
-BEGIN
-    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
-        EXECUTE 'ALTER TABLE detector_counts SET (timescaledb.compress,'
-                ' timescaledb.compress_segmentby = ''controller_id, detector_id'','
-                ' timescaledb.compress_orderby = ''interval_start'')';
-        PERFORM add_compression_policy('detector_counts', INTERVAL '7 days', if_not_exists => TRUE);
-        EXECUTE 'ALTER TABLE controller_events SET (timescaledb.compress,'
-                ' timescaledb.compress_segmentby = ''device_id'', timescaledb.compress_orderby = ''ts'')';
-        PERFORM add_compression_policy('controller_events', INTERVAL '7 days', if_not_exists => TRUE);
-        EXECUTE 'CREATE MATERIALIZED VIEW IF NOT EXISTS detector_counts_15min_cagg'
-                ' WITH (timescaledb.continuous) AS'
-                ' SELECT controller_id, detector_id, time_bucket(INTERVAL ''15 minutes'', interval_start) AS bucket,'
-                ' sum(vehicle_count)::bigint AS vehicle_count, sum(motorcycle_count)::bigint AS motorcycle_count,'
-                ' sum(interval_s)::integer AS covered_s, count(*)::integer AS intervals,'
-                ' sum(occupancy_pct * interval_s) AS occupancy_seconds'
-                ' FROM detector_counts GROUP BY controller_id, detector_id, bucket WITH NO DATA';
-        PERFORM add_continuous_aggregate_policy('detector_counts_15min_cagg',
-                                                start_offset => INTERVAL '2 days',
-                                                end_offset => INTERVAL '15 minutes',
-                                                schedule_interval => INTERVAL '5 minutes',
-                                                if_not_exists => TRUE);
-    END IF;
-END
-$$;
+-- TimescaleDB (compression, the 15-minute continuous aggregate, their
+-- policies) moved to 120_timescaledb.sql: timescaledb_setup(), which also
+-- converts a database migrated without the extension. apply_retention() is
+-- replaced there too (layout by hypertable, not by extension; one result).
