@@ -32,7 +32,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from dashboards.queries import QUERIES
 from traffic.config import Settings
-from traffic.errors import ConfigError, TrafficError
+from traffic.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -309,17 +309,8 @@ def build_all(out_dir: Path, settings: Settings) -> list[Path]:
     return write_provisioning(Path(out_dir), **parts)
 
 
-def push(url: str, token: str, *, folder_uid: str | None = None) -> None:
-    """Upload the dashboards to a live Grafana with grafana-client (optional dependency)."""
-    try:
-        from grafana_client import GrafanaApi  # type: ignore[import-not-found]
-    except ImportError as exc:
-        raise ConfigError("pushing dashboards needs the grafana-client package (pip install grafana-client)") from exc
-    api = GrafanaApi.from_url(url=url, credential=token)
-    payload: dict[str, Any] = {"dashboard": corridor_overview(), "overwrite": True}
-    if folder_uid:
-        payload["folderUid"] = folder_uid
-    try:
-        api.dashboard.update_dashboard(payload)
-    except Exception as exc:  # grafana-client raises its own GrafanaException family
-        raise TrafficError(f"pushing dashboards to {url} failed: {exc}") from exc
+def push(url: str, token: str | None = None, *, folder_uid: str | None = None) -> None:
+    """Upload the data source, folder and every dashboard to a live Grafana (see :mod:`dashboards.push`)."""
+    from dashboards import push as push_module
+
+    push_module.push(url, token=token, folder_uid=folder_uid or push_module.FOLDER_UID)
