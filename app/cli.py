@@ -67,7 +67,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     dsn = args.dsn or settings.database.dsn
     if not dsn:
         raise TrafficError("no database: set TRAFFIC_DATABASE_DSN or pass --dsn")
-    applied = db.migrate(dsn)
+    applied = db.migrate(dsn, timescaledb=args.timescaledb)
     log.info("applied %s", applied)
     sys.stdout.write(("applied: " + ", ".join(applied) if applied else "schema up to date") + "\n")
     return 0
@@ -113,7 +113,20 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
                         ("--dsn", args.dsn)):
         if value:
             argv += [flag, value]
+    # SIGTERM hands the worker's share of the shared subscription back (sensors.worker); --keep-share keeps
+    # it for a lone worker being restarted; --retire drains the session and ends it for good
+    if args.keep_share:
+        argv.append("--keep-share")
+    if args.retire:
+        argv += ["--retire", "--retire-timeout-s", str(args.retire_timeout_s)]
     return worker.main(argv)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    """``traffic report``: the HTML report with ATSPM figures (app.report)."""
+    path = args.report_handler(args, _dsn(args))
+    sys.stdout.write(f"report written to {path}\n")
+    return 0
 
 
 def read_user_file(path: Path, what: str, *, limit: int = MAX_INPUT_BYTES) -> bytes:
@@ -306,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.add_argument("--dsn", default=None)
+    migrate.add_argument("--timescaledb", action="store_true",
+                         help="create the timescaledb extension (refused when the server lacks it) and convert "
+                              "the storage to hypertables, compression and the continuous aggregate")
     migrate.set_defaults(func=_cmd_migrate)
 
     ingest = sub.add_parser("ingest", help="run one MQTT to PostgreSQL ingest worker (scale out: several, "
@@ -315,6 +331,13 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--spool-dir", default="")
     ingest.add_argument("--mqtt-url", default="")
     ingest.add_argument("--dsn", default="")
+    ingest.add_argument("--keep-share", action="store_true",
+                        help="on stop keep this worker's share of the shared subscription (a lone worker "
+                             "being restarted); the default hands it back to the other workers")
+    ingest.add_argument("--retire", action="store_true",
+                        help="leave for good: drain what this client id's session holds, end the session, exit "
+                             "(also recovers the share of a worker that crashed and will not return)")
+    ingest.add_argument("--retire-timeout-s", type=float, default=60.0)
     ingest.set_defaults(func=_cmd_ingest)
 
     plan = sub.add_parser("plan", help="plan tools")
@@ -355,6 +378,15 @@ def build_parser() -> argparse.ArgumentParser:
     build = dash_sub.add_parser("build", help="write dashboard JSON and provisioning YAML")
     build.add_argument("--out", type=Path, required=True)
     build.set_defaults(func=_cmd_dashboards)
+    from dashboards.push import add_commands as _push
+    _push(dash_sub)  # `traffic dashboards push --url URL`
+    from app.report import add_commands as _report
+    _report(sub)  # `traffic report`
+    sub.choices["report"].set_defaults(func=_cmd_report)
+    from simulation.site_check import add_commands as _site_check
+    _site_check(sub)  # `traffic site check`
+    from simulation.partition import add_commands as _partition
+    _partition(sub)  # `traffic site partition`
     from traffic.security.cli import add_commands as _sec; _sec(sub)  # noqa: E702 - `traffic pki ...`
     import app.sim_adaptive  # noqa: F401 - registers the adaptive control and the centre's safety check
     from simulation.cli import add_commands as _sim

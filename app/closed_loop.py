@@ -219,7 +219,7 @@ def run_loop(settings: Settings, scenario, *, dsn: str, adaptive: bool, seed: in
         central = None
         if adaptive:
             dispatcher = Dispatcher(settings.mqtt, site, client_id=f"central-{label}-{clock_origin:%H%M%S}",
-                                    plan_signer=signer)
+                                    plan_signer=signer, max_expiry_s=settings.control.plan_expiry_max_s)
             dispatcher.connect()
             gate = make_gate(scenario, settings, dsn, clock_origin, workdir)
             central = CentralService.on_postgres(settings, corridor, dsn=dsn, gate=gate, dispatcher=dispatcher,

@@ -172,7 +172,7 @@ class FieldEmulator:
                  expiry_clock: Callable[[], datetime] | None = None,
                  plan_verifier: PlanVerifier | None = None,
                  startup_all_red_s: float | None = None,
-                 max_plan_expiry_s: float = DEFAULT_MAX_PLAN_EXPIRY_S,
+                 max_plan_expiry_s: float | None = None,
                  state_dir: Path | str | None = None) -> None:
         if clock_origin.tzinfo is None:
             raise ConfigError("clock_origin must carry a UTC offset")
@@ -182,6 +182,13 @@ class FieldEmulator:
         self.controller_id = topics.check_id(spec.controller_id, "controller id")
         self.site = topics.check_id(site, "site")
         self.settings = settings or FieldSettings()
+        # explicit arguments win; otherwise the site's [field] settings (startup_all_red_s 0 = automatic)
+        if startup_all_red_s is None and self.settings.startup_all_red_s > 0:
+            startup_all_red_s = self.settings.startup_all_red_s
+        if max_plan_expiry_s is None:
+            max_plan_expiry_s = self.settings.max_plan_expiry_s or DEFAULT_MAX_PLAN_EXPIRY_S
+        if state_dir is None and self.settings.state_dir:
+            state_dir = self.settings.state_dir
         self.tod_plan = tod_plan or spec.default_plan()
         violations = check_plan(self.tod_plan, spec)
         if violations:
@@ -310,6 +317,25 @@ class FieldEmulator:
         elif self._gateway is not None:
             self._gateway.unregister(self.controller_id)
         self._link = _NoLink()
+
+    def set_tod_plan(self, plan: TimingPlan) -> bool:
+        """Make ``plan`` the local time-of-day plan (the day plan moved to its next period).
+
+        Call from the tick thread (between ticks). The plan is checked like a
+        central one (raises :class:`UnsafePlanError`, nothing changes). When
+        the controller runs on its time-of-day plan it moves to the new one
+        at the next cycle boundary; under central control only the fallback
+        changes. Returns whether anything changed.
+        """
+        if plan.plan_id == self.tod_plan.plan_id:
+            return False
+        violations = check_plan(plan, self.spec)
+        if violations:
+            raise UnsafePlanError(violations)
+        self.tod_plan = plan
+        if self._program is not None and not self._central_in_charge:
+            self._program.request_plan(plan)
+        return True
 
     # ------------------------------------------------------------------ the step
     def tick(self, now_s: float, detector_readings: Mapping[str, DetectorReading]) -> str:

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import urlparse
 
+from traffic.clearance import (FLOOR_RED_CLEAR_S, FLOOR_YELLOW_S, MAX_RED_CLEAR_S, MAX_YELLOW_S, POLICY_KINDS,
+                               ClearancePolicy, parse_approaches)
 from traffic.errors import ConfigError
 
 ENV_PREFIX = "TRAFFIC_"
@@ -292,6 +294,10 @@ class OptimizerSettings(_Section):
     pcu_car: float = 1.0
     pcu_bus: float = 2.5
     motorcycle_share_default: float = 0.85
+    # non-classifying loops under-count motorcycles riding side by side, occupancy does not
+    # (controller.demand): the vehicles seen from occupancy may exceed the pulses by at most this factor;
+    # 1.0: pulses only
+    occupancy_uplift_max: float = 2.0
     min_cycle_s: float = 40.0
     max_cycle_s: float = 150.0
     lost_time_per_phase_s: float = 4.0
@@ -323,7 +329,39 @@ class ControlSettings(_Section):
     gate_seeds: tuple[int, ...] = (1, 2)
     gate_horizon_s: int = 900
     plan_expiry_s: int = 120
+    #: no plan the dispatcher signs is valid longer than this (a caller's longer or missing expiry is clamped)
+    plan_expiry_max_s: int = 900
     ack_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class ClearanceSettings(_Section):
+    """The site's clearance policy (``traffic.clearance``): the agency's decision, made explicit.
+
+    ``policy = "ite"`` (default): yellow and red clearance from the ITE
+    formulas per approach. ``policy = "agency"``: the agency's own
+    ``yellow_s`` and ``red_clear_s`` for every approach, and per controller
+    or phase in ``approaches`` (``"J1=3.5/2.0; J2:3=4.0/1.5"``: tls id,
+    optional phase, yellow / all-red in s). ``label`` names the standard
+    (``QCVN``) in plans and tables. Nothing can go below the project's floor
+    (yellow >= 3.0 s, all-red >= 1.0 s): such a value is refused here, and
+    both plan checks enforce it again.
+    """
+
+    SECTION = "clearance"
+
+    policy: str = "ite"
+    label: str = ""
+    yellow_s: float = 3.0
+    red_clear_s: float = 1.0
+    approaches: str = ""
+
+    def to_policy(self) -> ClearancePolicy:
+        """The :class:`ClearancePolicy` these settings describe."""
+        if self.policy == "ite":
+            return ClearancePolicy()
+        return ClearancePolicy("agency", self.label, self.yellow_s, self.red_clear_s,
+                               parse_approaches(self.approaches))
 
 
 @dataclass(frozen=True)
@@ -334,6 +372,12 @@ class FieldSettings(_Section):
 
     central_silence_timeout_s: float = 900.0
     transition_max_step_s: float = 10.0
+    #: the field refuses a plan without an expiry or valid for longer than this
+    max_plan_expiry_s: float = 900.0
+    #: all-red shown on start-up before the first green; 0 = automatic (the longest red clearance, the floor)
+    startup_all_red_s: float = 0.0
+    #: where a field agent keeps its replay memory and active plan across restarts ("" = in memory only)
+    state_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -382,6 +426,7 @@ class Settings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
     control: ControlSettings = field(default_factory=ControlSettings)
+    clearance: ClearanceSettings = field(default_factory=ClearanceSettings)
     field_: FieldSettings = field(default_factory=FieldSettings, metadata={"toml": "field"})
     security: SecuritySettings = field(default_factory=SecuritySettings)
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
@@ -420,6 +465,7 @@ _CHECKS: dict[type, dict[str, Check]] = {
         "pcu_car": in_range(0, 10, lo_open=True, unit="pcu"),
         "pcu_bus": in_range(0, 10, lo_open=True, unit="pcu"),
         "motorcycle_share_default": in_range(0, 1),
+        "occupancy_uplift_max": in_range(1, 4, unit="x pulses (1: pulses only)"),
         "min_cycle_s": positive_duration(600),
         "max_cycle_s": positive_duration(600),
         "lost_time_per_phase_s": in_range(0, 60, unit="s"),
@@ -439,11 +485,23 @@ _CHECKS: dict[type, dict[str, Check]] = {
         "gate_seeds": seed_list,
         "gate_horizon_s": in_range(1, DAY_S, unit="s"),
         "plan_expiry_s": in_range(1, DAY_S, unit="s"),
+        "plan_expiry_max_s": in_range(1, DAY_S, unit="s"),
         "ack_timeout_s": positive_duration(3600),
+    },
+    ClearanceSettings: {
+        "policy": one_of(POLICY_KINDS),
+        "label": lambda v: (None if isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9 ._()/-]{0,40}", v) else
+                            f"{v!r} is not a label (allowed: up to 40 of letters, digits, space . _ ( ) / -)"),
+        "yellow_s": in_range(FLOOR_YELLOW_S, MAX_YELLOW_S, unit="s (the project's floor is 3 s)"),
+        "red_clear_s": in_range(FLOOR_RED_CLEAR_S, MAX_RED_CLEAR_S, unit="s (the project's floor is 1 s)"),
+        "approaches": lambda v: _approaches_problem(v),
     },
     FieldSettings: {
         "central_silence_timeout_s": positive_duration(DAY_S),
         "transition_max_step_s": positive_duration(600),
+        "max_plan_expiry_s": positive_duration(DAY_S),
+        "startup_all_red_s": in_range(0, 60, unit="s (0 = automatic)"),
+        "state_dir": any_text,
     },
     ExecutorSettings: {
         "kind": one_of(EXECUTOR_KINDS),
@@ -460,6 +518,18 @@ _CHECKS: dict[type, dict[str, Check]] = {
     },
 }
 
+def _approaches_problem(value: Any) -> str | None:
+    """Per-approach clearance overrides: ``<tls id>[:<phase>]=<yellow>/<all-red>`` separated by ``;``."""
+    if not isinstance(value, str):
+        return f"{value!r} is not a string"
+    try:
+        parse_approaches(value)
+    except ValueError as exc:
+        return f"{exc} (allowed: e.g. 'J1=3.5/2.0; J2:3=4.0/1.5', yellow [{FLOOR_YELLOW_S:g}, {MAX_YELLOW_S:g}] s, " \
+               f"all-red [{FLOOR_RED_CLEAR_S:g}, {MAX_RED_CLEAR_S:g}] s)"
+    return None
+
+
 #: rules between settings of one section
 _CROSS_CHECKS: dict[type, tuple[Callable[[Any], "str | None"], ...]] = {
     MqttSettings: (
@@ -470,9 +540,17 @@ _CROSS_CHECKS: dict[type, tuple[Callable[[Any], "str | None"], ...]] = {
         lambda d: (f"pool_max ({d.pool_max}) must be at least pool_min ({d.pool_min})"
                    if d.pool_max < d.pool_min else None),
     ),
+    ControlSettings: (
+        lambda c: (f"plan_expiry_s ({c.plan_expiry_s}) must be at most plan_expiry_max_s ({c.plan_expiry_max_s})"
+                   if c.plan_expiry_s > c.plan_expiry_max_s else None),
+    ),
     ExecutorSettings: (
         lambda e: ("kind 'dask' needs address (the scheduler, e.g. tcp://scheduler:8786)"
                    if e.kind == "dask" and not e.address else None),
+    ),
+    ClearanceSettings: (
+        lambda c: ("approaches apply to policy 'agency' only (policy 'ite' computes every approach)"
+                   if c.policy == "ite" and c.approaches.strip() else None),
     ),
     OptimizerSettings: (
         lambda o: (f"max_cycle_s ({_fmt(o.max_cycle_s)}) must be at least min_cycle_s ({_fmt(o.min_cycle_s)})"
