@@ -4,7 +4,10 @@ Codes follow the Indiana Traffic Signal Hi Resolution Data Logger
 Enumerations so ATSPM-style measures computed from SUMO runs and from real
 cabinets come out of the same SQL. Parameters: phase number for phase and
 pedestrian events, detector channel (1-based position in
-``IntersectionSpec.detectors``) for detector events.
+``IntersectionSpec.detectors``) for detector events; pedestrian push buttons
+are numbered by the phase they call, so code 90 carries the phase too.
+A timed pedestrian recall (a walk shown without anyone pressing) logs no
+call: only 21-23 for the walk it shows.
 
 :data:`CONTROL_SOURCE` is *not* an Indiana code: it records why the controller
 changed who is in charge (centre, local time-of-day fallback) in a range the
@@ -27,6 +30,8 @@ PHASE_END_RED_CLEAR = 11
 PED_BEGIN_WALK = 21
 PED_BEGIN_CLEAR = 22
 PED_BEGIN_DONT_WALK = 23
+PED_CALL_REGISTERED = 45         # a push-button call latched for the phase (param: phase)
+PED_DETECTOR_ON = 90             # a push-button press (param: ped detector channel = the phase number)
 DETECTOR_OFF = 81
 DETECTOR_ON = 82
 COORD_PATTERN_CHANGE = 131

@@ -265,9 +265,16 @@ class SignalProgram:
         """A pedestrian pushed the button of ``phase``'s crossing (held until its walk is shown).
 
         Unknown phases and phases without pedestrian timing are ignored (a
-        miswired button must not change the timing).
+        miswired button must not change the timing). Logs every press
+        (Indiana 90, pedestrian detector on) and the call it latches (45,
+        pedestrian call registered, once until the walk serves it), which is
+        what ATSPM's pedestrian actuations and delay read. Timed pedestrian
+        recall and the every-cycle walk of coordinated plans log no call.
         """
         if any(p.number == phase and (p.walk > 0 or p.ped_clear > 0) for p in self._order):
+            self._emit(self._now, ev.PED_DETECTOR_ON, phase)
+            if phase not in self._ped_calls:
+                self._emit(self._now, ev.PED_CALL_REGISTERED, phase)
             self._ped_calls.setdefault(phase, self._now)
 
     def step(self, now: float, detector_presence: Mapping[str, bool] | None = None) -> str:

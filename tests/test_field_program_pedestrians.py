@@ -119,3 +119,22 @@ def test_free_mode_recycles_the_walk_into_a_running_green_and_holds_the_green_fo
     for w in recycled:
         end = next(e for p, s, e, _walk in greens if p == ped and s < w <= e)
         assert end - w >= timing.phaseWalk + timing.phasePedestrianClear - 1e-6
+
+
+def test_push_button_press_logs_the_ped_detector_and_the_registered_call():
+    """Indiana 90 on every press, 45 once per latched call; timed recall logs no call (issue #15 ped delay)."""
+    program = SignalProgram(SPEC, _free_plan(), start_time=0.0)
+    idle = lambda t: {d.detector_id: False for d in SPEC.detectors}  # noqa: E731
+    recall_only = _events(program, 0.0, PED_MAX_WAIT_S + 60.0, idle)
+    assert any(e.code == ev.PED_BEGIN_WALK for e in recall_only)
+    assert not [e for e in recall_only if e.code in (ev.PED_DETECTOR_ON, ev.PED_CALL_REGISTERED)]
+    ped = min(PED_PHASES)
+    now = PED_MAX_WAIT_S + 60.0
+    program.place_ped_call(ped)
+    program.place_ped_call(ped)
+    program.place_ped_call(99)  # ignored, and not logged
+    pressed = program.drain_events()
+    assert [(e.time, e.code, e.param) for e in pressed] == [
+        (now, ev.PED_DETECTOR_ON, ped), (now, ev.PED_CALL_REGISTERED, ped), (now, ev.PED_DETECTOR_ON, ped)]
+    after = _events(program, now + 0.5, now + PED_MAX_WAIT_S, idle)
+    assert any(e.code == ev.PED_BEGIN_WALK and e.param == ped and e.time > now for e in after)
