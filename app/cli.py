@@ -28,12 +28,20 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import Any, NoReturn
 
 from traffic.config import load_settings
-from traffic.errors import (InputError, PlanError, ServiceError, StorageError, TrafficError, TransportError,
-                            UnsafePlanError)
+from traffic.errors import (
+    InputError,
+    PlanError,
+    ServiceError,
+    StorageError,
+    TrafficError,
+    TransportError,
+    UnsafePlanError,
+)
 from traffic.logging_setup import configure
 
 log = logging.getLogger("app.cli")
@@ -236,9 +244,8 @@ def _cmd_plans_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_lock(args: argparse.Namespace) -> int:
-    from controller import locks
-
     from app.review import check_controller
+    from controller import locks
 
     with db_connect(_dsn(args)) as conn:
         check_controller(conn, args.controller, registered_only=True)  # a typo must not lock nothing quietly

@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from traffic import db
 from app.closed_loop import LoopResult, run_loop
+from traffic import db
 from traffic.config import Settings
 
 log = logging.getLogger(__name__)
@@ -85,8 +84,8 @@ def run_demo(settings: Settings, *, json_path: Path | None, seed: int, minutes: 
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from simulation.corridor import generate_corridor
     from app.services import ensure_services
+    from simulation.corridor import generate_corridor
 
     console = console or Console()
     started = time.monotonic()
@@ -102,7 +101,7 @@ def run_demo(settings: Settings, *, json_path: Path | None, seed: int, minutes: 
                                          site=settings.site.site)
         console.print(f"corridor: {len(scenario.corridor.intersections)} signals, {minutes} min of demand, "
                       f"files in {scenario_dir}")
-        today = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+        today = datetime.now(UTC).replace(second=0, microsecond=0)
         origins = {"baseline": today - timedelta(days=1), "adaptive": today}
         results: dict[str, LoopResult] = {}
         with Progress(TextColumn("{task.description:<10}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),

@@ -169,8 +169,8 @@ def before_after_figure(rows: Mapping[str, Mapping[str, float]], title: str) -> 
 
 def intersection_page(dsn: str, device_id: str, start: datetime, end: datetime) -> Page:
     """PCD per phase, split monitor and the 15-minute measures of one intersection."""
-    from sensors.atspm.store import CONTEXT, load_detectors, load_events
     from sensors._conn import connection
+    from sensors.atspm.store import CONTEXT, load_detectors, load_events
 
     m = measures_between(dsn, device_id, start, end)
     with connection(dsn, "report events") as conn:
@@ -289,8 +289,8 @@ def run_command(args: Any, dsn: str, *, corridor: Corridor | None = None,
     """What ``traffic report`` runs once the CLI has the DSN (and, for --corridor, the bandwidth data)."""
     controllers = list(args.controller)
     if args.corridor:
-        from sensors.atspm.store import devices
         from sensors._conn import connection
+        from sensors.atspm.store import devices
         with connection(dsn, "report devices") as conn:
             controllers = sorted(set(controllers) | set(devices(conn)))
     if not controllers:

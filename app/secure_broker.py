@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from app.services import LOCALHOST, PrivateBroker, find_free_port, port_open
 from traffic.config import MqttSettings
 from traffic.errors import ServiceError
 from traffic.security.mosquitto_config import extra_listener_lines
 from traffic.security.pki import PkiLayout, mqtt_settings_for
-from app.services import LOCALHOST, PrivateBroker, find_free_port, port_open
 
 __all__ = ["SecureBroker"]
 
@@ -57,7 +57,7 @@ class SecureBroker:
         return mqtt_settings_for(base or MqttSettings(), self.layout.root, identity, host=LOCALHOST,
                                  port=self.tls_port)
 
-    def start(self) -> "SecureBroker":
+    def start(self) -> SecureBroker:
         self._broker.start()
         deadline = time.monotonic() + self.startup_timeout_s
         while not port_open(self.tls_port):
@@ -70,7 +70,7 @@ class SecureBroker:
     def stop(self) -> None:
         self._broker.stop()
 
-    def __enter__(self) -> "SecureBroker":
+    def __enter__(self) -> SecureBroker:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

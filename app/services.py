@@ -37,10 +37,10 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Sequence
 
 from traffic.config import Settings
 from traffic.errors import ServiceError, StorageError
@@ -176,7 +176,7 @@ def _pid_alive(pid: int) -> bool:
 class _Service:
     """Shared lifecycle: context manager, atexit cleanup, idempotent stop."""
 
-    def __enter__(self) -> "_Service":
+    def __enter__(self) -> _Service:
         self.start()
         return self
 
@@ -655,7 +655,7 @@ class ServiceHandles:
         if errors:
             raise errors[0]
 
-    def __enter__(self) -> "ServiceHandles":
+    def __enter__(self) -> ServiceHandles:
         return self
 
     def __exit__(

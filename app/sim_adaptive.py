@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections import defaultdict
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 __all__ = ["CLOCK_ORIGIN", "SimClock", "run_adaptive", "run_adaptive_control", "with_detector_links"]
 
 #: wall-clock time of simulation second 0 (any fixed instant: nothing leaves the process)
-CLOCK_ORIGIN = datetime(2026, 1, 1, tzinfo=timezone.utc)
+CLOCK_ORIGIN = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 class SimClock:

@@ -102,6 +102,7 @@ def _stages(scenario: Any, counts: dict[str, int], window: int) -> tuple[dict[st
     unsafe = sum(1 for c, p in proposals.items() if check_plan(p.plan, specs[c]))
     t3 = time.perf_counter()
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from traffic.security.signing import PlanSigner
     signer = PlanSigner(Ed25519PrivateKey.generate())
     wire = [signer.sign(p.plan).to_json() for p in proposals.values()]
@@ -132,8 +133,12 @@ def _gate_tasks(models: list[Any], plans: dict[str, Any], seeds: list[int], wind
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from simulation.citygen import grid_city
     from simulation.executor import DaskExecutor, LocalProcessExecutor, ScenarioFiles, SimTask
-    from simulation.partition import (assign_junctions, city_routes_with_exit_times, partition_signals,
-                                      partition_site, signal_graph)
+    from simulation.partition import (
+        city_routes_with_exit_times,
+        partition_signals,
+        partition_site,
+        signal_graph,
+    )
     from simulation.scenario import load_scenario
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-city-"))
@@ -204,7 +209,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # ---- projection: all regions, per-task costs from the measured regions, scaled to the horizon
     scale = args.horizon / args.window
     per_region = defaultdict(float)
-    for task, c in zip(tasks, costs):
+    for task, c in zip(tasks, costs, strict=False):
         per_region[task.key.split("-")[0]] += c
     sample = [c * scale for c in costs]
     all_costs = [sample[i % len(sample)] for i in range(len(part.regions) * len(seeds) * 2)]

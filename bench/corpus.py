@@ -144,12 +144,12 @@ def _plain_oneway(nodes: ET.Element, edges: ET.Element) -> None:
                           type="traffic_light" if inner else "priority")
     for j in range(n):  # horizontal streets: even rows run east, odd rows west
         cols = list(range(-1, n + 1)) if j % 2 == 0 else list(range(n, -2, -1))
-        for a, b in zip(cols, cols[1:]):
+        for a, b in zip(cols, cols[1:], strict=False):
             ET.SubElement(edges, "edge", id=f"h{j}_{a}_{b}", attrib={"from": f"n{a}_{j}", "to": f"n{b}_{j}"},
                           numLanes="2", speed="13.89")
     for i in range(n):  # vertical streets: even columns run north, odd columns south
         rows = list(range(-1, n + 1)) if i % 2 == 0 else list(range(n, -2, -1))
-        for a, b in zip(rows, rows[1:]):
+        for a, b in zip(rows, rows[1:], strict=False):
             ET.SubElement(edges, "edge", id=f"v{i}_{a}_{b}", attrib={"from": f"n{i}_{a}", "to": f"n{i}_{b}"},
                           numLanes="2", speed="13.89")
 

@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -45,6 +45,7 @@ import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 from psycopg import sql
 
+from app.services import PrivateBroker
 from sensors.ingest import IngestService
 from sensors.records import CountRow
 from sensors.store import COUNT_COLUMNS, CountStore, _TextEncoder
@@ -52,10 +53,9 @@ from sensors.worker import tune_gc
 from traffic import db, topics
 from traffic.config import IngestSettings, MqttSettings, Settings
 from traffic.messages import CountRecord, CountReport
-from app.services import PrivateBroker
 
 log = logging.getLogger("bench.ingest")
-T0 = datetime(2026, 1, 5, 6, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 BROKER_CONFIG = ("max_queued_messages 0", "max_inflight_messages 0")
 CPU_SECONDS: dict[str, float] = {}   # worker process CPU (all threads) while draining the backlog
 
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             broker.start()
             mqtt_url = broker.url
         db.migrate(dsn)
-        rows = rows_of(make_reports(args.reports, args.controllers, args.detectors), datetime.now(timezone.utc))
+        rows = rows_of(make_reports(args.reports, args.controllers, args.detectors), datetime.now(UTC))
         n = len(rows)
         paths: list[tuple[str, Any]] = [
             ("raw COPY from a file (text, one transaction)", lambda: bench_raw_copy(dsn, rows, workdir)),

@@ -49,10 +49,10 @@ from urllib.parse import urlparse
 import numpy as np
 import psycopg
 
+from app.services import PrivateBroker
 from sensors.loadgen import DEFAULT_ORIGIN, LoadGenerator, controller_id, expected_total
 from traffic import db
 from traffic.config import MqttSettings
-from app.services import PrivateBroker
 
 log = logging.getLogger("bench.pipeline")
 ROOT = Path(__file__).resolve().parents[1]

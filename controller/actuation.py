@@ -17,8 +17,8 @@ is only ever raised above the minimum green).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 from traffic.errors import PlanError
 from traffic.intersection import IntersectionSpec
@@ -41,7 +41,7 @@ def max_greens(greens_s: Sequence[float], min_greens_s: Sequence[float], *, fact
     if len(greens_s) != len(min_greens_s):
         raise PlanError(f"{len(greens_s)} greens for {len(min_greens_s)} minimum greens")
     out = []
-    for green, minimum in zip(greens_s, min_greens_s):
+    for green, minimum in zip(greens_s, min_greens_s, strict=False):
         value = min(max(factor * max(0.0, float(green)), floor_s), cap_s)
         out.append(round(max(value, float(minimum)), 1))
     return out
@@ -61,5 +61,5 @@ def actuate(plan: TimingPlan, spec: IntersectionSpec, greens_s: Sequence[float],
         return replace(plan, mode=mode)
     minimum = [max(p.phaseMinimumGreen, p.phaseWalk + p.phasePedestrianClear) for p in plan.phases]
     maxima = max_greens(greens_s, minimum, factor=factor, floor_s=floor_s, cap_s=cap_s)
-    phases = tuple(replace(p, phaseMaximum1=m, phasePassage=round(passage_s, 1)) for p, m in zip(plan.phases, maxima))
+    phases = tuple(replace(p, phaseMaximum1=m, phasePassage=round(passage_s, 1)) for p, m in zip(plan.phases, maxima, strict=False))
     return replace(plan, phases=phases, mode=mode)

@@ -67,8 +67,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 from scipy.optimize import Bounds as LinearBounds
@@ -404,7 +404,7 @@ def corridor_bands(corridor: Corridor, cycle_s: float, greens_s: Mapping[str, fl
             continue
         out.chains.append(tuple(order))
         out.solve_s += bands.solve_s
-        for cid, offset in zip(order, bands.offsets_s):
+        for cid, offset in zip(order, bands.offsets_s, strict=False):
             out.offsets_s[cid] = offset
             out.bandwidth_s[cid] = bands.bandwidth_s
             out.bandwidth_inbound_s[cid] = bands.bandwidth_inbound_s
@@ -441,7 +441,7 @@ def _chain_order(group: set[str], neighbours: Mapping[str, set[str]], members: S
         nxt = next(c for c in neighbours[order[-1]] if c != previous)
         previous = order[-1]
         order.append(nxt)
-    steps = list(zip(order[:-1], order[1:]))
+    steps = list(zip(order[:-1], order[1:], strict=False))
     if all(p in travel for p in steps):
         return order, ""
     if all((b, a) in travel for a, b in steps):
@@ -452,7 +452,7 @@ def _chain_order(group: set[str], neighbours: Mapping[str, set[str]], members: S
 def _solve_order(order: Sequence[str], cycle_s: float, greens_s: Mapping[str, float],
                  travel: Mapping[tuple[str, str], float], fixed: Mapping[str, float],
                  anchors: Mapping[str, float], k: float, time_limit_s: float) -> ChainBands:
-    pairs = list(zip(order[:-1], order[1:]))
+    pairs = list(zip(order[:-1], order[1:], strict=False))
     out = [travel[p] for p in pairs]
     two_way = all((b, a) in travel for a, b in pairs)
     back = [travel[(b, a)] for a, b in pairs] if two_way else None

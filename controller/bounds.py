@@ -12,8 +12,9 @@ can make a plan unsafe; contradictory bounds are refused with a clear error.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from traffic.errors import PlanError
 from traffic.intersection import IntersectionSpec
@@ -30,7 +31,7 @@ class Bounds:
     max_green_cap_s: float | None = None            # no actuated green longer than this
     min_split_s: Mapping[int, float] = field(default_factory=dict)  # phase -> at least this split
 
-    def check(self, spec: IntersectionSpec) -> "Bounds":
+    def check(self, spec: IntersectionSpec) -> Bounds:
         """Return self if the bounds fit ``spec``; raise PlanError naming the contradiction."""
         for name in ("min_cycle_s", "max_cycle_s", "max_green_cap_s"):
             value = getattr(self, name)

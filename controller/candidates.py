@@ -8,8 +8,8 @@ implementation, handed over by the composition root (``app.cli``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Mapping
 
 import psycopg
 

@@ -34,9 +34,10 @@ import socket
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, TypeVar
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
@@ -130,7 +131,7 @@ class Dispatcher:
         self._client.on_message = self._on_message
 
     # ---- lifecycle ---------------------------------------------------
-    def connect(self) -> "Dispatcher":
+    def connect(self) -> Dispatcher:
         """Connect, subscribe to results, active plans and status; raise TransportError on failure."""
         try:
             self._client.connect(self._settings.host, self._settings.port, keepalive=self._settings.keepalive_s)
@@ -159,7 +160,7 @@ class Dispatcher:
         finally:
             self._client.loop_stop()
 
-    def __enter__(self) -> "Dispatcher":
+    def __enter__(self) -> Dispatcher:
         return self.connect()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -218,7 +219,7 @@ class Dispatcher:
             log.warning("plan %s: expiry %.0f s clamped to the %.0f s maximum", plan.plan_id, expiry_s,
                         self.max_expiry_s)
             expiry_s = self.max_expiry_s
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         bound = now + timedelta(seconds=expiry_s)
         expires = bound
         if plan.expires_at is not None:

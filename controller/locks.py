@@ -14,7 +14,6 @@ from controller.lifecycle import Lock
 from traffic.errors import PlanError
 from traffic.topics import check_id
 
-
 __all__ = ["Lock", "lock", "unlock", "locked"]
 
 

@@ -11,10 +11,10 @@ these classes only hold the DSN or the connection so that
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import psycopg
 

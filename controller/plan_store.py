@@ -15,7 +15,8 @@ Use an autocommit connection, or commit yourself.
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb

@@ -23,9 +23,10 @@ the composition root (``app``) picks them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 from controller.demand import DetectorTotals
 from controller.lifecycle import Lock, PlanRecord, PlanState

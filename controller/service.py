@@ -43,10 +43,11 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Mapping, Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 from controller.bounds import Bounds
 from controller.demand import PhaseDemand, estimate
@@ -214,7 +215,7 @@ class CentralService:
         """
         spec = self._known(plan.controller_id)
         cid = plan.controller_id
-        report = EpochReport(now=datetime.now(timezone.utc), epoch=self._epoch)
+        report = EpochReport(now=datetime.now(UTC), epoch=self._epoch)
         with self._ledger.session() as book:
             if not self._registered:
                 book.register_controller(spec)
@@ -249,7 +250,7 @@ class CentralService:
         interval = max(1, self.settings.control.count_interval_s)
         while not stop_event.is_set():
             started = time.monotonic()
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             now = now - timedelta(seconds=now.timestamp() % interval)
             try:
                 report = self.run_epoch(now, epoch_s)
@@ -434,7 +435,7 @@ class CentralService:
                 return exc
 
         with ThreadPoolExecutor(max_workers=min(16, len(plans))) as pool:
-            return dict(zip(plans, pool.map(send, plans)))
+            return dict(zip(plans, pool.map(send, plans), strict=False))
 
     def _record_signature(self, book: PlanBook, plan_id: str) -> None:
         """Audit: keep the signature of exactly what was published (nothing when unsigned or unpublished)."""

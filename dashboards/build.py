@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import yaml
-
 from grafana_foundation_sdk.builders import common as common_b
 from grafana_foundation_sdk.builders import dashboard as dash_b
 from grafana_foundation_sdk.builders import stat as stat_b
@@ -229,7 +229,7 @@ def write_provisioning(
     the JSON is deployed. Point ``paths.provisioning`` at
     ``out_dir/provisioning``.
     """
-    from dashboards.boards import BOARDS, FILES   # boards builds on this module
+    from dashboards.boards import BOARDS, FILES  # boards builds on this module
 
     out_dir = Path(out_dir)
     json_dir = out_dir / "dashboards"

@@ -15,8 +15,8 @@ change the statement's structure.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 
 from psycopg import sql
 
@@ -35,7 +35,7 @@ def timestamptz_literal(value: datetime) -> str:
         raise ConfigError(f"time bound must be a datetime, not {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
         raise ConfigError(f"time bound {value!r} has no time zone; Grafana ranges are absolute instants")
-    iso = value.astimezone(timezone.utc).isoformat()
+    iso = value.astimezone(UTC).isoformat()
     return f"'{iso}'::timestamptz"
 
 

@@ -30,11 +30,20 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from dashboards.build import (CORRIDOR_UID, DATASOURCE_NAME, DATASOURCE_TYPE, DATASOURCE_UID, PASSWORD_ENV,
-                              READ_ONLY_ROLE, corridor_overview, dsn_parts)
+from dashboards.build import (
+    CORRIDOR_UID,
+    DATASOURCE_NAME,
+    DATASOURCE_TYPE,
+    DATASOURCE_UID,
+    PASSWORD_ENV,
+    READ_ONLY_ROLE,
+    corridor_overview,
+    dsn_parts,
+)
 from traffic.errors import ConfigError, TrafficError
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ run unchanged on plain PostgreSQL and TimescaleDB.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Mapping
 
 from traffic.config import OptimizerSettings
 

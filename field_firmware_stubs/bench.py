@@ -13,14 +13,13 @@ import json
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
-
-from traffic.config import FieldSettings, MqttSettings
+from datetime import UTC, datetime
 
 from field_firmware_stubs.emulator import FieldEmulator
 from field_firmware_stubs.link import FieldGateway
 from field_firmware_stubs.samples import four_leg
 from field_firmware_stubs.world_synthetic import SyntheticWorld
+from traffic.config import FieldSettings, MqttSettings
 
 
 def run(controllers: int, seconds: int, mqtt_url: str = "", seed: int = 1) -> dict[str, float]:
@@ -28,7 +27,7 @@ def run(controllers: int, seconds: int, mqtt_url: str = "", seed: int = 1) -> di
     site = f"bench{uuid.uuid4().hex[:6]}"
     settings = MqttSettings(url=mqtt_url) if mqtt_url else MqttSettings()
     gateway = FieldGateway(settings, site=site) if mqtt_url else None
-    origin = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    origin = datetime(2026, 1, 1, tzinfo=UTC)
     emulators = [FieldEmulator(four_leg(f"c{i:04d}", site=site), site=site, mqtt=settings, clock_origin=origin,
                                gateway=gateway, settings=FieldSettings(), tod_plan=None)
                  for i in range(controllers)]

@@ -20,10 +20,9 @@ sampling step (a state sampled every ``dt`` can only be timed to within
 
 from __future__ import annotations
 
+from field_firmware_stubs.conflict_monitor import ConflictMonitor
 from traffic.clearance import TOLERANCE_S
 from traffic.intersection import IntersectionSpec
-
-from field_firmware_stubs.conflict_monitor import ConflictMonitor
 
 __all__ = ["ClearanceMonitor"]
 
@@ -56,12 +55,12 @@ class ClearanceMonitor(ConflictMonitor):
         if fault or prev is None:
             return fault
         dt = max(0.0, now - (prev_time if prev_time is not None else now))
-        for i, (before, after) in enumerate(zip(prev, state)):
+        for i, (before, after) in enumerate(zip(prev, state, strict=False)):
             if before == "y" and after == "r":
                 self._red_since[i] = now
             elif after != "r":
                 self._red_since[i] = None
-        for j, (before, after) in enumerate(zip(prev, state)):
+        for j, (before, after) in enumerate(zip(prev, state, strict=False)):
             if after not in _GREEN or before in _GREEN:
                 continue
             for i in self._conflicting[j]:

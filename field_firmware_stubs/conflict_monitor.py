@@ -112,7 +112,7 @@ class ConflictMonitor:
                 self._yellow_since[i] = now if c == "y" else None
             return ""
         dt = max(0.0, now - (self._prev_time if self._prev_time is not None else now))
-        for i, (before, after) in enumerate(zip(prev, state)):
+        for i, (before, after) in enumerate(zip(prev, state, strict=False)):
             if before in _GREEN and after == "r":
                 return f"group {i} went from green to red without yellow ({prev!r} -> {state!r})"
             if after == "y" and before != "y":

@@ -51,18 +51,11 @@ import os
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Mapping
-
-from traffic import messages as msg
-from traffic import topics
-from traffic.config import FieldSettings, MqttSettings
-from traffic.errors import ConfigError, PlanError, UnsafePlanError
-from traffic.intersection import IntersectionSpec
-from traffic.plan import TimingPlan
-from traffic.security.signing import PlanSignatureError, PlanVerifier, parse_plan_json
+from typing import Any
 
 from field_firmware_stubs import events as ev
 from field_firmware_stubs.clearance_monitor import ClearanceMonitor
@@ -71,6 +64,13 @@ from field_firmware_stubs.events import HiResEvent
 from field_firmware_stubs.link import Endpoint, FieldGateway, MqttLink, publish_properties, response_fields
 from field_firmware_stubs.plan_check import check_plan
 from field_firmware_stubs.program import SignalProgram
+from traffic import messages as msg
+from traffic import topics
+from traffic.config import FieldSettings, MqttSettings
+from traffic.errors import ConfigError, PlanError, UnsafePlanError
+from traffic.intersection import IntersectionSpec
+from traffic.plan import TimingPlan
+from traffic.security.signing import PlanSignatureError, PlanVerifier, parse_plan_json
 
 __all__ = ["DetectorReading", "FieldEmulator", "FieldStats", "MALFORMED", "EXPIRED", "STALE_VERSION", "REPLAY",
            "SIGNATURE"]
@@ -601,7 +601,7 @@ class FieldEmulator:
         return {"schema": STATE_SCHEMA, "site": self.site, "controller_id": self.controller_id,
                 "central_version": version, "seen_plan_ids": seen, "readmit_plan_id": readmit,
                 "active_plan": None if active is None else active.to_dict(),
-                "saved_at": datetime.now(timezone.utc).isoformat()}
+                "saved_at": datetime.now(UTC).isoformat()}
 
     def _save_state(self) -> None:
         """Write the replay memory atomically (temp file + fsync + rename + directory fsync).

@@ -25,7 +25,8 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
@@ -218,7 +219,7 @@ def response_fields(properties: Properties | None) -> tuple[str | None, bytes | 
 class _GatewayPort:
     """An emulator's view of a shared gateway connection."""
 
-    def __init__(self, gateway: "FieldGateway") -> None:
+    def __init__(self, gateway: FieldGateway) -> None:
         self._gateway = gateway
 
     @property

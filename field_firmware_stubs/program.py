@@ -77,17 +77,16 @@ Design choices (and why):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
-
-from traffic.errors import PlanError, UnsafePlanError
-from traffic.intersection import IntersectionSpec
-from traffic.plan import PhaseTiming, TimingPlan
-from traffic.signals import KIND_GREEN, KIND_RED, KIND_YELLOW, red_clear_state, yellow_state
 
 from field_firmware_stubs import events as ev
 from field_firmware_stubs.events import HiResEvent
 from field_firmware_stubs.plan_check import check_plan
+from traffic.errors import PlanError, UnsafePlanError
+from traffic.intersection import IntersectionSpec
+from traffic.plan import PhaseTiming, TimingPlan
+from traffic.signals import KIND_GREEN, KIND_RED, KIND_YELLOW, red_clear_state, yellow_state
 
 __all__ = ["SignalProgram", "Transition", "to_ds", "BLOCKED_S", "AGE_WEIGHT_S", "PED_MAX_WAIT_S"]
 

@@ -9,13 +9,12 @@ process can drive hundreds of controllers faster than real time.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from traffic.errors import SimulationError
-
 from field_firmware_stubs.emulator import DetectorReading, FieldEmulator
+from traffic.errors import SimulationError
 
 __all__ = ["SyntheticWorld"]
 

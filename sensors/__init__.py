@@ -17,11 +17,17 @@ See ``docs/pipeline.md``.
 """
 
 from sensors.health import (
-    DetectorHealth, HealthRules, assess, classify_controller, failed_detectors, health_of, store_health,
+    DetectorHealth,
+    HealthRules,
+    assess,
+    classify_controller,
+    failed_detectors,
+    health_of,
+    store_health,
 )
 from sensors.ingest import IngestService, IngestStats
-from sensors.records import Batch, CountRow, DeadLetter, EventRow, StatusRow
 from sensors.partitions import RetentionResult, apply_retention, ensure_partitions
+from sensors.records import Batch, CountRow, DeadLetter, EventRow, StatusRow
 from sensors.rollups import VIEW_15MIN, CountBucket, counts_15min, rollup
 from sensors.router import route
 from sensors.store import BatchResult, CountStore

@@ -19,7 +19,7 @@ agreement on generated valid and corrupted reports.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated
 
 import msgspec
@@ -53,7 +53,7 @@ class _Report(msgspec.Struct, gc=False):
 
 
 _DECODER = msgspec.json.Decoder(_Report)
-_UTC = timezone.utc
+_UTC = UTC
 # ``CountRow(...)`` goes through the namedtuple's Python-level ``__new__``,
 # which profiling showed to cost as much as the whole msgspec decode;
 # ``tuple.__new__`` builds the same CountRow instance in C.

@@ -21,7 +21,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg import sql
@@ -256,7 +256,7 @@ def store_health(conn_or_dsn: ConnOrDsn, items: Iterable[DetectorHealth], now: d
     items = list(items)
     if not items:
         return 0
-    at = now or datetime.now(timezone.utc)
+    at = now or datetime.now(UTC)
     with connection(conn_or_dsn, "store detector health") as conn:
         with conn.cursor() as cur:
             cur.executemany(

@@ -32,7 +32,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -113,7 +113,7 @@ class IngestService:
         db_timeout_s: float = 3.0,
         replay_interval_s: float = 1.0,
         connect_timeout_s: float = 10.0,
-        monitor: "Monitor | None" = None,
+        monitor: Monitor | None = None,
     ) -> None:
         self._settings = settings
         self._monitor = monitor   # scheduled detector health + ATSPM aggregation (sensors.monitor), optional
@@ -291,7 +291,7 @@ class IngestService:
             self._last_arrival = time.monotonic()
         return self.drain(max(0.0, deadline - time.monotonic()), quiet_s=_HANDOVER_QUIET_S)
 
-    def __enter__(self) -> "IngestService":
+    def __enter__(self) -> IngestService:
         self.start()
         return self
 
@@ -425,7 +425,7 @@ class IngestService:
             log.warning("MQTT disconnected (%s); paho reconnects to the persistent session", reason_code)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        received_at = datetime.now(timezone.utc)
+        received_at = datetime.now(UTC)
         topic = _topic_of(msg)
         payload = bytes(msg.payload)
         batch = route(topic, payload, received_at, site=self._site)

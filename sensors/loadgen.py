@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["LoadGenerator", "LoadResult", "controller_id", "detector_id", "vehicle_count", "expected_total"]
 
-DEFAULT_ORIGIN = datetime(2026, 1, 5, 6, 0, tzinfo=timezone.utc)
+DEFAULT_ORIGIN = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 # The exact bytes CountReport.to_json() writes (compact separators, same key order).
 _HEAD = '{"schema":"counts/1","controller_id":"%s","seq":%d,"interval_start":"%s","interval_s":%d,"records":['
 _RECORD = '{"detector_id":"%s","count":%%d,"occupancy_pct":%%r,"motorcycle_count":%%d}'
@@ -162,7 +162,7 @@ class LoadGenerator:
             client.disconnect()
             client.loop_stop()
 
-    def __enter__(self) -> "LoadGenerator":
+    def __enter__(self) -> LoadGenerator:
         self.start()
         return self
 

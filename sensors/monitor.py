@@ -20,7 +20,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sensors import health
 from sensors.atspm import store as atspm_store
@@ -33,7 +33,7 @@ _LOCK_KEY = 0x7AFF2D   # one monitor round at a time across workers
 
 
 def wall_clock() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass

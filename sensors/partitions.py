@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 from sensors._conn import ConnOrDsn, connection
 from traffic.db import is_hypertable
@@ -65,7 +65,7 @@ class RetentionResult:
 
 
 def utc_day(ts: datetime) -> date:
-    return ts.astimezone(timezone.utc).date()
+    return ts.astimezone(UTC).date()
 
 
 def day_ranges(days: Iterable[date], today: date) -> list[tuple[datetime, datetime]]:
@@ -77,7 +77,7 @@ def day_ranges(days: Iterable[date], today: date) -> list[tuple[datetime, dateti
     wanted = sorted({d for d in days if lo <= d <= hi})
     runs: list[tuple[datetime, datetime]] = []
     for d in wanted:
-        start = datetime.combine(d, time(), timezone.utc)
+        start = datetime.combine(d, time(), UTC)
         if runs and runs[-1][1] + timedelta(days=1) == start:
             runs[-1] = (runs[-1][0], start)
         else:

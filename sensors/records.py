@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from traffic.errors import StorageError
@@ -122,14 +122,14 @@ class Batch:
     def __len__(self) -> int:
         return len(self.counts) + len(self.events) + len(self.dead_letters) + len(self.statuses)
 
-    def extend(self, other: "Batch") -> None:
+    def extend(self, other: Batch) -> None:
         self.counts.extend(other.counts)
         self.events.extend(other.events)
         self.dead_letters.extend(other.dead_letters)
         self.statuses.extend(other.statuses)
         self.sources.extend(other.sources)
 
-    def add_message(self, topic: str, payload: bytes, received_at: datetime, rows: "Batch") -> None:
+    def add_message(self, topic: str, payload: bytes, received_at: datetime, rows: Batch) -> None:
         """Append the rows decoded from one message, remembering the message (see :class:`Source`)."""
         self.counts.extend(rows.counts)
         self.events.extend(rows.events)
@@ -138,7 +138,7 @@ class Batch:
         self.sources.append(Source(topic, payload, received_at, len(rows.counts), len(rows.events),
                                    len(rows.dead_letters), len(rows.statuses)))
 
-    def split(self) -> list["Batch"]:
+    def split(self) -> list[Batch]:
         """The batch cut into the smallest units a refusal can be pinned on.
 
         One unit per message when the sources account for every row (each
@@ -163,7 +163,7 @@ class Batch:
                 + [Batch(statuses=[r]) for r in self.statuses])
 
     @classmethod
-    def merge(cls, parts: "Sequence[Batch]") -> "Batch":
+    def merge(cls, parts: Sequence[Batch]) -> Batch:
         """One batch holding ``parts`` in order (sources included)."""
         out = cls()
         for part in parts:
@@ -191,7 +191,7 @@ class Batch:
         }, separators=(",", ":")).encode()
 
     @classmethod
-    def from_json(cls, data: bytes) -> "Batch":
+    def from_json(cls, data: bytes) -> Batch:
         """Inverse of :meth:`to_json`; StorageError if the file is not one of ours."""
         try:
             obj: Any = json.loads(data)

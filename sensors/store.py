@@ -24,7 +24,7 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 import psycopg
@@ -126,8 +126,8 @@ class BatchResult:
     statuses: int = 0
     refused: int = 0      # messages the database refused, stored as dead letters (included in dead_letters)
 
-    def __add__(self, other: "BatchResult") -> "BatchResult":
-        return BatchResult(*(a + b for a, b in zip(self, other)))
+    def __add__(self, other: BatchResult) -> BatchResult:
+        return BatchResult(*(a + b for a, b in zip(self, other, strict=False)))
 
     def __iter__(self) -> Iterator[int]:
         return iter((self.counts_stored, self.counts_duplicate, self.events_stored, self.events_duplicate,
@@ -170,7 +170,7 @@ class CountStore:
     def close(self) -> None:
         self._pool.close()
 
-    def __enter__(self) -> "CountStore":
+    def __enter__(self) -> CountStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -217,7 +217,7 @@ class CountStore:
             return
         try:
             with self._transaction("ensure partitions") as conn:
-                for start, end in partitions.day_ranges(days, datetime.now(timezone.utc).date()):
+                for start, end in partitions.day_ranges(days, datetime.now(UTC).date()):
                     conn.execute("SELECT ensure_partitions(%s, %s)", (start, end))
         except StorageError as exc:
             log.warning("could not prepare partitions for %s: %s", sorted(days), exc)
@@ -277,7 +277,7 @@ class CountStore:
                 raise StorageError("upsert_status needs the site for a StatusMessage")
             status = StatusRow(site, status.controller_id, status.state, status.mode, status.plan_id,
                                status.plan_version, status.at, status.detail,
-                               received_at or datetime.now(timezone.utc))
+                               received_at or datetime.now(UTC))
         with self._transaction("upsert status") as conn:
             _upsert_status(conn, status)
 
@@ -462,7 +462,7 @@ def _refusal_letter(unit: Batch, exc: BaseException) -> DeadLetter:
     if unit.sources:
         src = unit.sources[0]
         return DeadLetter(src.topic, reason, src.payload, src.received_at)
-    return _row_letter(unit, reason, datetime.now(timezone.utc))
+    return _row_letter(unit, reason, datetime.now(UTC))
 
 
 def _row_letter(unit: Batch, reason: str, received: datetime) -> DeadLetter:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from traffic.errors import SimulationError
 
 
-@lru_cache(maxsize=None)
+@cache
 def sumo_home() -> Path:
     """SUMO_HOME of the installed wheel (or the environment's)."""
     try:
@@ -30,7 +30,7 @@ def sumo_home() -> Path:
     raise SimulationError("SUMO is not installed: pip install eclipse-sumo")
 
 
-@lru_cache(maxsize=None)
+@cache
 def sumo_binary(name: str = "sumo") -> str:
     """Absolute path of a SUMO executable (``sumo``, ``netconvert``, ``netgenerate`` ...)."""
     candidates = [sumo_home() / "bin" / name, Path(sys.executable).parent / name]

@@ -16,10 +16,11 @@ import logging
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from traffic.errors import SimulationError
 
@@ -152,8 +153,8 @@ def _progress(control: str, total: int):
 
 
 def _cmd_sim_run(args: argparse.Namespace) -> int:
-    from simulation.controls import report, run_seeds
     from simulation import scenario as scenario_module
+    from simulation.controls import report, run_seeds
 
     seeds = parse_seeds(args.seeds) if args.seeds else parse_seeds(str(args.seed))
     if args.processes < 1:
@@ -195,7 +196,7 @@ def _timestamp(text: str) -> datetime:
         ts = datetime.fromisoformat(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from exc
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 def check_window(start: datetime, end: datetime) -> None:

@@ -34,10 +34,11 @@ import math
 import multiprocessing
 import os
 import pickle
+from collections.abc import Callable, Sequence
 from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from simulation.actuated import actuated_additional
 from simulation.backend import BACKENDS, ENV_BACKEND
@@ -318,7 +319,7 @@ def run_seeds(name: str, scenario: Scenario, seeds: Sequence[int], *, workdir: P
         # the function itself travels to the worker (by reference), so a control registered at run
         # time in an importable module works in a spawned process too
         futures = {executor.submit(_one, fn, scenario, s, begin, end, d, job_backend, _safety_check): s
-                   for s, d in zip(seeds, dirs)}
+                   for s, d in zip(seeds, dirs, strict=False)}
         for future in as_completed(futures):
             if on_result is not None and future.exception() is None:
                 on_result(futures[future], future.result())
@@ -355,7 +356,7 @@ def report(name: str, scenario: Scenario, seeds: Sequence[int], results: Sequenc
         "begin": begin,
         "end": end,
         "seeds": list(seeds),
-        "runs": [{"seed": s, **k.to_dict()} for s, k in zip(seeds, results)],
+        "runs": [{"seed": s, **k.to_dict()} for s, k in zip(seeds, results, strict=False)],
         "summary": summary,
         "controlled": [s.tls_id for s in scenario.corridor.intersections],
         "findings": [f.to_dict() for f in scenario.corridor.findings if f.level != "info"],

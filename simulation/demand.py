@@ -19,8 +19,8 @@ import math
 import re
 import xml.etree.ElementTree as ET
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from simulation.scenario import Scenario
 from traffic.errors import SimulationError

@@ -50,10 +50,11 @@ import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from traffic.errors import SimulationError, TrafficError
 
@@ -83,7 +84,7 @@ class ScenarioFiles:
     digest: str = ""
 
     @classmethod
-    def shared(cls, sumocfg: str | os.PathLike[str]) -> "ScenarioFiles":
+    def shared(cls, sumocfg: str | os.PathLike[str]) -> ScenarioFiles:
         """A ``.sumocfg`` on storage every worker mounts at the same path."""
         path = Path(sumocfg).resolve()
         if not path.is_file():
@@ -91,7 +92,7 @@ class ScenarioFiles:
         return cls(sumocfg=str(path))
 
     @classmethod
-    def carried(cls, folder: str | os.PathLike[str], sumocfg: str | None = None) -> "ScenarioFiles":
+    def carried(cls, folder: str | os.PathLike[str], sumocfg: str | None = None) -> ScenarioFiles:
         """The files of ``folder`` (not its sub-folders) packed into the task; ``sumocfg`` names the config."""
         folder = Path(folder)
         if not folder.is_dir():
@@ -435,7 +436,7 @@ class LocalProcessExecutor:
     def close(self) -> None:
         self._drop_pool()
 
-    def __enter__(self) -> "LocalProcessExecutor":
+    def __enter__(self) -> LocalProcessExecutor:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -474,7 +475,7 @@ class DaskExecutor:
 
     @classmethod
     def local_cluster(cls, workers: int = 2, *, retries: int = 2, cache_dir: str | None = None,
-                      memory_limit: str = "4GiB") -> "DaskExecutor":
+                      memory_limit: str = "4GiB") -> DaskExecutor:
         """Start a private ``LocalCluster`` of ``workers`` one-thread worker processes (nannies) and use it."""
         from distributed import LocalCluster
 
@@ -530,7 +531,7 @@ class DaskExecutor:
                 self._cluster.close()
                 self._cluster = None
 
-    def __enter__(self) -> "DaskExecutor":
+    def __enter__(self) -> DaskExecutor:
         return self
 
     def __exit__(self, *exc: object) -> None:

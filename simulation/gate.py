@@ -19,9 +19,10 @@ Every verdict carries the numbers, per seed, for the plan's audit trail.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from simulation.kpi import Kpis
 from simulation.runner import RunJob, run_many
@@ -124,8 +125,8 @@ def validate(scenario: Scenario, *, candidate: Mapping[str, TimingPlan], incumbe
         reason=reason,
         candidate=mean_kpis(cand),
         incumbent=mean_kpis(inc),
-        per_seed_candidate=[{"seed": s, **k.to_dict()} for s, k in zip(seeds, cand)],
-        per_seed_incumbent=[{"seed": s, **k.to_dict()} for s, k in zip(seeds, inc)],
+        per_seed_candidate=[{"seed": s, **k.to_dict()} for s, k in zip(seeds, cand, strict=False)],
+        per_seed_incumbent=[{"seed": s, **k.to_dict()} for s, k in zip(seeds, inc, strict=False)],
         seeds=tuple(seeds),
         margin=margin,
         wall_s=wall,

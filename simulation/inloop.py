@@ -21,9 +21,10 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 from simulation.backend import api_name, sumo_api
 from simulation.kpi import Kpis, read_teleports, read_tripinfo

@@ -59,8 +59,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 from traffic.errors import SimulationError
 from traffic.intersection import IntersectionSpec
@@ -134,7 +134,7 @@ class MaxPressureSettings:
         return self.max_red_s if self.max_red_s is not None else 120.0
 
     @classmethod
-    def resco(cls) -> "MaxPressureSettings":
+    def resco(cls) -> MaxPressureSettings:
         """The RESCO benchmark's baseline: 10 s decisions, 3 s yellow, no all-red.
 
         Not field-safe (clearances shorter than ITE): use it only to compare
@@ -276,7 +276,7 @@ class MaxPressureController:
         ped = self.settings.pedestrian_timing
         if ped == "on" or (ped == "auto" and crossings):
             self.min_green = [max(m, p.walk_s + p.ped_clear_s) if p.ped_crossing_m > 0 else m
-                              for m, p in zip(self.min_green, self.spec.phases)]
+                              for m, p in zip(self.min_green, self.spec.phases, strict=False)]
         road: dict[str, bool] = {}
 
         def is_road(lane_id: str) -> bool:
@@ -477,7 +477,7 @@ class MaxPressureController:
         following = self.greens[target]
         spec_phase = self.spec.phases[leaving if leaving is not None else target]
         stages: list[tuple[str, str, float]] = []
-        if any(c in GREEN_CHARS and n not in GREEN_CHARS for c, n in zip(shown, following)):
+        if any(c in GREEN_CHARS and n not in GREEN_CHARS for c, n in zip(shown, following, strict=False)):
             fixed = self.settings.fixed_yellow_s
             yellow = fixed if fixed is not None else spec_phase.yellow_s
             stages.append(("yellow", yellow_state(shown, following), _ceil_to(yellow, self.step)))

@@ -64,9 +64,9 @@ import logging
 import re
 import xml.etree.ElementTree as ET
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from traffic.errors import ScenarioError
 from traffic.intersection import Corridor, DetectorSpec, IntersectionSpec, PhaseSpec, SignalFinding
@@ -185,9 +185,9 @@ def green_stages(program: Sequence[tuple[float, str]], ped_links: frozenset[int]
         state = _normalise(raw)
         if stages:
             prev, prev_d = stages[-1]
-            if len(prev) == len(state) and all(a == b for i, (a, b) in enumerate(zip(prev, state))
+            if len(prev) == len(state) and all(a == b for i, (a, b) in enumerate(zip(prev, state, strict=False))
                                                if i not in ped_links):
-                merged = "".join(a if _RANK[a] >= _RANK[b] else b for a, b in zip(prev, state))
+                merged = "".join(a if _RANK[a] >= _RANK[b] else b for a, b in zip(prev, state, strict=False))
                 stages[-1] = (merged, prev_d + duration)
                 continue
         stages.append((state, duration))
@@ -609,7 +609,7 @@ def _detectors(view: _TlsView, controller_id: str, phases: tuple[PhaseSpec, ...]
             lane_obj[lane.getID()] = lane
     for lane_id in lane_obj:
         best: tuple[float, int] | None = None
-        for phase, duration in zip(phases, stage_durations):
+        for phase, duration in zip(phases, stage_durations, strict=False):
             served = any(phase.greens[i] in _GREEN for i in range(view.link_count)
                          for c in view.vehicle_links(i) if c.getFromLane().getID() == lane_id)
             if served and (best is None or duration > best[0]):
@@ -926,7 +926,7 @@ def _position_on_lane(net, controller_id: str, det: DetectorSpec, stoplines: set
         raise ScenarioError(f"detector {det.detector_id} of {controller_id}: lane {det.lane_id} does not lead "
                             f"unambiguously to a stop line of {controller_id} (unknown lane or a branching chain)")
     beyond = 0.0  # metres from the end of the loop's lane to the stop line
-    for here, nxt in zip(path, path[1:]):
+    for here, nxt in zip(path, path[1:], strict=False):
         conn = here.getOutgoing()[0]
         beyond += _via_length(net, conn) + nxt.getLength()
     length = path[0].getLength()

@@ -43,9 +43,10 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from simulation.binaries import sumo_binary, sumo_home, sumo_tool
 from traffic.errors import ScenarioError, SimulationError

@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import logging
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import psycopg
 
@@ -171,7 +172,7 @@ class ReplayResult:
                 "begin": self.begin, "end": self.end_s, "seeds": list(self.seeds),
                 "calibration": self.calibration.to_dict(), "plans": self.plans,
                 "variants": {name: {"summary": summarize(runs),
-                                    "runs": [{"seed": s, **k.to_dict()} for s, k in zip(self.seeds, runs)]}
+                                    "runs": [{"seed": s, **k.to_dict()} for s, k in zip(self.seeds, runs, strict=False)]}
                              for name, runs in self.variants.items()}}
 
     def table(self) -> str:

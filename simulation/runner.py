@@ -16,11 +16,12 @@ import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from simulation.binaries import sumo_binary
 from simulation.kpi import Kpis, read_teleports, read_tripinfo
@@ -217,7 +218,7 @@ def _run_job(job: RunJob) -> Kpis:
                extra_additional=job.extra_additional)
 
 
-def run_many(jobs: Sequence[RunJob], *, processes: int = 2, executor: "SimulationExecutor | None" = None) -> list[Kpis]:
+def run_many(jobs: Sequence[RunJob], *, processes: int = 2, executor: SimulationExecutor | None = None) -> list[Kpis]:
     """Run ``jobs`` with at most ``processes`` SUMO processes at a time; results in job order.
 
     Threads only wait on the child processes, so the parallelism is real.

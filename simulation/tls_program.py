@@ -26,8 +26,8 @@ than running its splits fixed-time.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from traffic.errors import SimulationError
 from traffic.plan import TimingPlan

@@ -20,7 +20,7 @@ Skips with the reason when ``atspm`` (test extra) is not installed.
 
 from __future__ import annotations
 
-from datetime import timezone
+from datetime import UTC
 
 import pytest
 
@@ -59,7 +59,7 @@ TOLERANCE = {
 
 
 def _utc(ts):
-    return ts.to_pydatetime().replace(tzinfo=timezone.utc)
+    return ts.to_pydatetime().replace(tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def both():
             reference[name] = proc.conn.query(f"SELECT * FROM {name}").df()
     detectors = [Detector(int(r.Parameter), int(r.Phase), frozenset([FUNCTION[r.Function]]))
                  for r in config.itertuples() if r.Function in FUNCTION]
-    events = [Event(_utc(t), int(c), int(p)) for t, c, p in zip(raw.TimeStamp, raw.EventId, raw.Parameter)
+    events = [Event(_utc(t), int(c), int(p)) for t, c, p in zip(raw.TimeStamp, raw.EventId, raw.Parameter, strict=False)
               if 0 <= p <= 32767]
     assert len(events) == 37152 and len({r.DeviceId for r in raw.itertuples()}) == 1
     return reference, compute(events, detectors, PARAMS)

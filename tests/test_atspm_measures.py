@@ -6,16 +6,16 @@ Each sequence is written out so the expected number can be checked by hand
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
 from sensors.atspm import measures as m
-from sensors.atspm.measures import Detector, Event, Params, compute
 from sensors.atspm import store
+from sensors.atspm.measures import Detector, Event, Params, compute
 
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)   # a bin boundary
 ALL = frozenset(m.FUNCTIONS)
 
@@ -228,7 +228,7 @@ def test_recompute_picks_up_late_events(pg_dsn):
 def test_detector_config_follows_the_spec(pg_dsn):
     from psycopg.types.json import Jsonb
 
-    from controller.examples import four_leg   # tests may build specs with the controller's examples
+    from controller.examples import four_leg  # tests may build specs with the controller's examples
     spec = four_leg("c9")
     with psycopg.connect(pg_dsn) as conn:
         conn.execute("INSERT INTO controllers (controller_id, site, spec) VALUES ('c9', 'hn', %s)",

@@ -14,24 +14,24 @@ outcome and recorded life must match, except what is meant to differ
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from test_controller_dispatch import FakeField  # answers accepted, then applied + retained plan/active
 
 from controller import plan_store as store
 from controller.dispatch import Dispatcher
 from controller.examples import uniform_corridor
 from controller.inprocess import InProcessBus, InProcessCounts, InProcessSender, MemoryLedger
 from controller.service import CentralService, EpochReport
-from test_controller_dispatch import FakeField  # answers accepted, then applied + retained plan/active
 from traffic import db, messages, topics
 from traffic.config import ControlSettings, MqttSettings, OptimizerSettings, Settings
 from traffic.plan import TimingPlan
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mqtt]
 
-NOW = datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 CORRIDOR = uniform_corridor(3, spacing_m=350.0, speed_mps=12.5)
 SETTINGS = Settings(control=ControlSettings(ack_timeout_s=3.0, plan_expiry_s=120),
                     optimizer=OptimizerSettings(plan_mode="actuated"))
@@ -115,7 +115,7 @@ def test_the_same_counts_give_the_same_plans_through_both_sets_of_adapters(pg_ds
             ours, theirs = production.run_epoch(end, EPOCH_S), bench.run_epoch(end, EPOCH_S)
             assert ours.errors == [] and _summary(ours) == _summary(theirs)
         # what went on the wire to each field is the same too (and the loop really decided: a plan per epoch)
-        for field, twin in zip(fields, twins):
+        for field, twin in zip(fields, twins, strict=False):
             assert [_timing(p) for p, _ in field.received] == [_timing(p) for p in twin.received]
             assert [p.version for p in twin.received] == [2, 3, 4]  # after the bootstrap plan (version 1)
         with db.connect(pg_dsn, autocommit=True) as conn:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
+from app.cli import main
 from controller import plan_store
 from traffic import db
-from app.cli import main
 from traffic.intersection import IntersectionSpec, PhaseSpec
 
 SPEC = IntersectionSpec(

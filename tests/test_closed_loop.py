@@ -5,12 +5,12 @@ ingest, PostgreSQL, central service, SUMO validation gate, dispatch, field ack.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
-from traffic import db
 from app.closed_loop import run_loop
+from traffic import db
 from traffic.config import load_settings
 from traffic.plan import TimingPlan
 from traffic.signals import cycle_intervals
@@ -43,7 +43,7 @@ def _settings(mqtt_url: str, dsn: str, site: str, tmp_path):
 def test_closed_loop_stores_counts_dispatches_and_runs_the_plan_in_sumo(corridor_scenario, pg_dsn, mqtt_url, site,
                                                                         tmp_path):
     settings = _settings(mqtt_url, pg_dsn, site, tmp_path)
-    origin = datetime(2026, 11, 23, 7, 0, tzinfo=timezone.utc)
+    origin = datetime(2026, 11, 23, 7, 0, tzinfo=UTC)
     in_force: list[tuple[str, str, str, str]] = []
 
     def observe(world, emulators, result):

@@ -11,12 +11,13 @@ import dataclasses
 import math
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from traffic import config
 from app.cli import main
-from traffic.config import (ControlSettings, DatabaseSettings, MqttSettings, OptimizerSettings, Settings,
-                            load_settings)
+from traffic import config
+from traffic.config import ControlSettings, DatabaseSettings, MqttSettings, OptimizerSettings, Settings, load_settings
 from traffic.errors import ConfigError
 
 SECTIONS = [f.default_factory for f in dataclasses.fields(Settings) if f.default_factory is not dataclasses.MISSING]

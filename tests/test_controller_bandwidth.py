@@ -7,10 +7,12 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from controller import bandwidth
-from controller.bandwidth import corridor_bands, measured_bands, solve_chain
+from controller.bandwidth import corridor_bands, solve_chain
 from controller.demand import PhaseDemand
 from controller.examples import four_leg, uniform_corridor
 from controller.optimizer import green_wave_offsets, optimize_corridor
@@ -45,14 +47,14 @@ def brute_bands(cycle, offsets, greens, travel, travel_back=None):
     x = np.arange(0.0, cycle, STEP)
     arrive = np.concatenate([[0.0], np.cumsum(travel)])
     ok = np.ones_like(x, dtype=bool)
-    for i, (theta, g) in enumerate(zip(offsets, greens)):
+    for i, (theta, g) in enumerate(zip(offsets, greens, strict=False)):
         ok &= np.mod(x + arrive[i] - theta, cycle) < g - 1e-9
     out = _longest_run(ok) * STEP
     if travel_back is None:
         return out, None
     back = np.concatenate([np.cumsum(travel_back[::-1])[::-1], [0.0]])  # from the last signal to signal i
     ok = np.ones_like(x, dtype=bool)
-    for i, (theta, g) in enumerate(zip(offsets, greens)):
+    for i, (theta, g) in enumerate(zip(offsets, greens, strict=False)):
         ok &= np.mod(x + back[i] - theta, cycle) < g - 1e-9
     return out, _longest_run(ok) * STEP
 
@@ -242,8 +244,8 @@ def _inputs(corridor, flows=(500.0, 300.0), cycle=90.0):
 def _plan_bands(corridor, plans, order):
     by = {c: p for c, p in plans.items()}
     travel = {(a, b): d / v for a, b, d, v in corridor.links}
-    out = [travel[(a, b)] for a, b in zip(order[:-1], order[1:])]
-    back = [travel[(b, a)] for a, b in zip(order[:-1], order[1:])]
+    out = [travel[(a, b)] for a, b in zip(order[:-1], order[1:], strict=False)]
+    back = [travel[(b, a)] for a, b in zip(order[:-1], order[1:], strict=False)]
     cycle = by[order[0]].patternCycleTime
     offsets = [by[c].patternOffsetTime for c in order]
     greens = [by[c].phase(by[c].splitCoordPhase).green for c in order]

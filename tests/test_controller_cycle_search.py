@@ -63,7 +63,7 @@ def test_splits_always_satisfy_the_constraints(problem, min_cycle, extra):
     choice = best_cycle(flows, [1900.0] * len(flows), lost, minimum, min_cycle_s=min_cycle, max_cycle_s=max_cycle)
     assert max(min_cycle, sum(minimum) - 1e-6) <= choice.cycle_s <= max_cycle
     assert sum(choice.splits_s) == pytest.approx(choice.cycle_s, abs=1e-6)
-    assert all(s >= m - 1e-6 for s, m in zip(choice.splits_s, minimum))
+    assert all(s >= m - 1e-6 for s, m in zip(choice.splits_s, minimum, strict=False))
     assert np.isfinite(choice.delay_s) and choice.delay_s >= 0
     assert (choice.method == "delay") == (choice.max_x <= X_MAX)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from controller.demand import DetectorTotals, detector_pcu_per_h, estimate, phase_demand
 from controller.examples import four_leg
@@ -15,7 +17,7 @@ from traffic.errors import TrafficError
 
 SPEC = four_leg("c1")  # phase 1: d1, d2, d3; phase 2: d4, d5
 OPT = OptimizerSettings(pcu_motorcycle=0.3, pcu_car=1.0, motorcycle_share_default=0.8, smoothing_alpha=0.5)
-T0 = datetime(2026, 1, 5, 7, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)
 
 
 def test_classified_and_default_share():
@@ -64,7 +66,7 @@ def test_whole_phase_silent_uses_previous_then_smooths():
        st.floats(min_value=0.05, max_value=1.0))
 def test_properties(counts, moto_share, alpha):
     opt = OptimizerSettings(smoothing_alpha=alpha)
-    totals = {f"d{i + 1}": DetectorTotals(900, c, int(c * m), 0) for i, (c, m) in enumerate(zip(counts, moto_share))}
+    totals = {f"d{i + 1}": DetectorTotals(900, c, int(c * m), 0) for i, (c, m) in enumerate(zip(counts, moto_share, strict=False))}
     d = estimate(SPEC, totals, opt)
     per_det = {k: detector_pcu_per_h(v, opt) for k, v in totals.items()}
     assert d.flow(1) == pytest.approx(max(per_det["d1"], per_det["d2"], per_det["d3"]))
@@ -73,7 +75,7 @@ def test_properties(counts, moto_share, alpha):
         assert v.classified_vehicles * opt.pcu_motorcycle * 4 - 1e-9 <= per_det[k] <= v.classified_vehicles * 4 + 1e-9
     # smoothing keeps the estimate between the previous one and the new measurement
     again = estimate(SPEC, {k: DetectorTotals(900, 0, 0, 0) for k in totals}, opt, previous=d)
-    for new, old in zip(again.flow_pcu_h_lane, d.flow_pcu_h_lane):
+    for new, old in zip(again.flow_pcu_h_lane, d.flow_pcu_h_lane, strict=False):
         assert 0.0 - 1e-9 <= new <= old + 1e-9
         assert new == pytest.approx((1 - alpha) * old)
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from controller import webster
 from controller.demand import PhaseDemand
@@ -96,7 +98,7 @@ def test_optimizer_output_always_passes_safety(kind, q, incumbent_cycle, offset,
     assert lo <= plan.patternCycleTime <= hi
     # bounded change from the incumbent (pulled into the policy range first)
     assert abs(plan.patternCycleTime - min(max(incumbent.patternCycleTime, lo), hi)) <= OPT.max_cycle_step_s + 1.0
-    assert all(s >= p.min_split_s - 1e-9 for s, p in zip(plan.splits, spec.phases))
+    assert all(s >= p.min_split_s - 1e-9 for s, p in zip(plan.splits, spec.phases, strict=False))
 
 
 def test_green_wave_on_a_uniform_corridor():
@@ -233,4 +235,4 @@ def test_random_city_is_reproducible_and_optimizable():
     assert all(50 <= f <= 700 for d in demands.values() for f in d.flow_pcu_h_lane)
     proposals = optimize_corridor(Corridor("city", specs), demands, incumbents, OPT, versions)
     assert set(proposals) == {s.controller_id for s in specs}
-    assert all(check_plan(p.plan, s) == [] for p, s in zip(proposals.values(), specs))
+    assert all(check_plan(p.plan, s) == [] for p, s in zip(proposals.values(), specs, strict=False))

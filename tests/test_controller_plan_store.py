@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from controller import locks, plan_store as ps
+from controller import locks
+from controller import plan_store as ps
 from controller.examples import four_leg
 from controller.safety import check_plan
 from traffic import db

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from controller import safety
 from controller.examples import four_leg, three_phase
@@ -148,7 +149,7 @@ extra = st.lists(st.floats(min_value=0.0, max_value=40.0), min_size=3, max_size=
 def spec_and_plan(draw):
     spec = draw(st.sampled_from([four_leg("p1", speed_mps=draw(speeds)), three_phase("p3", speed_mps=draw(speeds))]))
     spare = draw(extra)[: len(spec.phases)]
-    splits = [round(p.min_split_s + s, 1) for p, s in zip(spec.phases, spare)]
+    splits = [round(p.min_split_s + s, 1) for p, s in zip(spec.phases, spare, strict=False)]
     cycle = sum(splits)
     offset = draw(st.floats(min_value=0.0, max_value=500.0))
     spec = replace(spec, max_cycle_s=max(spec.max_cycle_s, cycle + 1))

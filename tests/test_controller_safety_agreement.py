@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from controller import safety
 from controller.examples import four_leg, three_phase
@@ -27,7 +28,7 @@ FIELDS = ("splitTime", "phaseMinimumGreen", "phaseMaximum1", "phasePassage", "ph
 def mutated(draw):
     spec = draw(st.sampled_from(SPECS))
     spare = [draw(st.floats(min_value=0.0, max_value=30.0)) for _ in spec.phases]
-    plan = spec.plan_from_splits([round(p.min_split_s + s, 1) for p, s in zip(spec.phases, spare)],
+    plan = spec.plan_from_splits([round(p.min_split_s + s, 1) for p, s in zip(spec.phases, spare, strict=False)],
                                  offset_s=draw(st.floats(min_value=0.0, max_value=200.0)))
     phases = list(plan.phases)
     for _ in range(draw(st.integers(min_value=0, max_value=3))):

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from test_controller_dispatch import FakeField  # the tiny fake field responder
 
 from controller import plan_store as store
 from controller.dispatch import Dispatcher
 from controller.examples import uniform_corridor
 from controller.safety import check_plan
 from controller.service import CentralService, EpochContext
-from test_controller_dispatch import FakeField  # the tiny fake field responder
 from traffic import db
 from traffic.config import ControlSettings, MqttSettings, OptimizerSettings, Settings
 from traffic.errors import PlanError
 
-NOW = datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 CORRIDOR = uniform_corridor(2, spacing_m=400.0, speed_mps=12.5)
 # coordinated plans: these tests also check the common cycle and green-wave offsets through the service
 SETTINGS = Settings(control=ControlSettings(ack_timeout_s=2.0, plan_expiry_s=60),
@@ -329,7 +329,7 @@ def test_heartbeat_resends_active_plan_when_nothing_new(rig):
     second = service.run_epoch(NOW + timedelta(minutes=10), 600)
     assert second.locked == ("c1",) and second.rejected == 1 and second.dispatched == 0
     assert second.heartbeats == 2
-    for f, cid in zip(fields, ("c0", "c1")):
+    for f, cid in zip(fields, ("c0", "c1"), strict=False):
         sent = [p.plan_id for p, _ in f.received]
         assert sent == [first.plans[cid].plan_id, first.plans[cid].plan_id]  # same plan, re-sent
     with db.connect(dsn, autocommit=True) as conn:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import psycopg
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
 from dashboards import build
@@ -24,7 +25,7 @@ from dashboards.queries import COUNT_BUCKET, QUERIES
 from traffic.config import Settings
 from traffic.errors import ConfigError
 
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2024, 5, 6, 8, 0, tzinfo=UTC)  # range start
 T1 = T0 + timedelta(hours=1)  # range end
 SELECTED = ["c1", "c2"]  # $controller; "c3" exists but is not selected

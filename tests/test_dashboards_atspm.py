@@ -4,7 +4,7 @@ and end to end from the field program's hi-res events through ingest into the me
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlparse
 
 import psycopg
@@ -22,7 +22,7 @@ from sensors.router import route
 from sensors.store import CountStore
 from traffic import messages, topics
 
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
 T1 = T0 + timedelta(hours=1)
 SPEC = four_leg("c1")

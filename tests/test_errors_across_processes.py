@@ -12,10 +12,11 @@ import inspect
 import pickle
 from pathlib import Path
 
-import pytest
-from hypothesis import given, settings, strategies as st
-
 import failing_controls
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 import traffic.errors as errors
 from simulation import controls
 from simulation.controls import run_seeds

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -61,7 +61,7 @@ def test_reset_clears_the_red_timers():
 @pytest.mark.parametrize("dt", [0.1, 1.0])
 def test_the_emulator_program_always_honours_red_clearance(spec, dt):
     """The real signal program, random plans (pretimed, actuated, free) and demand: the monitor never trips."""
-    emu = FieldEmulator(spec, site="s", mqtt=MqttSettings(), clock_origin=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    emu = FieldEmulator(spec, site="s", mqtt=MqttSettings(), clock_origin=datetime(2026, 1, 1, tzinfo=UTC))
     assert isinstance(emu.monitor, ClearanceMonitor)
     rng = random.Random(7)
     t, version, next_plan = 0.0, 1, 50.0

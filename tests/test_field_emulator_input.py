@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,7 +23,7 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
 
 
 def offline_emulator() -> FieldEmulator:
-    emu = FieldEmulator(SPEC, site="s", mqtt=MqttSettings(), clock_origin=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    emu = FieldEmulator(SPEC, site="s", mqtt=MqttSettings(), clock_origin=datetime(2026, 1, 1, tzinfo=UTC))
     emu.tick(1.0, {})
     return emu
 

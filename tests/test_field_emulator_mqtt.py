@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -23,7 +23,7 @@ from traffic import topics
 from traffic.config import FieldSettings, MqttSettings
 from traffic.plan import TimingPlan
 
-ORIGIN = datetime(2026, 3, 2, 7, 0, tzinfo=timezone.utc)
+ORIGIN = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
 
 
 class Observer:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from field_firmware_stubs.emulator import MALFORMED, SIGNATURE, FieldEmulator
 from field_firmware_stubs.samples import four_leg
@@ -16,7 +17,7 @@ from traffic.security.signing import PlanSigner, generate_signing_key
 
 SIGNER = PlanSigner(generate_signing_key())
 SPEC = four_leg("c1")
-EXPIRES = (datetime.now(timezone.utc) + timedelta(minutes=10)).isoformat()  # within the field's 900 s bound
+EXPIRES = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()  # within the field's 900 s bound
 GOOD = SIGNER.sign(replace(SPEC.plan_from_splits([30.0, 12.0, 26.0, 12.0], version=2), expires_at=EXPIRES))
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
@@ -25,8 +26,8 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
 
 
 def emulator() -> FieldEmulator:
-    emu = FieldEmulator(SPEC, site="s", mqtt=MqttSettings(), clock_origin=datetime(2026, 1, 1, tzinfo=timezone.utc),
-                        expiry_clock=lambda: datetime.now(timezone.utc), plan_verifier=SIGNER.verifier())
+    emu = FieldEmulator(SPEC, site="s", mqtt=MqttSettings(), clock_origin=datetime(2026, 1, 1, tzinfo=UTC),
+                        expiry_clock=lambda: datetime.now(UTC), plan_verifier=SIGNER.verifier())
     emu.tick(1.0, {})
     return emu
 

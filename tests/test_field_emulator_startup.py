@@ -12,7 +12,7 @@ fault injected afterwards still trips flash.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -25,7 +25,7 @@ from traffic.config import FieldSettings, MqttSettings
 from traffic.errors import ConfigError
 from traffic.intersection import IntersectionSpec
 
-ORIGIN = datetime(2026, 1, 1, tzinfo=timezone.utc)
+ORIGIN = datetime(2026, 1, 1, tzinfo=UTC)
 SPECS = {"four_leg": four_leg("c1"), "two_phase": two_phase("c2"), "three_phase": three_phase("c3")}
 
 
@@ -68,8 +68,8 @@ def test_no_start_second_of_the_cycle_flashes(name, mode):
         assert all(set(s) == {"r"} for t, s in driven if t < first_green)
         assert first_green - start >= longest_red(spec, emu) - 1e-9
         # and no head ever shows a yellow it did not enter from green (no partial interval at the start)
-        for (_, before), (_, after) in zip(driven, driven[1:]):
-            for b, a in zip(before, after):
+        for (_, before), (_, after) in zip(driven, driven[1:], strict=False):
+            for b, a in zip(before, after, strict=False):
                 assert not (a == "y" and b == "r"), (start, before, after)
     assert flashed == []
 

@@ -20,7 +20,7 @@ MIN_SPLITS = [p.min_split_s for p in SPEC.phases]
 @st.composite
 def safe_plans(draw) -> TimingPlan:
     extra = draw(st.lists(st.integers(min_value=0, max_value=250), min_size=4, max_size=4))
-    splits = [round(m + e / 10.0, 1) for m, e in zip(MIN_SPLITS, extra)]
+    splits = [round(m + e / 10.0, 1) for m, e in zip(MIN_SPLITS, extra, strict=False)]
     cycle = round(sum(splits), 1)
     offset = draw(st.integers(min_value=0, max_value=int(cycle * 10) - 1)) / 10.0
     mode = draw(st.sampled_from(["pretimed", "actuated"]))

@@ -34,7 +34,7 @@ def run(program: SignalProgram, start: float, end: float, dt: float = 0.1, prese
 
 
 def durations(changes):
-    return [(b[0] - a[0], a[1], a[2], a[3]) for a, b in zip(changes, changes[1:])]
+    return [(b[0] - a[0], a[1], a[2], a[3]) for a, b in zip(changes, changes[1:], strict=False)]
 
 
 def test_pretimed_intervals_last_exactly_what_the_plan_says():
@@ -111,7 +111,7 @@ def test_actuated_skips_uncalled_phases_and_returns_unused_time_to_the_coordinat
     events = program.drain_events()
     assert any(e.code == ev.PHASE_GAP_OUT for e in events)
     ends = [t for t, state, phase, kind in changes if phase == 1 and kind == "yellow"]
-    assert len(ends) >= 3 and {round(b - a, 1) for a, b in zip(ends, ends[1:])} == {80.0}  # cycle stays fixed
+    assert len(ends) >= 3 and {round(b - a, 1) for a, b in zip(ends, ends[1:], strict=False)} == {80.0}  # cycle stays fixed
 
 
 def test_actuated_call_on_a_skipped_phase_is_served_next_cycle():
@@ -173,8 +173,8 @@ def test_time_cannot_go_backwards():
 def test_driven_states_never_trip_the_conflict_monitor(extra, dt, mode, coord, offset_tenths):
     """Across plan changes (splits, offset, coordinated phase), the output stays safe."""
     mins = [p.min_split_s for p in SPEC.phases]
-    a = SPEC.plan_from_splits([m + e / 10 for m, e in zip(mins, extra[:4])], mode=mode)
-    b_splits = [m + e / 10 for m, e in zip(mins, extra[4:])]
+    a = SPEC.plan_from_splits([m + e / 10 for m, e in zip(mins, extra[:4], strict=False)], mode=mode)
+    b_splits = [m + e / 10 for m, e in zip(mins, extra[4:], strict=False)]
     b = SPEC.plan_from_splits(b_splits, offset_s=offset_tenths / 10.0 % sum(b_splits), mode=mode,
                               coord_phase=coord, version=2)
     program = SignalProgram(SPEC, a, start_time=3.0, transition_max_step_s=10.0)
@@ -246,7 +246,6 @@ def test_free_mode_applies_a_new_plan_at_the_sequence_wrap():
 
 
 def two_phase_no_peds():
-    from traffic.intersection import PhaseSpec
 
     spec = two_phase()
     return replace(spec, phases=tuple(replace(p, ped_crossing_m=0.0) for p in spec.phases))
@@ -266,7 +265,7 @@ def test_free_mode_serves_pedestrian_phases_within_the_max_wait_under_heavy_traf
         ends = [t for t, state, phase, kind in changes if phase == ped and kind == "yellow"]
         starts = [t for t, state, phase, kind in changes if phase == ped and kind == "green"]
         assert len(starts) >= 4
-        waits = [s - e for e, s in zip(ends, [x for x in starts if x > ends[0]])]
+        waits = [s - e for e, s in zip(ends, [x for x in starts if x > ends[0]], strict=False)]
         assert max(waits) <= PED_MAX_WAIT_S + 2 * longest_turn
     greens = _greens(changes)
     assert set(greens) == {p.phase for p in SPEC.phases}  # nobody starves

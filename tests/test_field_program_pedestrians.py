@@ -58,7 +58,7 @@ def test_free_mode_walks_are_fully_timed_and_at_most_max_wait_apart():
         timing = plan.phase(ped)
         walks = [start for phase, start, _end, walk in greens if phase == ped and walk]
         assert len(walks) >= 1800 / (PED_MAX_WAIT_S + longest_turn) - 2
-        assert max(b - a for a, b in zip(walks, walks[1:])) <= PED_MAX_WAIT_S + longest_turn
+        assert max(b - a for a, b in zip(walks, walks[1:], strict=False)) <= PED_MAX_WAIT_S + longest_turn
         for phase, start, end, walk in greens:
             if phase == ped and walk:
                 assert end - start >= timing.phaseWalk + timing.phasePedestrianClear - 1e-6

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
+from test_field_emulator_mqtt import Observer
 
 from field_firmware_stubs.emulator import FieldEmulator
 from field_firmware_stubs.world_sumo import SumoWorld, sumo_binary
@@ -16,8 +17,6 @@ from traffic import topics
 from traffic.config import FieldSettings, MqttSettings
 from traffic.errors import ScenarioError
 from traffic.intersection import DetectorSpec, IntersectionSpec, PhaseSpec
-
-from test_field_emulator_mqtt import Observer
 
 NODES = """<nodes>
  <node id="C" x="0" y="0" type="traffic_light"/>
@@ -76,7 +75,7 @@ def spec_from(net: Path) -> IntersectionSpec:
 def test_emulator_drives_the_sumo_junction_and_counts_arrive(scenario, tmp_path, mqtt_url, site):
     spec = spec_from(tmp_path / "net.net.xml")
     emulator = FieldEmulator(spec, site=site, mqtt=MqttSettings(url=mqtt_url), count_interval_s=60,
-                             clock_origin=datetime(2026, 3, 2, 7, tzinfo=timezone.utc),
+                             clock_origin=datetime(2026, 3, 2, 7, tzinfo=UTC),
                              tod_plan=spec.plan_from_splits([24.0, 20.0], mode="actuated"),
                              settings=FieldSettings())
     observer = Observer(mqtt_url, site)
@@ -117,7 +116,7 @@ def test_missing_detector_is_a_scenario_error_and_sumo_is_closed(scenario, tmp_p
     spec = spec_from(tmp_path / "net.net.xml")
     bad = IntersectionSpec(spec.controller_id, spec.tls_id, spec.link_count, spec.phases,
                            spec.detectors + (DetectorSpec("dx", "nowhere_0", 1),), conflicts=spec.conflicts)
-    emulator = FieldEmulator(bad, site="t", mqtt=MqttSettings(), clock_origin=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    emulator = FieldEmulator(bad, site="t", mqtt=MqttSettings(), clock_origin=datetime(2026, 1, 1, tzinfo=UTC))
     with pytest.raises(ScenarioError, match="dx"):
         SumoWorld(scenario, emulators={"C": emulator}, seed=1, begin=0, end=10)
     # the failed world closed its simulation: a new one can start in this process
@@ -128,7 +127,7 @@ def test_missing_detector_is_a_scenario_error_and_sumo_is_closed(scenario, tmp_p
 
 def test_traci_backend_drives_the_lights_and_leaves_no_process(scenario, tmp_path):
     spec = spec_from(tmp_path / "net.net.xml")
-    emulator = FieldEmulator(spec, site="t", mqtt=MqttSettings(), clock_origin=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    emulator = FieldEmulator(spec, site="t", mqtt=MqttSettings(), clock_origin=datetime(2026, 1, 1, tzinfo=UTC))
     world = SumoWorld(scenario, emulators={"C": emulator}, seed=2, begin=0, end=60, backend="traci")
     try:
         assert world.backend == "traci"

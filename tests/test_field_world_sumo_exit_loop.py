@@ -10,7 +10,7 @@ loop's own vehicle data.
 from __future__ import annotations
 
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -83,7 +83,7 @@ def test_a_vehicle_that_left_in_the_step_it_crossed_the_exit_loop_is_counted_and
                                                                                            backend):
     spec = one_way_spec()
     emulator = Recorder(spec, site="t", mqtt=MqttSettings(),
-                        clock_origin=datetime(2026, 1, 1, tzinfo=timezone.utc))
+                        clock_origin=datetime(2026, 1, 1, tzinfo=UTC))
     arrived_in_step_with_exit_count = 0
     with SumoWorld(exit_scenario, emulators={"C": emulator}, seed=1, begin=0, end=260,
                    backend=backend) as world:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+
+from test_field_emulator_mqtt import Observer
 
 from field_firmware_stubs.emulator import FieldEmulator
 from field_firmware_stubs.link import FieldGateway
@@ -12,9 +14,7 @@ from field_firmware_stubs.world_synthetic import SyntheticWorld
 from traffic import messages as msg
 from traffic.config import MqttSettings
 
-from test_field_emulator_mqtt import Observer
-
-ORIGIN = datetime(2026, 3, 2, 7, tzinfo=timezone.utc)
+ORIGIN = datetime(2026, 3, 2, 7, tzinfo=UTC)
 
 
 def test_forty_controllers_publish_poisson_counts_through_one_gateway(mqtt_url, site):

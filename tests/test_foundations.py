@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from traffic import messages, topics
 from traffic.clearance import pedestrian_clear_s, red_clearance_s, yellow_change_s
@@ -76,8 +77,8 @@ def test_plan_parsing_names_the_bad_field(mutate, field):
 
 
 def test_plan_expiry():
-    past = (datetime.now(timezone.utc) - timedelta(seconds=1)).isoformat()
-    future = (datetime.now(timezone.utc) + timedelta(minutes=5)).isoformat()
+    past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    future = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
     plan = SPEC.default_plan(90.0)
     assert TimingPlan.from_dict({**plan.to_dict(), "expires_at": past}).is_expired()
     assert not TimingPlan.from_dict({**plan.to_dict(), "expires_at": future}).is_expired()
@@ -87,7 +88,7 @@ def test_plan_expiry():
 def test_plan_from_splits_keeps_cycle_equal_to_sum(splits):
     plan = SPEC.plan_from_splits(splits)
     assert plan.patternCycleTime == pytest.approx(sum(p.splitTime for p in plan.phases), abs=0.051)
-    for phase, spec in zip(plan.phases, SPEC.phases):
+    for phase, spec in zip(plan.phases, SPEC.phases, strict=False):
         assert phase.phaseYellowChange == spec.yellow_s
         assert phase.phaseRedClear == spec.red_clear_s
 
@@ -106,8 +107,8 @@ def test_cycle_intervals_sum_to_cycle(splits, offset):
     assert sum(i.duration for i in intervals) == pytest.approx(plan.patternCycleTime, abs=0.05 * len(intervals))
     assert 0 <= cycle_start_offset(plan) < plan.patternCycleTime
     # every change from green goes through yellow
-    for a, b in zip(intervals, intervals[1:] + intervals[:1]):
-        for x, y in zip(a.state, b.state):
+    for a, b in zip(intervals, intervals[1:] + intervals[:1], strict=False):
+        for x, y in zip(a.state, b.state, strict=False):
             assert not (x in "Gg" and y == "r"), (a, b)
 
 
@@ -131,7 +132,7 @@ def test_foreign_topics_are_refused(bad):
 
 # --- messages --------------------------------------------------------------
 
-NOW = datetime(2026, 11, 23, 7, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, 7, 0, tzinfo=UTC)
 
 
 def _report() -> messages.CountReport:

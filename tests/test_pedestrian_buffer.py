@@ -14,13 +14,20 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from controller import safety as centre
 from controller.examples import four_leg
 from field_firmware_stubs import plan_check as field
-from traffic.clearance import (MIN_BUFFER_S, MIN_PED_CHANGE_S, TOLERANCE_S, WALKING_SPEED_MPS,
-                               pedestrian_clear_s, pedestrian_clearance_time_s)
+from traffic.clearance import (
+    MIN_BUFFER_S,
+    MIN_PED_CHANGE_S,
+    TOLERANCE_S,
+    WALKING_SPEED_MPS,
+    pedestrian_clear_s,
+    pedestrian_clearance_time_s,
+)
 from traffic.plan import TimingPlan
 
 

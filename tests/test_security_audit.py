@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -27,7 +27,7 @@ def _dispatched(conn, version: int = 2):
     store.set_verdict(conn, plan.plan_id, {"accepted": True, "delay_s": {"candidate": 31.2, "incumbent": 35.0}})
     store.record_state(conn, plan.plan_id, store.SIMULATED, "central")
     store.record_state(conn, plan.plan_id, store.DISPATCHED, "central", {"expiry_s": 120})
-    expires = (datetime.now(timezone.utc) + timedelta(seconds=120)).isoformat()
+    expires = (datetime.now(UTC) + timedelta(seconds=120)).isoformat()
     sent = SIGNER.sign(replace(plan, expires_at=expires))  # what Dispatcher.signed_plan() returns
     return plan, sent
 
@@ -38,7 +38,7 @@ def test_the_audit_holds_author_checks_signature_dispatch_and_field_answer(pg_ds
         record = record_signature(conn, sent)
         assert record is not None and record.key_id == SIGNER.key_id and record.version == 2
         assert record_signature(conn, sent) == record  # the same publication is stored once
-        resent = SIGNER.sign(replace(plan, expires_at=(datetime.now(timezone.utc) + timedelta(minutes=5)).isoformat()))
+        resent = SIGNER.sign(replace(plan, expires_at=(datetime.now(UTC) + timedelta(minutes=5)).isoformat()))
         record_signature(conn, resent)  # a re-send with a new expiry is a second publication
         store.record_state(conn, plan.plan_id, store.ACCEPTED, "central", {"field": "accepted"})
         store.record_state(conn, plan.plan_id, store.ACTIVE, "central", {"at": "2026-03-02T07:05:00+00:00"})

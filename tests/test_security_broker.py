@@ -20,9 +20,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from app.secure_broker import SecureBroker
 from traffic import topics
 from traffic.config import MqttSettings
-from app.secure_broker import SecureBroker
 from traffic.security.pki import PkiLayout, create_ca, init_pki, issue_certificate
 
 SITE = "s1"
@@ -62,7 +62,7 @@ class Peer:
             self.got.append((message.topic, bytes(message.payload)))
             self._cond.notify_all()
 
-    def connect(self) -> "Peer":
+    def connect(self) -> Peer:
         self.client.connect(self.settings.host, self.settings.port, keepalive=10)
         self.client.loop_start()
         with self._cond:

@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -24,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from app.secure_broker import SecureBroker
 from controller.dispatch import Dispatcher
 from field_firmware_stubs import events as ev
 from field_firmware_stubs.emulator import FieldEmulator
@@ -34,17 +35,16 @@ from traffic import topics
 from traffic.config import FieldSettings, MqttSettings
 from traffic.errors import UnsafePlanError
 from traffic.plan import TimingPlan
-from app.secure_broker import SecureBroker
 from traffic.security.pki import init_pki
 from traffic.security.signing import PlanSigner, PlanVerifier, generate_signing_key
 
 SITE = "s1"
-ORIGIN = datetime(2026, 3, 2, 7, 0, tzinfo=timezone.utc)
+ORIGIN = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
 SPLITS = [30.0, 12.0, 26.0, 12.0]
 
 
 def wall_clock() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Centre:

@@ -9,8 +9,8 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from traffic import topics
 from app.cli import main
+from traffic import topics
 from traffic.config import MqttSettings
 from traffic.errors import ConfigError
 from traffic.security.mosquitto_config import acl_text

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from test_field_emulator_mqtt import Observer
 
 from controller.dispatch import DEFAULT_MAX_EXPIRY_S, Dispatcher
 from field_firmware_stubs.emulator import DEFAULT_MAX_PLAN_EXPIRY_S, FieldEmulator
@@ -26,16 +27,14 @@ from traffic.errors import ConfigError, PlanError
 from traffic.plan import TimingPlan
 from traffic.security.signing import PlanSigner, generate_signing_key
 
-from test_field_emulator_mqtt import Observer
-
-ORIGIN = datetime(2026, 3, 2, 7, 0, tzinfo=timezone.utc)
+ORIGIN = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
 SPLITS = [30.0, 12.0, 26.0, 12.0]
 SIGNER = PlanSigner(generate_signing_key())
-YEAR_2100 = datetime(2100, 1, 1, tzinfo=timezone.utc).isoformat()
+YEAR_2100 = datetime(2100, 1, 1, tzinfo=UTC).isoformat()
 
 
 def wall() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def plan_v(version: int, **changes) -> TimingPlan:

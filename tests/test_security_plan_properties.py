@@ -24,13 +24,14 @@ minutes.
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from dataclasses import replace
+from datetime import UTC
 
 import pytest
-import random
-
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from controller import examples
 from controller import safety as centre
@@ -322,7 +323,7 @@ def test_no_invalid_plan_passes_either_check(seed):
 @given(st.integers(0, 2**32 - 1))
 def test_the_field_emulator_takes_exactly_the_valid_signed_plans(seed):
     """The whole acceptance path of a controller (signature, identity, version, check) on the same plans."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from field_firmware_stubs.emulator import FieldEmulator
     from traffic.config import MqttSettings
@@ -331,7 +332,7 @@ def test_the_field_emulator_takes_exactly_the_valid_signed_plans(seed):
     rng = random.Random(seed)
     signer = PlanSigner(generate_signing_key())
     emulators = {s.controller_id: FieldEmulator(s, site="s", mqtt=MqttSettings(), plan_verifier=signer.verifier(),
-                                                clock_origin=datetime(2026, 1, 1, tzinfo=timezone.utc))
+                                                clock_origin=datetime(2026, 1, 1, tzinfo=UTC))
                  for s in SPECS}
     version = 1
     for _ in range(10):

@@ -73,7 +73,7 @@ class Client:
             self.got.append((message.topic, bytes(message.payload)))
             self.cond.notify_all()
 
-    def connect(self, *, clean_start: bool = True, session_expiry_s: int = 0) -> "Client":
+    def connect(self, *, clean_start: bool = True, session_expiry_s: int = 0) -> Client:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = session_expiry_s
         self.client.connect(self.settings.host, self.settings.port, keepalive=10, clean_start=clean_start,

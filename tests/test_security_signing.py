@@ -6,16 +6,24 @@ import json
 from dataclasses import replace
 
 import pytest
-
-from traffic.security.jcs import canonicalize
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from field_firmware_stubs.samples import four_leg
 from traffic.errors import ConfigError, PlanError
 from traffic.plan import PhaseTiming, TimingPlan
-from traffic.security.signing import (PlanSignatureError, PlanSigner, PlanVerifier, generate_signing_key,
-                                      load_signing_key, load_verify_key, signed_bytes, write_signing_key,
-                                      write_verify_key)
+from traffic.security.jcs import canonicalize
+from traffic.security.signing import (
+    PlanSignatureError,
+    PlanSigner,
+    PlanVerifier,
+    generate_signing_key,
+    load_signing_key,
+    load_verify_key,
+    signed_bytes,
+    write_signing_key,
+    write_verify_key,
+)
 
 SIGNER = PlanSigner(generate_signing_key())
 VERIFIER = SIGNER.verifier()

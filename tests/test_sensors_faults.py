@@ -20,19 +20,19 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from app.services import PrivatePostgres, find_free_port, port_open, postgres_bindir
 from sensors.ingest import IngestService
 from sensors.loadgen import LoadGenerator, LoadResult, expected_total
 from sensors.router import route
 from traffic import db, topics
 from traffic.config import IngestSettings, MqttSettings, Settings
 from traffic.messages import CountRecord, CountReport
-from app.services import PrivatePostgres, find_free_port, port_open, postgres_bindir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,7 +63,7 @@ class Worker:
                      "--stats-file", str(self.stats_file), "--log-level", "INFO"]
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "Worker":
+    def start(self) -> Worker:
         self.stats_file.unlink(missing_ok=True)
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
@@ -266,7 +266,7 @@ def test_database_down_30_s_spools_and_replays_everything(tmp_path, mqtt_url, si
 # fuzz: random and malformed payloads
 
 def _valid(controller: str, seq: int) -> dict:
-    return json.loads(CountReport(controller, seq, datetime(2026, 3, 4, 17, seq % 60, tzinfo=timezone.utc), 60,
+    return json.loads(CountReport(controller, seq, datetime(2026, 3, 4, 17, seq % 60, tzinfo=UTC), 60,
                                   (CountRecord("d0", 3, 5.0, 1), CountRecord("d1", 4, 6.0))).to_json())
 
 
@@ -306,7 +306,7 @@ def fuzz_cases(n: int, site: str, seed: int = 7) -> list[tuple[str, bytes, str]]
             payload = b"[" * depth + b"]" * rng.choice([0, depth])
         else:
             payload = b'{"schema":"counts/1","pad":"' + b"y" * rng.randrange(262_200, 400_000) + b'"}'
-        batch = route(topic, payload, datetime.now(timezone.utc), site=site)
+        batch = route(topic, payload, datetime.now(UTC), site=site)
         if batch.dead_letters:                      # a mutation can leave a report valid: not a fuzz case
             cases.append((topic, payload, kind))
     return cases
@@ -319,7 +319,7 @@ def test_fuzz_10000_payloads_in_process_all_dead_lettered_with_a_reason():
     assert kinds >= {"random", "truncated", "wrong_type", "wrong_encoding", "wrong_topic", "wrong_schema",
                      "nested", "huge"}
     for topic, payload, _kind in cases:
-        batch = route(topic, payload, datetime.now(timezone.utc), site=site)
+        batch = route(topic, payload, datetime.now(UTC), site=site)
         assert len(batch) == 1 and len(batch.dead_letters) == 1
         letter = batch.dead_letters[0]
         assert letter.reason and letter.payload == payload[:len(letter.payload)]
@@ -346,7 +346,7 @@ def test_fuzz_through_the_real_broker_every_payload_is_dead_lettered(tmp_path, p
             infos.append(pub.publish(topic, payload, qos=1))
             if k % 500 == 499:                       # stay under the shared broker's per-session queue limit
                 assert eventually(lambda: svc.stats.received >= k - 100, 20)
-        good = CountReport("c1", 1, datetime(2026, 3, 4, 17, 0, tzinfo=timezone.utc), 60,
+        good = CountReport("c1", 1, datetime(2026, 3, 4, 17, 0, tzinfo=UTC), 60,
                            (CountRecord("d0", 1, 1.0),))
         infos.append(pub.publish(topics.topic(site, "c1", topics.COUNTS), good.to_json(), qos=1))
         for info in infos:

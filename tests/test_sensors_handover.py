@@ -14,7 +14,12 @@ import subprocess
 
 from test_sensors_faults import ROOT, Worker, eventually
 from test_sensors_ingest import (  # noqa: F401 - fixtures used by name
-    WAIT_S, _eventually, make_service, query, report, settings,
+    WAIT_S,
+    _eventually,
+    make_service,
+    query,
+    report,
+    settings,
 )
 from test_sensors_poison import publish_many
 

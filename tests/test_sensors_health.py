@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -12,13 +12,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sensors.health import (
-    CHATTERING, MISSING, OK, STATES, STUCK_OFF, STUCK_ON, HealthRules, Sample, assess, classify_controller,
-    classify_detector, interval_label, store_health,
+    CHATTERING,
+    MISSING,
+    OK,
+    STATES,
+    STUCK_OFF,
+    STUCK_ON,
+    HealthRules,
+    Sample,
+    assess,
+    classify_controller,
+    classify_detector,
+    interval_label,
+    store_health,
 )
 from sensors.records import CountRow
 from sensors.store import CountStore
 
-T0 = datetime(2026, 3, 2, 6, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 RULES = HealthRules()
 
 

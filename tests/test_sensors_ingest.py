@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -20,10 +20,15 @@ from sensors.spool import SUFFIX
 from traffic import topics
 from traffic.config import IngestSettings, MqttSettings, Settings
 from traffic.messages import (
-    MODE_CENTRAL, ONLINE, CountRecord, CountReport, EventBatch, StatusMessage,
+    MODE_CENTRAL,
+    ONLINE,
+    CountRecord,
+    CountReport,
+    EventBatch,
+    StatusMessage,
 )
 
-T0 = datetime(2026, 3, 4, 17, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 4, 17, 0, tzinfo=UTC)
 WAIT_S = 10.0
 
 Publish = Callable[..., None]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -15,7 +15,7 @@ from sensors.records import CountRow
 from sensors.store import CountStore
 from traffic.config import Settings
 
-T0 = datetime(2026, 3, 2, 6, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 NOW = T0 + timedelta(minutes=30)
 
 

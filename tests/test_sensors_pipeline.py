@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 import pytest
@@ -19,8 +19,8 @@ from traffic import messages
 from traffic.db import has_timescaledb
 from traffic.errors import MessageError, StorageError
 
-T0 = datetime(2026, 3, 4, 17, 0, tzinfo=timezone.utc)
-NOW = datetime(2026, 3, 4, 18, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 4, 17, 0, tzinfo=UTC)
+NOW = datetime(2026, 3, 4, 18, 0, tzinfo=UTC)
 
 
 # ---------------------------------------------------------------------------
@@ -113,12 +113,12 @@ def test_fresh_install_is_partitioned_by_day_with_a_default(plain_pg):
 
 
 def test_ingest_creates_the_day_partitions_and_rows_land_in_them(plain_pg):
-    today = datetime.now(timezone.utc).replace(hour=12, minute=0, second=0, microsecond=0)
+    today = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
     with CountStore(plain_pg) as store:
         rows = [r._replace(interval_start=today + timedelta(days=k)) for r in rows_for([0]) for k in (-1, 0, 1)]
         assert store.write_counts(rows) == 6
         assert store.write_counts(rows) == 0                       # idempotent across partitions
-        wild = rows_for([0])[0]._replace(interval_start=datetime(1999, 1, 1, tzinfo=timezone.utc))
+        wild = rows_for([0])[0]._replace(interval_start=datetime(1999, 1, 1, tzinfo=UTC))
         assert store.write_counts([wild]) == 1                     # outside the horizon: default, not refused
     days = [(today + timedelta(days=k)).strftime("%Y%m%d") for k in (-1, 0, 1)]
     assert partitions.partitions(plain_pg) == [f"detector_counts_p{d}" for d in days] + ["detector_counts_default"]
@@ -160,7 +160,7 @@ def test_retention_drops_old_partitions_and_old_stragglers(plain_pg):
 def test_day_ranges_groups_contiguous_days_inside_the_horizon():
     today = date(2026, 3, 4)
     days = [date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 4), date(1999, 1, 1), date(2026, 3, 9)]
-    midnight = lambda d: datetime.combine(d, datetime.min.time(), timezone.utc)  # noqa: E731
+    midnight = lambda d: datetime.combine(d, datetime.min.time(), UTC)  # noqa: E731
     assert partitions.day_ranges(days, today) == [
         (midnight(date(2026, 3, 1)), midnight(date(2026, 3, 2))),
         (midnight(date(2026, 3, 4)), midnight(date(2026, 3, 4))),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -24,7 +24,15 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from test_sensors_ingest import (  # noqa: F401 - fixtures used by name
-    T0, WAIT_S, _allow_connections, _eventually, make_service, query, report, settings, settle,
+    T0,
+    WAIT_S,
+    _allow_connections,
+    _eventually,
+    make_service,
+    query,
+    report,
+    settings,
+    settle,
 )
 
 from sensors.records import Batch, CountRow, StatusRow
@@ -79,7 +87,7 @@ def letters(dsn: str) -> list[tuple[str, str, bytes]]:
 
 def test_store_isolates_every_refused_row_and_stores_the_rest(pg_dsn):
     refuse_poison_status(pg_dsn)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     batch = Batch()
     good = 0
     refused: list[bytes] = []
@@ -128,7 +136,7 @@ def test_store_isolates_every_refused_row_and_stores_the_rest(pg_dsn):
 def test_refused_dead_letter_text_is_made_storable(pg_dsn):
     # The dead letter of a poison message carries text from the poison (topic,
     # reason): it must not fail the same way.
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     batch = route("tsc/v1/s/c1/\ud800\x00", b"x", now)
     with CountStore(pg_dsn) as store:
         assert store.write_batch(batch).dead_letters == 1
@@ -235,7 +243,7 @@ def test_a_spool_file_with_poison_from_an_older_version_drains(settings, pg_dsn,
     an outage, and then failed to replay forever. Now the replay pins the
     refusal on the row, dead-letters it (payload: the row) and stores the rest.
     """
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     rows = [CountRow("c1", f"d{j}", T0 + timedelta(minutes=m), 60, j, 1.0, None, now)
             for m in range(150) for j in range(2)]
     poison = StatusRow(site, "c1", "online", "central", None, None, T0, "\ud800", now)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,7 +15,7 @@ from sensors.spool import Spool
 from traffic import messages, topics
 from traffic.errors import StorageError
 
-NOW = datetime(2026, 3, 1, 7, 30, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 1, 7, 30, tzinfo=UTC)
 SITE = "hn"
 
 
@@ -35,7 +35,7 @@ def test_counts_become_rows_keyed_by_controller_detector_interval():
     assert batch.dead_letters == []
     assert [(r.controller_id, r.detector_id, r.vehicle_count, r.motorcycle_count) for r in batch.counts] == [
         ("c1", "d1", 12, 8), ("c1", "d2", 0, None)]
-    assert all(r.interval_start == datetime(2026, 3, 1, 7, 29, tzinfo=timezone.utc) for r in batch.counts)
+    assert all(r.interval_start == datetime(2026, 3, 1, 7, 29, tzinfo=UTC) for r in batch.counts)
     assert all(r.received_at == NOW for r in batch.counts)
 
 
@@ -188,7 +188,7 @@ records = st.lists(
 
 @settings(max_examples=100, deadline=None)
 @given(recs=records, start=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1),
-                                        timezones=st.just(timezone.utc)),
+                                        timezones=st.just(UTC)),
        interval_s=st.integers(1, 3600))
 def test_valid_reports_always_become_rows_that_survive_the_spool(recs, start, interval_s):
     report = messages.CountReport("c1", 1, start, interval_s, recs)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -13,7 +13,7 @@ from sensors.store import CountStore, is_transient
 from traffic.errors import StorageError
 from traffic.messages import MODE_CENTRAL, OFFLINE, ONLINE, StatusMessage
 
-T0 = datetime(2026, 3, 3, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 3, 8, 0, tzinfo=UTC)
 
 
 def counts(n: int, controller: str = "c1", start: datetime = T0) -> list[CountRow]:

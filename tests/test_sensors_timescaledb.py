@@ -15,7 +15,7 @@ chunks, continuous aggregate equal to the view).
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -28,7 +28,7 @@ from tests.conftest import ADMIN_DSN, _dsn_for
 from traffic import db
 from traffic.errors import StorageError
 
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2026, 3, 4, 17, 0, tzinfo=UTC)
 CUTOFF_3D = datetime(2026, 3, 1, tzinfo=UTC)      # apply_retention(3, at=T0) keeps 2026-03-01 onwards
 
@@ -303,7 +303,7 @@ def test_continuous_aggregate_refresh_equals_the_view(ts_dsn):
         view = conn.execute("SELECT * FROM detector_counts_15min ORDER BY 1, 2, 3").fetchall()
         cagg = conn.execute("SELECT * FROM detector_counts_15min_cagg ORDER BY 1, 2, 3").fetchall()
         assert len(view) == len(cagg) > 0
-        for v, c in zip(view, cagg):
+        for v, c in zip(view, cagg, strict=False):
             assert v[:7] == c[:7]
             assert v[7] == pytest.approx(c[7], rel=1e-6) and v[8] == pytest.approx(c[8], rel=1e-9)
 

@@ -24,8 +24,6 @@ import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 
-from traffic.config import Settings
-from traffic.errors import ServiceError
 from app.services import (
     PrivateBroker,
     PrivatePostgres,
@@ -36,6 +34,8 @@ from app.services import (
     port_open,
     postgres_bindir,
 )
+from traffic.config import Settings
+from traffic.errors import ServiceError
 
 pytestmark = pytest.mark.timeout(120)
 

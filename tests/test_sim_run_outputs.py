@@ -13,13 +13,13 @@ import re
 import tempfile
 from pathlib import Path
 
+import failing_controls
 import pytest
 
-import failing_controls
 import simulation.scenario
+from app.cli import main
 from simulation import controls
 from simulation.scenario import Scenario
-from app.cli import main
 from traffic.intersection import Corridor
 
 

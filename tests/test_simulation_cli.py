@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from app.cli import main
 from simulation.backend import api_name, sumo_api
 from simulation.cli import parse_seeds
 from simulation.corridor import generate_corridor
 from simulation.inloop import run_in_loop
 from simulation.max_pressure import MaxPressureController
-from app.cli import main
 from traffic.errors import SimulationError
 
 REQUIRED = ("mean_delay_s", "mean_trip_time_s", "mean_waiting_s", "vehicles", "completed", "undeparted",

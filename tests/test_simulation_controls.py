@@ -21,8 +21,16 @@ from hypothesis import strategies as st
 import app.sim_adaptive  # noqa: F401 - the composition root: registers adaptive, installs the safety check
 from simulation.actuated import PROGRAM_ID, actuated_additional
 from simulation.binaries import sumo_binary, sumo_tool
-from simulation.controls import (CONTROLS, SAFE_ACTUATED_MAX_GREEN_S, control, report, run_actuated_safe, run_seeds,
-                                 safe_actuated_plans, summarize)
+from simulation.controls import (
+    CONTROLS,
+    SAFE_ACTUATED_MAX_GREEN_S,
+    control,
+    report,
+    run_actuated_safe,
+    run_seeds,
+    safe_actuated_plans,
+    summarize,
+)
 from simulation.corridor import generate_corridor
 from simulation.inloop import run_in_loop
 from simulation.kpi import Kpis
@@ -136,8 +144,8 @@ def test_max_pressure_safeguards_in_sumo(grid) -> None:
         spec = specs[tls]
         phases = spec.phases
         assert len({e.phase for e, _ in intervals if e.kind == "green"}) == len(phases)  # all stages served
-        for (a, da), (b, _db) in zip(intervals, intervals[1:]):
-            for i, (x, y) in enumerate(zip(a.state, b.state)):
+        for (a, da), (b, _db) in zip(intervals, intervals[1:], strict=False):
+            for i, (x, y) in enumerate(zip(a.state, b.state, strict=False)):
                 assert not (x in GREEN and y in "rs"), f"{tls} link {i}: green to red without yellow at {b.time}"
             if a.kind == "yellow":
                 leaving = phases[[p.greens for p in phases].index(_previous_green(intervals, a))]
@@ -159,7 +167,7 @@ def test_max_pressure_safeguards_in_sumo(grid) -> None:
         for e, _d in greens:
             starts[e.phase].append(e.time)
         for phase, times in starts.items():
-            gaps = [b - a for a, b in zip(times, times[1:])]
+            gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
             assert max(gaps, default=0) <= bound, (tls, phase, gaps, bound)
 
 
@@ -312,5 +320,5 @@ def test_in_loop_reaches_fractional_due_times(corridor) -> None:
     ticker = _Ticker()
     run_in_loop(corridor, seed=1, end=30, make_controllers=lambda _api: [ticker])
     assert len(ticker.called) == 10  # every 3 s (2.5 s rounded up to the 1 s step), from 0 to 30
-    for asked, called in zip(ticker.asked, ticker.called):
+    for asked, called in zip(ticker.asked, ticker.called, strict=False):
         assert asked <= called < asked + 1.0

@@ -14,8 +14,16 @@ import time
 import pytest
 
 from simulation.citygen import grid_city
-from simulation.executor import (DaskExecutor, LocalProcessExecutor, ScenarioFiles, SimResult, SimTask,
-                                 SimulationExecutor, execute, executor_from_settings)
+from simulation.executor import (
+    DaskExecutor,
+    LocalProcessExecutor,
+    ScenarioFiles,
+    SimResult,
+    SimTask,
+    SimulationExecutor,
+    execute,
+    executor_from_settings,
+)
 from traffic.config import ExecutorSettings, load_settings
 from traffic.errors import ConfigError, PlanError, SimulationError
 
@@ -86,7 +94,7 @@ def test_dask_results_equal_local(city, dask_cluster) -> None:
         local = ex.run(tasks)
     remote = dask_cluster.run(tasks)
     assert dask_cluster.workers == 2
-    assert all(_same(a, b) for a, b in zip(local, remote))
+    assert all(_same(a, b) for a, b in zip(local, remote, strict=False))
     assert len({r.worker for r in remote}) >= 1
 
 
@@ -121,7 +129,7 @@ def test_dask_worker_killed_mid_task_is_retried(busy_city, dask_cluster) -> None
     runner.join(timeout=300)
     assert not runner.is_alive()
     results = out["results"]
-    assert all(_same(a, b) for a, b in zip(expected, results))  # rescheduled, same numbers
+    assert all(_same(a, b) for a, b in zip(expected, results, strict=False))  # rescheduled, same numbers
     assert all(not r.worker.endswith(f":{killed_pid}") for r in results)
     # the nanny restarted the killed worker: the cluster is whole again
     deadline = time.monotonic() + 60

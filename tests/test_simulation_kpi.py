@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tripinfo_rows import trip as _trip
+from tripinfo_rows import undeparted as _undeparted
+from tripinfo_rows import write_tripinfo as _write
 
 from simulation.kpi import Kpis, read_teleports, read_tripinfo
 from traffic.errors import SimulationError
-from tripinfo_rows import trip as _trip, undeparted as _undeparted, write_tripinfo as _write
 
 
 def test_one_vehicle(tmp_path: Path) -> None:

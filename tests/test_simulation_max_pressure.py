@@ -13,16 +13,22 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from hypothesis import given, settings as hsettings
+from hypothesis import given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from simulation.binaries import sumo_binary, sumo_tool
 from simulation.inloop import run_in_loop
-from simulation.max_pressure import (MaxPressureController, MaxPressureSettings, TraceEntry, choose_phase,
-                                     is_road_lane, phase_pressures)
+from simulation.max_pressure import (
+    MaxPressureController,
+    MaxPressureSettings,
+    TraceEntry,
+    choose_phase,
+    is_road_lane,
+    phase_pressures,
+)
 from simulation.scenario import load_scenario
 from traffic.errors import SimulationError
 from traffic.intersection import IntersectionSpec, PhaseSpec
@@ -199,13 +205,13 @@ def test_controller_timing_is_field_safe(queue_rows, decision_s) -> None:
 
     def draws(now: float) -> dict[str, int]:
         row = queue_rows[int(now) % len(queue_rows)]
-        return dict(zip(lanes, row))
+        return dict(zip(lanes, row, strict=False))
     end = 900.0
     _drive(ctl, api, draws, end)
     intervals = _intervals(trace, end)
     assert trace[0].kind == "green" and trace[0].state == "GrGr"  # took over the shown phase, no cut
-    for (a, da), (b, _) in zip(intervals, intervals[1:]):
-        for x, y in zip(a.state, b.state):
+    for (a, da), (b, _) in zip(intervals, intervals[1:], strict=False):
+        for x, y in zip(a.state, b.state, strict=False):
             assert not (x in GREEN and y == "r"), f"green to red without yellow at {b.time}"
         if a.kind == "green":
             floor = max(5.0, spec.phases[a.phase].min_green_s)
@@ -287,7 +293,7 @@ def test_link_starvation_serves_a_protected_phase_within_the_bound() -> None:
     assert starts, "the protected phase was never served"
     hold = settings.decision_s
     change = max(p.yellow_s + p.red_clear_s for p in spec.phases) + 2
-    gaps = [b - a for a, b in zip([0.0, *starts], starts)]
+    gaps = [b - a for a, b in zip([0.0, *starts], starts, strict=False)]
     assert max(gaps) <= settings.max_red_s + hold + 2 * change
 
 
@@ -351,6 +357,6 @@ def test_max_pressure_runs_a_joined_cluster_network_to_the_end(joined) -> None:
     for e in trace:
         by_tls.setdefault(e.tls_id, []).append(e)
     for entries in by_tls.values():
-        for a, b in zip(entries, entries[1:]):
-            for x, y in zip(a.state, b.state):
+        for a, b in zip(entries, entries[1:], strict=False):
+            for x, y in zip(a.state, b.state, strict=False):
                 assert not (x in GREEN and y in "rs"), (a, b)

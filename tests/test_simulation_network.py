@@ -206,10 +206,10 @@ def test_pedestrian_timing_follows_the_scenario(corridor_scenario, left_ped_net:
     assumed = corridor_from_net(net, site="hanoi", additional_files=corridor_scenario.additional_files,
                                 pedestrians="assume", name=corridor_scenario.corridor.name)
     assert assumed.intersections == corridor_scenario.corridor.intersections  # what the generator passes
-    for a, b in zip(auto.intersections, assumed.intersections):
+    for a, b in zip(auto.intersections, assumed.intersections, strict=False):
         assert [p.greens for p in a.phases] == [p.greens for p in b.phases]
         assert a.detectors == b.detectors and a.conflicts == b.conflicts
-        assert all(pa.min_split_s < pb.min_split_s for pa, pb in zip(a.phases, b.phases))
+        assert all(pa.min_split_s < pb.min_split_s for pa, pb in zip(a.phases, b.phases, strict=False))
     # modelled crossings are timed by default and by "assume"; "none" drops them (what-if)
     modelled = corridor_from_net(left_ped_net, site="t")
     assert corridor_from_net(left_ped_net, site="t", pedestrians="assume") == modelled

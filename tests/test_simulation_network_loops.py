@@ -18,8 +18,14 @@ from hypothesis import strategies as st
 
 from app.sim_adaptive import with_detector_links
 from simulation.binaries import sumo_binary
-from simulation.network import (DETECTOR_DISTANCE_M, DETECTOR_MARGIN_M, corridor_from_net, loop_id,
-                                place_on_chain, write_detectors_additional)
+from simulation.network import (
+    DETECTOR_DISTANCE_M,
+    DETECTOR_MARGIN_M,
+    corridor_from_net,
+    loop_id,
+    place_on_chain,
+    write_detectors_additional,
+)
 from traffic.errors import ScenarioError
 from traffic.intersection import DetectorSpec, IntersectionSpec
 

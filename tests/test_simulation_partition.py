@@ -17,8 +17,16 @@ import pytest
 
 from simulation.citygen import grid_city
 from simulation.executor import LocalProcessExecutor, ScenarioFiles, SimTask
-from simulation.partition import (add_commands, assign_junctions, boundary_flows, city_routes_with_exit_times,
-                                  partition_signals, partition_site, region_edges, signal_graph)
+from simulation.partition import (
+    add_commands,
+    assign_junctions,
+    boundary_flows,
+    city_routes_with_exit_times,
+    partition_signals,
+    partition_site,
+    region_edges,
+    signal_graph,
+)
 from simulation.scenario import load_scenario
 from traffic.errors import ScenarioError
 
@@ -91,7 +99,7 @@ def test_boundary_flows_match_the_whole_model(city, tmp_path) -> None:
     with LocalProcessExecutor(2) as ex:
         whole, *regions = ex.run(tasks)
     report = []
-    for model, result in zip(site.models, regions):
+    for model, result in zip(site.models, regions, strict=False):
         flows = boundary_flows(model, whole.edges, result.edges, city.end)
         report.append(flows.to_dict())
         assert sum(flows.whole.values()) > 100

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -20,7 +20,7 @@ from simulation.runner import build_command
 from traffic.errors import SimulationError
 from traffic.intersection import Corridor, DetectorSpec, IntersectionSpec, PhaseSpec
 
-T1 = datetime(2026, 3, 2, 7, 0, tzinfo=timezone.utc)
+T1 = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")

@@ -75,7 +75,7 @@ def test_sumo_runs_the_written_program(scenario, tmp_path: Path) -> None:
     offset = cycle_start_offset(plan)
     expected = [offset + k * plan.patternCycleTime for k in range(3)]
     assert len(starts) >= 3
-    for got, want in zip(starts, expected):
+    for got, want in zip(starts, expected, strict=False):
         assert want <= got <= want + 1.0 + 1e-6
 
 
@@ -83,7 +83,7 @@ def test_sumo_runs_the_written_program(scenario, tmp_path: Path) -> None:
 @given(extra=st.lists(st.floats(0, 60), min_size=2, max_size=2), offset=st.floats(0, 500))
 def test_tllogic_cycle_and_offset_properties(scenario, extra, offset) -> None:
     spec = scenario.corridor.intersections[0]
-    splits = [p.min_split_s + e for p, e in zip(spec.phases, extra)]
+    splits = [p.min_split_s + e for p, e in zip(spec.phases, extra, strict=False)]
     plan = spec.plan_from_splits(splits, offset_s=offset)
     el = ET.fromstring(plan_to_tllogic_xml(plan, spec.tls_id, "p"))
     durations = [float(p.get("duration")) for p in el.findall("phase")]
@@ -92,14 +92,15 @@ def test_tllogic_cycle_and_offset_properties(scenario, extra, offset) -> None:
     assert all(len(p.get("state")) == spec.link_count for p in el.findall("phase"))
     # no signal group jumps from green straight to red: a yellow always comes between
     states = [p.get("state") for p in el.findall("phase")]
-    for a, b in zip(states, states[1:] + states[:1]):
-        for x, y in zip(a, b):
+    for a, b in zip(states, states[1:] + states[:1], strict=False):
+        for x, y in zip(a, b, strict=False):
             assert not (x in "Gg" and y == "r")
 
 
 def test_actuated_and_free_plans_become_sumo_actuated_programs(scenario, tmp_path: Path) -> None:
-    import libsumo
     from dataclasses import replace
+
+    import libsumo
 
     spec = scenario.corridor.intersections[0]
     fixed = spec.plan_from_splits([40.3, 35.0])
@@ -108,7 +109,7 @@ def test_actuated_and_free_plans_become_sumo_actuated_programs(scenario, tmp_pat
         el = ET.fromstring(plan_to_tllogic_xml(plan, spec.tls_id, "act"))
         assert el.get("type") == "actuated"
         greens = [p for p in el.findall("phase") if p.get("name", "").endswith("-green")]
-        for phase_el, timing in zip(greens, plan.phases):
+        for phase_el, timing in zip(greens, plan.phases, strict=False):
             min_green = max(timing.phaseMinimumGreen, timing.phaseWalk + timing.phasePedestrianClear)
             assert float(phase_el.get("minDur")) == pytest.approx(min_green)
             assert float(phase_el.get("maxDur")) == pytest.approx(max(min_green, timing.phaseMaximum1))

@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tripinfo_rows import trip as _trip
+from tripinfo_rows import undeparted as _undeparted
+from tripinfo_rows import write_tripinfo as _write
 
 from simulation.kpi import read_tripinfo
-from tripinfo_rows import trip as _trip, undeparted as _undeparted, write_tripinfo as _write
 
 
 def _departed(vid: str, depart_delay: float) -> str:

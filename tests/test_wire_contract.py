@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jsonschema
@@ -27,7 +27,7 @@ from traffic.plan import PhaseTiming, TimingPlan
 from traffic.security.signing import PlanSigner, generate_signing_key
 
 DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "asyncapi.yaml"
-NOW = datetime(2026, 3, 1, 7, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 1, 7, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")

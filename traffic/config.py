@@ -21,13 +21,21 @@ import math
 import os
 import re
 import tomllib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 from urllib.parse import urlparse
 
-from traffic.clearance import (FLOOR_RED_CLEAR_S, FLOOR_YELLOW_S, MAX_RED_CLEAR_S, MAX_YELLOW_S, POLICY_KINDS,
-                               ClearancePolicy, parse_approaches)
+from traffic.clearance import (
+    FLOOR_RED_CLEAR_S,
+    FLOOR_YELLOW_S,
+    MAX_RED_CLEAR_S,
+    MAX_YELLOW_S,
+    POLICY_KINDS,
+    ClearancePolicy,
+    parse_approaches,
+)
 from traffic.errors import ConfigError
 
 ENV_PREFIX = "TRAFFIC_"
@@ -531,7 +539,7 @@ def _approaches_problem(value: Any) -> str | None:
 
 
 #: rules between settings of one section
-_CROSS_CHECKS: dict[type, tuple[Callable[[Any], "str | None"], ...]] = {
+_CROSS_CHECKS: dict[type, tuple[Callable[[Any], str | None], ...]] = {
     MqttSettings: (
         lambda m: (f"cert_file and key_file go together (cert_file={m.cert_file!r}, key_file={m.key_file!r})"
                    if bool(m.cert_file) != bool(m.key_file) else None),

@@ -80,7 +80,7 @@ read only its own plan/set (docs/security.md).
 def _payload_schemas() -> tuple[dict[str, Any], dict[str, Any]]:
     structs = [c[3] for c in _CHANNELS]
     refs, components = msgspec.json.schema_components(list(dict.fromkeys(structs)), ref_template=_REF)
-    by_struct = {s: r for s, r in zip(dict.fromkeys(structs), refs)}
+    by_struct = {s: r for s, r in zip(dict.fromkeys(structs), refs, strict=False)}
     return by_struct, components
 
 

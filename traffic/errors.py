@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def _rebuild(cls: type["TrafficError"], args: tuple[Any, ...], kwargs: dict[str, Any]) -> "TrafficError":
+def _rebuild(cls: type[TrafficError], args: tuple[Any, ...], kwargs: dict[str, Any]) -> TrafficError:
     """Unpickling helper: call ``cls(*args, **kwargs)`` (``__reduce__`` cannot pass keywords itself)."""
     return cls(*args, **kwargs)
 
@@ -62,7 +62,7 @@ class PlanError(TrafficError):
 class UnsafePlanError(PlanError):
     """Raised when a timing plan breaks a safety rule; ``violations`` says which."""
 
-    def __init__(self, violations: "list") -> None:  # list[traffic.plan.Violation]
+    def __init__(self, violations: list) -> None:  # list[traffic.plan.Violation]
         self.violations = list(violations)
         text = "; ".join(f"{v.rule}: {v.detail}" for v in self.violations)
         super().__init__(f"unsafe plan: {text}")

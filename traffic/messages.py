@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from traffic import wire
 from traffic.errors import MessageError
@@ -47,7 +48,7 @@ RESULT_STATUSES = (ACCEPTED, REJECTED, APPLIED)
 def utc(ts: datetime) -> datetime:
     if ts.tzinfo is None:
         raise MessageError("timestamp must carry a UTC offset")
-    return ts.astimezone(timezone.utc)
+    return ts.astimezone(UTC)
 
 
 def iso(ts: datetime) -> str:
@@ -193,7 +194,7 @@ def _time(value: Any, key: str) -> datetime:
         raise MessageError(f"not ISO-8601: {value[:40]!r}", field=key) from exc
     if ts.tzinfo is None:
         raise MessageError("timestamp must carry a UTC offset", field=key)
-    return ts.astimezone(timezone.utc)
+    return ts.astimezone(UTC)
 
 
 def _ident(value: Any, key: str) -> str:

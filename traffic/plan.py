@@ -23,9 +23,10 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from traffic import wire
 from traffic.errors import MessageError, PlanError
@@ -86,7 +87,7 @@ class TimingPlan:
     plan_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created_by: str = "unknown"
     reason: str = ""
-    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     expires_at: str | None = None   # ISO-8601 UTC; the field refuses an expired plan
     # "ed25519-jcs:<key id>:<base64url>" over the RFC 8785 canonical JSON of every other field
     # (traffic.security.signing); not part of equality, absent from the wire when None
@@ -103,15 +104,15 @@ class TimingPlan:
     def splits(self) -> tuple[float, ...]:
         return tuple(p.splitTime for p in self.phases)
 
-    def with_splits(self, splits: Iterable[float], **changes: Any) -> "TimingPlan":
+    def with_splits(self, splits: Iterable[float], **changes: Any) -> TimingPlan:
         """A new plan (new id) with other splits; the cycle becomes their sum."""
         splits = tuple(float(s) for s in splits)
         if len(splits) != len(self.phases):
             raise PlanError(f"{len(splits)} splits for {len(self.phases)} phases")
-        phases = tuple(replace(p, splitTime=round(s, 1)) for p, s in zip(self.phases, splits))
+        phases = tuple(replace(p, splitTime=round(s, 1)) for p, s in zip(self.phases, splits, strict=False))
         cycle = round(sum(p.splitTime for p in phases), 1)
         changes.setdefault("plan_id", uuid.uuid4().hex)
-        changes.setdefault("created_at", datetime.now(timezone.utc).isoformat())
+        changes.setdefault("created_at", datetime.now(UTC).isoformat())
         changes.setdefault("signature", None)  # a signature covers the old splits, never the new ones
         return replace(self, phases=phases, patternCycleTime=cycle, **changes)
 
@@ -128,7 +129,7 @@ class TimingPlan:
         return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True).encode()
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TimingPlan":
+    def from_dict(cls, data: Mapping[str, Any]) -> TimingPlan:
         """Strictly parse a plan; raise PlanError naming the first bad field."""
         if not isinstance(data, Mapping):
             raise PlanError("plan must be a JSON object")
@@ -169,7 +170,7 @@ class TimingPlan:
         return plan
 
     @classmethod
-    def from_json(cls, payload: bytes | str) -> "TimingPlan":
+    def from_json(cls, payload: bytes | str) -> TimingPlan:
         try:
             data = json.loads(payload)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -179,7 +180,7 @@ class TimingPlan:
     def is_expired(self, now: datetime | None = None) -> bool:
         if self.expires_at is None:
             return False
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         return _parse_time(self.expires_at, "expires_at") <= now
 
 

@@ -38,13 +38,13 @@ def yellow_state(current: str, following: str) -> str:
     """State during the yellow change from ``current`` greens to ``following`` greens."""
     return "".join(
         ("y" if n not in GREEN_CHARS else c) if c in GREEN_CHARS else "r"
-        for c, n in zip(current, following)
+        for c, n in zip(current, following, strict=False)
     )
 
 
 def red_clear_state(current: str, following: str) -> str:
     """State during red clearance: groups that keep green stay green, all others red."""
-    return "".join(c if (c in GREEN_CHARS and n in GREEN_CHARS) else "r" for c, n in zip(current, following))
+    return "".join(c if (c in GREEN_CHARS and n in GREEN_CHARS) else "r" for c, n in zip(current, following, strict=False))
 
 
 def cycle_intervals(plan: TimingPlan) -> list[Interval]:

@@ -10,7 +10,16 @@ measures both.
 """
 
 from sensors.atspm.measures import (
-    ADVANCE, PRESENCE, YELLOW_RED, Cycle, Detector, Event, Measures, Params, compute, floor_bin,
+    ADVANCE,
+    PRESENCE,
+    YELLOW_RED,
+    Cycle,
+    Detector,
+    Event,
+    Measures,
+    Params,
+    compute,
+    floor_bin,
 )
 from sensors.atspm.store import AggregationReport, aggregate, measures_between, recompute, sync_detectors_from_specs
 

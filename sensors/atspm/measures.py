@@ -27,7 +27,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 # Indiana codes used here (same numbers as field_firmware_stubs/events.py; sensors does not import the field).
@@ -50,7 +50,7 @@ PRESENCE = "presence"      # stop-bar occupancy: split failures
 YELLOW_RED = "yellow_red"  # actuations on yellow and red
 FUNCTIONS = (ADVANCE, PRESENCE, YELLOW_RED)
 
-EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)   # bins align to the quarter hour (as detector_counts_15min)
+EPOCH = datetime(2000, 1, 1, tzinfo=UTC)   # bins align to the quarter hour (as detector_counts_15min)
 
 
 class Event(NamedTuple):
@@ -355,7 +355,7 @@ def terminations(evs: Sequence[Event], out: Measures, params: Params) -> None:
 def _impute(series: list[tuple[datetime, int]]) -> list[tuple[datetime, int]]:
     """atspm's repair of a detector's on/off sequence (missing offs and ons), then an on before a leading off."""
     added: list[tuple[datetime, int]] = []
-    for (pt, pc), (t, c) in zip(series, series[1:]):
+    for (pt, pc), (t, c) in zip(series, series[1:], strict=False):
         diff = t - pt
         if c == DETECTOR_ON and pc == DETECTOR_ON:
             if diff <= timedelta(milliseconds=2000):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -27,7 +27,16 @@ from psycopg import sql
 
 from sensors._conn import ConnOrDsn, connection
 from sensors.atspm.measures import (
-    ADVANCE, FUNCTIONS, PRESENCE, YELLOW_RED, Detector, Event, Measures, Params, compute, floor_bin,
+    ADVANCE,
+    FUNCTIONS,
+    PRESENCE,
+    YELLOW_RED,
+    Detector,
+    Event,
+    Measures,
+    Params,
+    compute,
+    floor_bin,
 )
 from traffic.errors import StorageError
 from traffic.intersection import IntersectionSpec
@@ -120,7 +129,7 @@ def aggregate(conn_or_dsn: ConnOrDsn, *, device_id: str | None = None, now: date
               settle: timedelta = SETTLE, params: Params = Params()) -> AggregationReport:
     """Bring the ATSPM tables up to date with ``controller_events`` (one device or all)."""
     report = AggregationReport()
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if now.tzinfo is None:
         raise StorageError("aggregate: now must be timezone-aware")
     sync_detectors_from_specs(conn_or_dsn)

@@ -26,8 +26,13 @@ import psycopg
 
 from traffic.errors import StorageError
 from traffic.plan import TimingPlan
-from traffic.security.signing import (PlanSignatureError, PlanVerifier, parse_signature, signature_fingerprint,
-                                      signed_bytes)
+from traffic.security.signing import (
+    PlanSignatureError,
+    PlanVerifier,
+    parse_signature,
+    signature_fingerprint,
+    signed_bytes,
+)
 
 __all__ = ["SignatureRecord", "PlanAudit", "record_signature", "signatures", "audit_trail"]
 

@@ -84,7 +84,7 @@ def _cmd_pki_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``traffic pki init`` and ``traffic pki revoke`` on the console script's subcommand parser."""
     pki = subparsers.add_parser("pki", help="certificates, plan-signing key, Mosquitto TLS config and ACL")
     pki_sub = pki.add_subparsers(dest="pki_command", required=True)

@@ -38,9 +38,9 @@ Topic strings are built with :mod:`traffic.topics`, never by hand.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from traffic import messages, topics
 
@@ -145,7 +145,7 @@ def acl_text(site: str, controllers: Sequence[str], *, gateways: Sequence[str] =
     return "\n".join(lines) + "\n"
 
 
-def tls_listener_lines(layout: "PkiLayout") -> list[str]:  # noqa: F821 - type only
+def tls_listener_lines(layout: PkiLayout) -> list[str]:  # noqa: F821 - type only
     """Settings of a TLS listener that admits only clients with a certificate from our CA.
 
     Append them right after the ``listener`` line they belong to (Mosquitto
@@ -165,7 +165,7 @@ def tls_listener_lines(layout: "PkiLayout") -> list[str]:  # noqa: F821 - type o
     ]
 
 
-def extra_listener_lines(layout: "PkiLayout", port: int, bind: str = "127.0.0.1") -> list[str]:  # noqa: F821
+def extra_listener_lines(layout: PkiLayout, port: int, bind: str = "127.0.0.1") -> list[str]:  # noqa: F821
     """A second, TLS-only listener (and the global size bounds) to append to another configuration.
 
     Used by ``SecureBroker`` on top of ``PrivateBroker``'s configuration.
@@ -173,7 +173,7 @@ def extra_listener_lines(layout: "PkiLayout", port: int, bind: str = "127.0.0.1"
     return [*limit_lines(), f"listener {port} {bind}".rstrip(), *tls_listener_lines(layout)]
 
 
-def broker_config_text(layout: "PkiLayout", *, port: int, bind: str = "") -> str:  # noqa: F821
+def broker_config_text(layout: PkiLayout, *, port: int, bind: str = "") -> str:  # noqa: F821
     """A complete mosquitto.conf for production: one TLS listener, no anonymous access."""
     listener = f"listener {port} {bind}".rstrip()
     lines = [
@@ -190,7 +190,7 @@ def broker_config_text(layout: "PkiLayout", *, port: int, bind: str = "") -> str
     return "\n".join(lines) + "\n"
 
 
-def write_broker_files(layout: "PkiLayout", *, site: str, controllers: Sequence[str],  # noqa: F821
+def write_broker_files(layout: PkiLayout, *, site: str, controllers: Sequence[str],  # noqa: F821
                        port: int, gateways: Sequence[str] = (), ingest: Sequence[str] = ("ingest",),
                        ) -> tuple[Path, Path]:
     """Write ``acl`` and ``mosquitto.conf`` into the PKI folder; return their paths."""

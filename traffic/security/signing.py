@@ -37,9 +37,10 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -140,7 +141,7 @@ class PlanSigner:
         self.key_id = key_id(self.public_key)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "PlanSigner":
+    def from_file(cls, path: str | Path) -> PlanSigner:
         return cls(load_signing_key(path))
 
     def sign(self, plan: TimingPlan) -> TimingPlan:
@@ -150,7 +151,7 @@ class PlanSigner:
         text = base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
         return replace(plan, signature=f"{SCHEME}:{self.key_id}:{text}")
 
-    def verifier(self) -> "PlanVerifier":
+    def verifier(self) -> PlanVerifier:
         """A verifier trusting this signer's key (tests, single-host demos)."""
         return PlanVerifier([self.public_key])
 
@@ -168,7 +169,7 @@ class PlanVerifier:
             raise ConfigError("a plan verifier needs at least one public key")
 
     @classmethod
-    def from_files(cls, paths: Iterable[str | Path]) -> "PlanVerifier":
+    def from_files(cls, paths: Iterable[str | Path]) -> PlanVerifier:
         return cls(load_verify_key(p) for p in paths)
 
     @property
