@@ -12,13 +12,12 @@ the same central code runs on the wall clock (``traffic central``).
 from __future__ import annotations
 
 import logging
-import tempfile
-import threading
 import time
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from traffic import db
 from traffic.config import Settings
@@ -198,7 +197,7 @@ def run_loop(settings: Settings, scenario, *, dsn: str, adaptive: bool, seed: in
 
     def wall_now() -> datetime:
         # plan expiry guards the *transport* (a stale command must not be applied late): wall time
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
     signer = plan_signer_for(settings)
     verifier = signer.verifier()
