@@ -42,9 +42,9 @@ from simulation.corridor import add_vehicle_mix
 from simulation.scenario import Scenario, load_scenario
 
 try:  # run as `python -m bench.networks` or as `python bench/networks.py`
-    from bench.control import control_table, field_safe_table, goal_table, markdown
+    from bench.control import control_table, field_safe_table, goal_table, goals14_from_rows, markdown, policy_line
 except ImportError:  # pragma: no cover - script mode
-    from control import control_table, field_safe_table, goal_table, markdown
+    from control import control_table, field_safe_table, goal_table, goals14_from_rows, markdown, policy_line
 
 log = logging.getLogger("bench.networks")
 
@@ -132,7 +132,8 @@ def scenarios(names: list[str], workdir: Path) -> dict[str, Scenario]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--networks", default=",".join(NETWORKS), help=f"comma list of {', '.join(NETWORKS)}")
-    parser.add_argument("--controls", default="static,actuated,actuated-safe,max-pressure,adaptive")
+    parser.add_argument("--controls",
+                        default="static,actuated,actuated-safe,max-pressure,max-pressure-resco,adaptive")
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=None)
@@ -146,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown networks {unknown} (known: {', '.join(NETWORKS)})")
     rows = control_table(scenarios(names, workdir), [c for c in args.controls.split(",") if c],
                          [int(s) for s in args.seeds.split(",") if s], args.processes, workdir)
-    sys.stdout.write(markdown(rows, []) + "\n")
-    for table in (goal_table(rows), field_safe_table(rows)):
+    sys.stdout.write(f"{policy_line()}\n\n" + markdown(rows, []) + "\n")
+    for table in (goal_table(rows), field_safe_table(rows), goals14_from_rows(rows)):
         if table:
             sys.stdout.write("\n" + table + "\n")
     if args.json:

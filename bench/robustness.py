@@ -91,9 +91,32 @@ def main(argv: list[str] | None = None) -> int:
             state = f"{r['delay']:.1f} s" if r.get("ok") else r.get("error", "")[:120]
             sys.stderr.write(f"[{n}/{len(jobs)}] {label} {r.get('control')} seed {r.get('seed')}: {state}\n")
     sys.stdout.write(table(results, controls) + "\n")
+    goals = goals14(results, seeds)
+    if goals:
+        sys.stdout.write("\n" + goals + "\n")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
     return 0
+
+
+def goals14(results: dict[str, list[dict[str, Any]]], seeds: list[int]) -> str:
+    """Issue #14's goals table over the networks where every run of a control completed."""
+    try:
+        from bench.control import goals14_table
+    except ImportError:  # pragma: no cover - script mode
+        from control import goals14_table
+    delays: dict[str, dict[str, float]] = {}
+    undeparted: dict[str, dict[str, list[int]]] = {}
+    for label in sorted(results):
+        by: dict[str, list[dict[str, Any]]] = {}
+        for r in results[label]:
+            by.setdefault(r.get("control", "?"), []).append(r)
+        for control, runs in by.items():
+            if runs and all(r.get("ok") for r in runs):
+                runs = sorted(runs, key=lambda r: r.get("seed", 0))
+                delays.setdefault(label, {})[control] = sum(r["delay"] for r in runs) / len(runs)
+                undeparted.setdefault(label, {})[control] = [int(r.get("undeparted", 0)) for r in runs]
+    return goals14_table(delays, undeparted, seeds=",".join(map(str, seeds)))
 
 
 def table(results: dict[str, list[dict[str, Any]]], controls: list[str]) -> str:

@@ -149,6 +149,10 @@ def optimize(spec: IntersectionSpec, demand: PhaseDemand, incumbent: TimingPlan,
     delay_after = webster.mean_delay(cycle, greens_after, sz.q, sz.s)
     explanation = {
         "method": f"cycle search ({choice.method}) + webster splits",
+        # the site's clearance policy the plan's yellow and red clearance follow (audit: traffic.clearance)
+        "clearance_policy": spec.clearance_policy,
+        "yellow_s": [p.yellow_s for p in spec.phases],
+        "red_clear_s": [p.red_clear_s for p in spec.phases],
         "cycle_search": {"cycle_s": choice.cycle_s, "method": choice.method, "delay_s": round(choice.delay_s, 2),
                          "max_x": round(choice.max_x, 3), "candidates": choice.candidates},
         "phases": [p.phase for p in spec.phases],

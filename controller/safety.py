@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import math
 
-from traffic.clearance import MAX_YELLOW_S, MIN_WALK_S, TOLERANCE_S, pedestrian_clear_s, red_clearance_s, yellow_change_s
+from traffic.clearance import (FLOOR_RED_CLEAR_S, FLOOR_YELLOW_S, MAX_YELLOW_S, MIN_WALK_S, TOLERANCE_S,
+                               pedestrian_clear_s, red_clearance_s, yellow_change_s)
 from traffic.errors import ScenarioError, UnsafePlanError
 from traffic.intersection import IntersectionSpec, PhaseSpec
 from traffic.plan import PhaseTiming, SIGNAL_CHARS, TimingPlan, Violation
@@ -118,17 +119,30 @@ def _check_phase(p: PhaseTiming, s: PhaseSpec) -> list[Violation]:
     if not (p.phasePassage > 0):
         # an actuated phase with no passage time would gap out at once; the field refuses it too
         out.append(Violation(MAX_GREEN, f"phasePassage {p.phasePassage} s must be positive", n))
+    # the site's clearance policy: the agency's intervals for this approach when configured, else ITE;
+    # the project's floor applies to both and to anything a spec could carry
     try:
-        need_yellow = yellow_change_s(s.approach_speed_mps, s.approach_grade)
-        need_red = red_clearance_s(s.approach_speed_mps, s.clearance_width_m)
+        if s.agency_yellow_s is None:
+            need_yellow, why_yellow = yellow_change_s(s.approach_speed_mps, s.approach_grade), \
+                f"ITE at {s.approach_speed_mps} m/s, grade {s.approach_grade}"
+        else:
+            need_yellow, why_yellow = float(s.agency_yellow_s), "agency policy"
+        if s.agency_red_clear_s is None:
+            need_red, why_red = red_clearance_s(s.approach_speed_mps, s.clearance_width_m), \
+                f"ITE, width {s.clearance_width_m} m"
+        else:
+            need_red, why_red = float(s.agency_red_clear_s), "agency policy"
     except ValueError as exc:
         raise ScenarioError(f"phase {n} design data unusable: {exc}") from exc
+    if not (need_yellow >= FLOOR_YELLOW_S):
+        need_yellow, why_yellow = FLOOR_YELLOW_S, "project floor"
+    if not (need_red >= FLOOR_RED_CLEAR_S):
+        need_red, why_red = FLOOR_RED_CLEAR_S, "project floor"
     if not (need_yellow - TOLERANCE_S <= p.phaseYellowChange <= MAX_YELLOW_S):
         out.append(Violation(YELLOW, f"yellow {p.phaseYellowChange} s outside [{need_yellow}, {MAX_YELLOW_S}] s "
-                                     f"(ITE at {s.approach_speed_mps} m/s, grade {s.approach_grade})", n))
+                                     f"({why_yellow})", n))
     if not (p.phaseRedClear >= need_red - TOLERANCE_S):
-        out.append(Violation(RED_CLEAR, f"red clearance {p.phaseRedClear} s < ITE {need_red} s "
-                                        f"(width {s.clearance_width_m} m)", n))
+        out.append(Violation(RED_CLEAR, f"red clearance {p.phaseRedClear} s < {need_red} s ({why_red})", n))
     if s.ped_crossing_m > 0 and not (p.phaseWalk >= MIN_WALK_S - TOLERANCE_S):
         out.append(Violation(PED_WALK, f"walk {p.phaseWalk} s < {MIN_WALK_S} s for a "
                                        f"{s.ped_crossing_m} m crossing", n))

@@ -16,8 +16,9 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
-from traffic.clearance import (MAX_YELLOW_S, MIN_BUFFER_S, MIN_PED_CHANGE_S, MIN_WALK_S, TOLERANCE_S,
-                               WALKING_SPEED_MPS, ceil_tenth, red_clearance_s, yellow_change_s)
+from traffic.clearance import (FLOOR_RED_CLEAR_S, FLOOR_YELLOW_S, MAX_YELLOW_S, MIN_BUFFER_S, MIN_PED_CHANGE_S,
+                               MIN_WALK_S, TOLERANCE_S, WALKING_SPEED_MPS, ceil_tenth, red_clearance_s,
+                               yellow_change_s)
 from traffic.intersection import IntersectionSpec, PhaseSpec
 from traffic.plan import PhaseTiming, TimingPlan, Violation
 from traffic.rules import (CONFLICT, COORD_PHASE, CYCLE_RANGE, CYCLE_SUM, IDENTITY, MAX_GREEN, MIN_GREEN,  # noqa: F401
@@ -110,16 +111,25 @@ def _check_phase_timing(t: PhaseTiming, d: PhaseSpec) -> Iterable[Violation]:
                                    f"{t.phaseMinimumGreen} s", n)
     if t.phasePassage <= 0:
         yield Violation(MAX_GREEN, f"phasePassage {t.phasePassage} s must be positive", n)
-    ite_yellow = yellow_change_s(d.approach_speed_mps, d.approach_grade)
-    if t.phaseYellowChange < ite_yellow - TOLERANCE_S:
-        yield Violation(YELLOW, f"yellow {t.phaseYellowChange} s below ITE {ite_yellow} s "
-                                f"({d.approach_speed_mps} m/s, grade {d.approach_grade})", n)
+    # the clearance policy this controller was configured with: the agency's own interval for the
+    # approach, or ITE; the project floor holds whatever the configuration says
+    agency_y, agency_r = d.agency_yellow_s, d.agency_red_clear_s
+    yellow_need = ceil_tenth(agency_y) if agency_y is not None else yellow_change_s(d.approach_speed_mps,
+                                                                                     d.approach_grade)
+    yellow_source = "agency" if agency_y is not None else f"ITE ({d.approach_speed_mps} m/s, grade {d.approach_grade})"
+    if not yellow_need >= FLOOR_YELLOW_S:
+        yellow_need, yellow_source = FLOOR_YELLOW_S, "floor"
+    if not t.phaseYellowChange >= yellow_need - TOLERANCE_S:
+        yield Violation(YELLOW, f"yellow {t.phaseYellowChange} s below {yellow_source} {yellow_need} s", n)
     if t.phaseYellowChange > MAX_YELLOW_S + TOLERANCE_S:
         yield Violation(YELLOW, f"yellow {t.phaseYellowChange} s above the {MAX_YELLOW_S} s maximum", n)
-    ite_red = red_clearance_s(d.approach_speed_mps, d.clearance_width_m)
-    if t.phaseRedClear < ite_red - TOLERANCE_S:
-        yield Violation(RED_CLEAR, f"red clearance {t.phaseRedClear} s below ITE {ite_red} s "
-                                   f"({d.clearance_width_m} m at {d.approach_speed_mps} m/s)", n)
+    red_need = ceil_tenth(agency_r) if agency_r is not None else red_clearance_s(d.approach_speed_mps,
+                                                                                  d.clearance_width_m)
+    red_source = "agency" if agency_r is not None else f"ITE ({d.clearance_width_m} m at {d.approach_speed_mps} m/s)"
+    if not red_need >= FLOOR_RED_CLEAR_S:
+        red_need, red_source = FLOOR_RED_CLEAR_S, "floor"
+    if not t.phaseRedClear >= red_need - TOLERANCE_S:
+        yield Violation(RED_CLEAR, f"red clearance {t.phaseRedClear} s below {red_source} {red_need} s", n)
     if d.ped_crossing_m > 0:
         if t.phaseWalk < MIN_WALK_S - TOLERANCE_S:
             yield Violation(PED_WALK, f"walk {t.phaseWalk} s below {MIN_WALK_S} s", n)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from simulation.binaries import sumo_binary
 from simulation.network import corridor_from_net, write_detectors_additional
-from simulation.scenario import Scenario
+from simulation.scenario import Scenario, site_clearance
+from traffic.clearance import ClearancePolicy
 from traffic.errors import SimulationError
 from traffic.topics import check_id
 
@@ -171,7 +172,8 @@ def _write_sumocfg(path: Path, net: Path, routes: Path, additional: Path, durati
 
 def generate_corridor(out_dir: Path, *, n_intersections: int = 4, spacing_m: float = 450.0,
                       side_length_m: float = 200.0, duration_s: int = 3600, seed: int = 42,
-                      demand_scale: float = 1.0, site: str = "hanoi") -> Scenario:
+                      demand_scale: float = 1.0, site: str = "hanoi",
+                      clearance: ClearancePolicy | None = None, pedestrians: str = "assume") -> Scenario:
     """Write the corridor's network, demand, loops and config to ``out_dir``; return the scenario.
 
     ``seed`` only seeds netconvert/the file set; run-time randomness (Poisson
@@ -194,10 +196,10 @@ def generate_corridor(out_dir: Path, *, n_intersections: int = 4, spacing_m: flo
           "--no-warnings", "true"], "netconvert")
     routes = _write_routes(out_dir / "corridor.rou.xml", n_intersections, duration_s, demand_scale)
     # the corridor's streets have no modelled crosswalks, but people cross them: time the assumed ones
-    corridor = corridor_from_net(net, site=site, name=f"corridor{n_intersections}", pedestrians="assume")
+    corridor = corridor_from_net(net, site=site, name=f"corridor{n_intersections}", pedestrians=pedestrians)
     det = write_detectors_additional(corridor, out_dir / "corridor.det.xml", net_file=net)
     corridor = corridor_from_net(net, site=site, additional_files=(det,), name=f"corridor{n_intersections}",
-                                 pedestrians="assume")
+                                 pedestrians=pedestrians).with_clearance(clearance or site_clearance())
     cfg = _write_sumocfg(out_dir / "corridor.sumocfg", net, routes, det, duration_s)
     log.info("corridor with %d signals written to %s", n_intersections, out_dir)
     return Scenario(sumocfg=cfg.resolve(), net_file=net.resolve(), route_files=(routes.resolve(),),

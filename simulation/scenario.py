@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simulation.network import corridor_from_net, missing_loops, write_detectors_additional
+from traffic.clearance import ClearancePolicy
 from traffic.errors import ScenarioError
 from traffic.intersection import Corridor
 
@@ -82,8 +83,16 @@ def find_sumocfg(path: Path) -> Path:
     raise ScenarioError(f"scenario {path} does not exist")
 
 
+def site_clearance() -> ClearancePolicy:
+    """The site's clearance policy from the configuration (``[clearance]``, ``TRAFFIC_CLEARANCE_*``)."""
+    from traffic.config import load_settings
+
+    return load_settings().clearance.to_policy()
+
+
 def load_scenario(path: Path, *, site: str = "hanoi", detectors_dir: Path | None = None,
-                  sumo_options: tuple[str, ...] = (), pedestrians: str = "auto") -> Scenario:
+                  sumo_options: tuple[str, ...] = (), pedestrians: str = "auto",
+                  clearance: ClearancePolicy | None = None) -> Scenario:
     """Read a ``.sumocfg`` (or a folder holding one) into a :class:`Scenario`.
 
     The network is mapped with :func:`simulation.network.corridor_from_net`
@@ -115,7 +124,7 @@ def load_scenario(path: Path, *, site: str = "hanoi", detectors_dir: Path | None
     begin = _time(root, "begin", 0)
     end = _time(root, "end", 3600)
     corridor = corridor_from_net(nets[0], site=site, additional_files=additionals, name=cfg.stem,
-                                 pedestrians=pedestrians)
+                                 pedestrians=pedestrians).with_clearance(clearance or site_clearance())
     missing = missing_loops(corridor, additionals)
     if missing:
         out_dir = Path(detectors_dir) if detectors_dir else Path(tempfile.mkdtemp(prefix="traffic-det-"))

@@ -30,11 +30,43 @@ the same flag. The flashing interval never drops below
 
 Results are rounded *up* to the 0.1 s a controller can time, so rounding
 never makes an interval shorter than the formula.
+
+Clearance policy (site configuration, ``[clearance]`` in ``traffic.toml``)
+---------------------------------------------------------------------------
+Which change and clearance intervals are safe at a site is the agency's
+decision, not the project's. :class:`ClearancePolicy` says which one a site
+runs: ``ite`` (the default: the formulas above, per approach, from speed,
+grade and width) or ``agency`` (the agency's own yellow and all-red, one
+pair for the site and optionally one per controller or per phase, e.g. a
+national standard's 3 s yellow and 1-2 s all-red). Whatever the policy, no
+interval goes below the project's floor, enforced here, in
+:class:`traffic.intersection.PhaseSpec` and in both plan checks:
+
+* ``FLOOR_YELLOW_S`` = 3.0 s: MUTCD 2009 section 4D.26 (guidance) puts the
+  yellow change interval between 3 and 6 s, and the ITE formula is clamped
+  the same way; 3 s is the shortest a driver at urban speeds can react to
+  (1 s perception-reaction) and stop comfortably from about 30 km/h.
+* ``FLOOR_RED_CLEAR_S`` = 1.0 s: MUTCD 4D.26 makes the red clearance
+  optional (at most 6 s), and the ITE formula can give well under a second
+  on a narrow junction; ITE's recommended practice (*Guidelines for
+  Determining Traffic Signal Change and Clearance Intervals*, 2020) and
+  most agencies' standards keep at least 1 s of all-red between conflicting
+  releases, which is also what the field's clearance monitor needs to tell
+  a red clearance from a controller fault. A policy of "no all-red" (what
+  many simulation networks and the RESCO benchmarks run) cannot be
+  configured; it exists only as a comparison baseline.
+
+The policy's name (``ite`` or ``agency:<label>``) is carried by every
+:class:`~traffic.intersection.IntersectionSpec`, appears in every plan's
+explanation and is printed with every benchmark table.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
 
 PERCEPTION_REACTION_S = 1.0
 DECELERATION_MPS2 = 3.05
@@ -47,6 +79,12 @@ MIN_WALK_S = 7.0          # MUTCD minimum walk interval
 MIN_BUFFER_S = 3.0        # MUTCD 4E.06: buffer (steady don't-walk before conflicting release) >= 3 s
 MIN_PED_CHANGE_S = 3.0    # policy floor of the flashing don't-walk when the buffer covers most of the crossing
 TOLERANCE_S = 0.05        # plans carry 0.1 s resolution; compare with this slack
+FLOOR_YELLOW_S = 3.0      # project floor of any yellow change interval, whatever the policy (MUTCD 4D.26)
+FLOOR_RED_CLEAR_S = 1.0   # project floor of any red clearance (all-red), whatever the policy (ITE 2020 RP)
+MAX_RED_CLEAR_S = 6.0     # MUTCD 4D.26: red clearance at most 6 s
+POLICY_ITE = "ite"
+POLICY_AGENCY = "agency"
+POLICY_KINDS = (POLICY_ITE, POLICY_AGENCY)
 
 
 def ceil_tenth(value: float) -> float:
@@ -96,3 +134,112 @@ def pedestrian_clear_s(crossing_length_m: float, buffer_s: float = 0.0) -> float
     if buffer_s < MIN_BUFFER_S - TOLERANCE_S:
         buffer_s = 0.0
     return max(min(MIN_PED_CHANGE_S, clearance), ceil_tenth(clearance - buffer_s))
+
+
+def policy_yellow_s(speed_mps: float, grade: float = 0.0, agency_s: float | None = None) -> float:
+    """Yellow change a phase must show: the agency's value when set, else ITE; never below the floor."""
+    value = yellow_change_s(speed_mps, grade) if agency_s is None else ceil_tenth(float(agency_s))
+    return max(FLOOR_YELLOW_S, value)
+
+
+def policy_red_clear_s(speed_mps: float, clearance_width_m: float, agency_s: float | None = None) -> float:
+    """Red clearance a phase must show: the agency's value when set, else ITE; never below the floor."""
+    value = red_clearance_s(speed_mps, clearance_width_m) if agency_s is None else ceil_tenth(float(agency_s))
+    return max(FLOOR_RED_CLEAR_S, value)
+
+
+def floor_problem(yellow_s: float | None, red_clear_s: float | None) -> str | None:
+    """What is wrong with an agency's yellow / red clearance pair (None: within the floor and the maxima)."""
+    if yellow_s is not None:
+        if isinstance(yellow_s, bool) or not isinstance(yellow_s, (int, float)) or not math.isfinite(yellow_s):
+            return f"yellow {yellow_s!r} is not a number"
+        if not FLOOR_YELLOW_S - 1e-9 <= yellow_s <= MAX_YELLOW_S + 1e-9:
+            return f"yellow {yellow_s:g} s outside [{FLOOR_YELLOW_S:g}, {MAX_YELLOW_S:g}] s (the project's floor)"
+    if red_clear_s is not None:
+        if isinstance(red_clear_s, bool) or not isinstance(red_clear_s, (int, float)) or not math.isfinite(red_clear_s):
+            return f"red clearance {red_clear_s!r} is not a number"
+        if not FLOOR_RED_CLEAR_S - 1e-9 <= red_clear_s <= MAX_RED_CLEAR_S + 1e-9:
+            return (f"red clearance {red_clear_s:g} s outside [{FLOOR_RED_CLEAR_S:g}, {MAX_RED_CLEAR_S:g}] s "
+                    f"(the project's floor)")
+    return None
+
+
+@dataclass(frozen=True)
+class ClearancePolicy:
+    """A site's clearance policy: ITE per approach, or the agency's own intervals (within the floor).
+
+    ``yellow_s`` / ``red_clear_s``: the agency's site-wide pair (``agency``
+    only); ``approaches``: ``{"<tls id>": (y, r), "<tls id>:<phase>": (y, r)}``
+    overrides (a phase entry beats a controller entry beats the site pair).
+    Building one below the floor raises ``ValueError``.
+    """
+
+    kind: str = POLICY_ITE
+    label: str = ""
+    yellow_s: float | None = None
+    red_clear_s: float | None = None
+    approaches: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in POLICY_KINDS:
+            raise ValueError(f"clearance policy {self.kind!r} is not one of {', '.join(POLICY_KINDS)}")
+        if self.kind == POLICY_ITE and (self.yellow_s is not None or self.red_clear_s is not None
+                                        or self.approaches):
+            raise ValueError("the ite policy takes no intervals of its own (use policy 'agency')")
+        if self.kind == POLICY_AGENCY and (self.yellow_s is None or self.red_clear_s is None):
+            raise ValueError("the agency policy needs its yellow and red clearance")
+        problem = floor_problem(self.yellow_s, self.red_clear_s)
+        if problem:
+            raise ValueError(problem)
+        for key, pair in self.approaches.items():
+            if len(pair) != 2:
+                raise ValueError(f"approach {key}: needs (yellow, red clearance)")
+            problem = floor_problem(*pair)
+            if problem:
+                raise ValueError(f"approach {key}: {problem}")
+
+    @property
+    def name(self) -> str:
+        """The name plans and benchmark tables carry: ``ite`` or ``agency:<label>``."""
+        if self.kind == POLICY_ITE:
+            return POLICY_ITE
+        return f"{POLICY_AGENCY}:{self.label or f'Y{self.yellow_s:g}/R{self.red_clear_s:g}'}"
+
+    def intervals(self, tls_id: str, phase: int) -> tuple[float | None, float | None]:
+        """The agency's (yellow, red clearance) for one phase; (None, None) under ITE."""
+        if self.kind == POLICY_ITE:
+            return None, None
+        pair = self.approaches.get(f"{tls_id}:{phase}") or self.approaches.get(tls_id)
+        if pair is not None:
+            return float(pair[0]), float(pair[1])
+        return self.yellow_s, self.red_clear_s
+
+    def describe(self) -> str:
+        """One line for reports and benchmark tables."""
+        if self.kind == POLICY_ITE:
+            return (f"clearance policy ite: ITE yellow t + v/(2a + 2Gg) and red clearance (W + L)/v per approach, "
+                    f"floors yellow >= {FLOOR_YELLOW_S:g} s, all-red >= {FLOOR_RED_CLEAR_S:g} s")
+        extra = f", {len(self.approaches)} approach override(s)" if self.approaches else ""
+        return (f"clearance policy {self.name}: yellow {self.yellow_s:g} s, all-red {self.red_clear_s:g} s{extra} "
+                f"(floors yellow >= {FLOOR_YELLOW_S:g} s, all-red >= {FLOOR_RED_CLEAR_S:g} s)")
+
+
+_APPROACH = re.compile(r"^\s*([A-Za-z0-9_.#:-]+?)(?::(\d+))?\s*=\s*([0-9.]+)\s*/\s*([0-9.]+)\s*$")
+
+
+def parse_approaches(text: str) -> dict[str, tuple[float, float]]:
+    """``"J1=3.5/2.0; J2:3=4.0/1.5"`` -> ``{"J1": (3.5, 2.0), "J2:3": (4.0, 1.5)}`` (ValueError when malformed)."""
+    out: dict[str, tuple[float, float]] = {}
+    for item in (x for x in re.split(r"[;,]", text or "") if x.strip()):
+        m = _APPROACH.match(item)
+        if not m:
+            raise ValueError(f"{item.strip()!r} is not <tls id>[:<phase>]=<yellow>/<all-red>")
+        key = m.group(1) + (f":{m.group(2)}" if m.group(2) else "")
+        if key in out:
+            raise ValueError(f"approach {key} given twice")
+        pair = (float(m.group(3)), float(m.group(4)))
+        problem = floor_problem(*pair)
+        if problem:
+            raise ValueError(f"approach {key}: {problem}")
+        out[key] = pair
+    return out

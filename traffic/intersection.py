@@ -12,10 +12,11 @@ emulator and the central service alike.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
-from traffic.clearance import MIN_WALK_S, pedestrian_clear_s, red_clearance_s, yellow_change_s
+from traffic.clearance import (POLICY_ITE, ClearancePolicy, MIN_WALK_S, floor_problem, pedestrian_clear_s,
+                               policy_red_clear_s, policy_yellow_s)
 from traffic.errors import ScenarioError
 from traffic.plan import PhaseTiming, TimingPlan
 
@@ -34,14 +35,25 @@ class PhaseSpec:
     lanes: int = 1                   # lanes (approach-lane equivalents) discharging in this phase
     saturation_flow_pcu_h_lane: float = 1900.0
     ped_clear_in_buffer: bool = True  # MUTCD 4E.06: yellow + red clearance count towards the crossing time
+    #: the agency's own yellow change / red clearance for this approach (clearance policy ``agency``);
+    #: None: ITE from speed, grade and width. Never below the floor (traffic.clearance).
+    agency_yellow_s: float | None = None
+    agency_red_clear_s: float | None = None
+
+    def __post_init__(self) -> None:
+        problem = floor_problem(self.agency_yellow_s, self.agency_red_clear_s)
+        if problem:
+            raise ScenarioError(f"phase {self.phase}: {problem}")
 
     @property
     def yellow_s(self) -> float:
-        return yellow_change_s(self.approach_speed_mps, self.approach_grade)
+        """Yellow change under the site's clearance policy (never below ``FLOOR_YELLOW_S``)."""
+        return policy_yellow_s(self.approach_speed_mps, self.approach_grade, self.agency_yellow_s)
 
     @property
     def red_clear_s(self) -> float:
-        return red_clearance_s(self.approach_speed_mps, self.clearance_width_m)
+        """Red clearance under the site's clearance policy (never below ``FLOOR_RED_CLEAR_S``)."""
+        return policy_red_clear_s(self.approach_speed_mps, self.clearance_width_m, self.agency_red_clear_s)
 
     @property
     def ped_clear_s(self) -> float:
@@ -91,8 +103,18 @@ class IntersectionSpec:
     #: resolves: their streams merge into one lane, or one gives way to the other by the junction's
     #: right-of-way table (``docs/foes.md``); the safety checks accept these, and only these, foes both ``G``
     resolved_foes: frozenset[tuple[int, int]] = frozenset()
+    #: name of the clearance policy the phases' intervals follow (``ite`` or ``agency:<label>``)
+    clearance_policy: str = POLICY_ITE
 
     # ---- derived -----------------------------------------------------
+    def with_clearance(self, policy: ClearancePolicy) -> "IntersectionSpec":
+        """This intersection under ``policy`` (the agency's intervals per phase, or ITE)."""
+        phases = []
+        for p in self.phases:
+            yellow, red = policy.intervals(self.tls_id, p.phase)
+            phases.append(replace(p, agency_yellow_s=yellow, agency_red_clear_s=red))
+        return replace(self, phases=tuple(phases), clearance_policy=policy.name)
+
     def phase(self, number: int) -> PhaseSpec:
         for p in self.phases:
             if p.phase == number:
@@ -203,6 +225,7 @@ class IntersectionSpec:
                 site=data.get("site", "hanoi"),
                 max_cycle_s=float(data.get("max_cycle_s", 180.0)),
                 resolved_foes=frozenset(tuple(sorted(p)) for p in data.get("resolved_foes", ())),
+                clearance_policy=str(data.get("clearance_policy", POLICY_ITE)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ScenarioError(f"bad intersection spec: {exc}") from exc
@@ -256,3 +279,7 @@ class Corridor:
 
     def by_id(self) -> dict[str, IntersectionSpec]:
         return {i.controller_id: i for i in self.intersections}
+
+    def with_clearance(self, policy: ClearancePolicy) -> "Corridor":
+        """Every intersection under the site's clearance ``policy``."""
+        return replace(self, intersections=tuple(i.with_clearance(policy) for i in self.intersections))
