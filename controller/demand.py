@@ -6,6 +6,24 @@ counts would give the motorcycle-heavy approaches several times the green
 they need. Detectors that classify report ``motorcycle_count``; for the others
 the configured default motorcycle share is applied.
 
+What a loop can really see of filtering motorcycles: an inductive loop that
+does not classify reports pulses, and motorcycles riding side by side over it
+(or nose to tail inside one detection zone) make *one* pulse, so its count
+under-states a motorcycle stream, and more the more they filter. Occupancy
+does not depend on how pulses merge: the seconds the loop is covered grow
+with the traffic over it, side by side or not. How many seconds one vehicle
+covers depends on the loop (zone length) and the speeds at the site, so the
+model calibrates it per loop and window, from the intervals where the loop is
+lightly occupied (occupancy below ``LIGHT_OCCUPANCY_PCT``: vehicles rarely
+overlap there, pulses are vehicles). In the busier intervals the loop then
+saw ``occupied seconds / seconds per vehicle`` vehicles; the estimate takes
+the larger of that and its pulses, at most ``occupancy_uplift_max`` times
+the pulses (two abreast: 2.0; 1.0 turns it off). A queue standing over the
+loop also covers it longer, which reads as more demand, and unserved demand
+is what it is; the cap bounds it. Classifying loops keep their classes.
+``bench/motorcycle_loops.py`` measures what a presence loop sees on the
+sublane corridor (pulses against vehicles, occupancy against pcu).
+
 The per-phase figure is the *critical* flow per lane: every detector watches
 one lane, and a phase's green must serve its busiest lane, so the phase takes
 the maximum over its detectors. A detector measures every phase that
@@ -38,7 +56,15 @@ SELECT detector_id,
                                                                             AS classified_vehicles,
        coalesce(sum(motorcycle_count), 0)::double precision                 AS motorcycles,
        coalesce(sum(vehicle_count) FILTER (WHERE motorcycle_count IS NULL), 0)::double precision
-                                                                            AS unclassified_vehicles
+                                                                            AS unclassified_vehicles,
+       coalesce(sum(occupancy_pct * interval_s / 100.0) FILTER (WHERE motorcycle_count IS NULL), 0)::double precision
+                                                                            AS unclassified_occupied_s,
+       coalesce(sum(occupancy_pct * interval_s / 100.0) FILTER (WHERE motorcycle_count IS NULL
+                                                                  AND occupancy_pct < %(light)s), 0)::double precision
+                                                                            AS light_occupied_s,
+       coalesce(sum(vehicle_count) FILTER (WHERE motorcycle_count IS NULL
+                                           AND occupancy_pct < %(light)s), 0)::double precision
+                                                                            AS light_vehicles
   FROM detector_counts
  WHERE controller_id = %(controller_id)s
    AND interval_start >= %(start)s
@@ -55,6 +81,32 @@ class DetectorTotals:
     classified_vehicles: float = 0.0   # vehicles in intervals that carried a motorcycle count
     motorcycles: float = 0.0           # of those, motorcycles
     unclassified_vehicles: float = 0.0  # vehicles in intervals without a class split
+    unclassified_occupied_s: float = 0.0  # seconds the loop was occupied in those intervals (0: not reported)
+    light_occupied_s: float = 0.0  # of those, in lightly occupied intervals (< LIGHT_OCCUPANCY_PCT)
+    light_vehicles: float = 0.0    # pulses in the lightly occupied intervals
+
+
+#: below this occupancy (%) vehicles rarely overlap over a loop: its pulses are vehicles (calibration)
+LIGHT_OCCUPANCY_PCT = 15.0
+#: fewest pulses in lightly occupied intervals for a loop's seconds-per-vehicle to be trusted
+MIN_CALIBRATION_VEHICLES = 30.0
+
+
+def seen_vehicles(totals: DetectorTotals, uplift_max: float) -> float:
+    """Vehicles a non-classifying loop saw in its unclassified intervals: pulses, or more from occupancy.
+
+    Pure rule (module docstring): the loop's own seconds per vehicle from its
+    lightly occupied intervals; occupied seconds over that is what it saw,
+    never below its pulses and at most ``uplift_max`` times them.
+    """
+    pulses = totals.unclassified_vehicles
+    if (uplift_max <= 1.0 or totals.light_vehicles < MIN_CALIBRATION_VEHICLES or totals.light_occupied_s <= 0
+            or totals.unclassified_occupied_s <= 0):
+        return pulses
+    per_vehicle = totals.light_occupied_s / totals.light_vehicles
+    if not per_vehicle > 0:
+        return pulses
+    return min(max(pulses, totals.unclassified_occupied_s / per_vehicle), uplift_max * pulses)
 
 
 @dataclass(frozen=True)
@@ -97,7 +149,9 @@ def detector_pcu_per_h(totals: DetectorTotals, settings: OptimizerSettings) -> f
     if totals.covered_s <= 0:
         raise ValueError("no data")
     share = settings.motorcycle_share_default
-    unclassified_pcu = totals.unclassified_vehicles * (share * settings.pcu_motorcycle + (1 - share) * settings.pcu_car)
+    # pulses under-count motorcycles riding side by side; occupancy does not (module docstring)
+    unclassified = seen_vehicles(totals, settings.occupancy_uplift_max)
+    unclassified_pcu = unclassified * (share * settings.pcu_motorcycle + (1 - share) * settings.pcu_car)
     cars = totals.classified_vehicles - totals.motorcycles
     classified_pcu = totals.motorcycles * settings.pcu_motorcycle + cars * settings.pcu_car
     return (classified_pcu + unclassified_pcu) * 3600.0 / totals.covered_s
@@ -180,10 +234,11 @@ def fetch_totals(conn: psycopg.Connection, controller_id: str, start: datetime,
                  end: datetime) -> dict[str, DetectorTotals]:
     """Per-detector totals of ``detector_counts`` for intervals starting in ``[start, end)``."""
     try:
-        rows = conn.execute(_TOTALS_SQL, {"controller_id": controller_id, "start": start, "end": end}).fetchall()
+        rows = conn.execute(_TOTALS_SQL, {"controller_id": controller_id, "start": start, "end": end,
+                                          "light": LIGHT_OCCUPANCY_PCT}).fetchall()
     except psycopg.Error as exc:
         raise StorageError(f"cannot read counts of {controller_id}: {exc}") from exc
-    return {r[0]: DetectorTotals(float(r[1]), float(r[2]), float(r[3]), float(r[4])) for r in rows}
+    return {r[0]: DetectorTotals(*(float(x) for x in r[1:])) for r in rows}
 
 
 def phase_demand(conn: psycopg.Connection, spec: IntersectionSpec, *, start: datetime, end: datetime,
