@@ -132,7 +132,18 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     """``traffic report``: the HTML report with ATSPM figures (app.report)."""
-    path = args.report_handler(args, _dsn(args))
+    from app.report_data import before_after_from_summary, corridor_from_db
+
+    dsn = _dsn(args)
+    corridor = None
+    if args.corridor:  # the time-space diagram of the stored plans that ran at the window's end
+        corridor, note = corridor_from_db(dsn, args.start, args.end, controllers=args.controller or None)
+        if corridor is None:
+            sys.stderr.write(f"no time-space diagram: {note}\n")
+    before_after = None
+    if getattr(args, "before_after", None) is not None:
+        before_after = before_after_from_summary(load_user_json(args.before_after, "before/after JSON"))
+    path = args.report_handler(args, dsn, corridor=corridor, before_after=before_after)
     sys.stdout.write(f"report written to {path}\n")
     return 0
 
@@ -394,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     _site_check(sub)  # `traffic site check`
     from simulation.partition import add_commands as _partition
     _partition(sub)  # `traffic site partition`
+    from app.service_cli import add_commands as _services
+    _services(sub)  # `traffic site init`, `serve`, `field run|twin`, `up`, `status`, `bounds`, `plan push` (issue 13 B)
     from traffic.security.cli import add_commands as _sec; _sec(sub)  # noqa: E702 - `traffic pki ...`
     import app.sim_adaptive  # noqa: F401 - registers the adaptive control and the centre's safety check
     from simulation.cli import add_commands as _sim
