@@ -92,8 +92,8 @@ def history_table(dsn: str, controller_id: str, *, limit: int = 20, timezone: st
         check_controller(conn, controller_id)
         records = plan_store.history(conn, controller_id, limit=limit)
     table = Table(title=f"plans of {controller_id} (newest first)")
-    for column in ("version", "state", "created by", f"created ({zone.key})", "cycle s", "offset s", "splits s", "safety",
-                   "SUMO verdict", "plan id"):
+    for column in ("version", "state", "created by", f"created ({zone.key})", "cycle s", "offset s", "splits s",
+                   "safety", "SUMO verdict", "plan id"):
         table.add_column(column)
     for r in records:
         safety = "ok" if not r.safety else ",".join(sorted({v.get("rule", "?") for v in r.safety}))

@@ -535,7 +535,8 @@ class PrivatePostgres(_Service):
         if user is not None:
             for path in (self.data_dir, self.run_dir, self._socket_dir):
                 if not _reachable_by(path, user):
-                    raise ServiceError(f"the 'postgres' user cannot reach {path}: an enclosing folder is not searchable")
+                    raise ServiceError(f"the 'postgres' user cannot reach {path}: "
+                                       "an enclosing folder is not searchable")
                 _hand_to(path, user)
             self._as_user = user
         else:
@@ -549,7 +550,8 @@ class PrivatePostgres(_Service):
             return [runuser, "-u", self._as_user.pw_name, "--", *argv]
         setpriv = shutil.which("setpriv")
         if setpriv:
-            return [setpriv, f"--reuid={self._as_user.pw_uid}", f"--regid={self._as_user.pw_gid}", "--init-groups", *argv]
+            return [setpriv, f"--reuid={self._as_user.pw_uid}", f"--regid={self._as_user.pw_gid}", "--init-groups",
+                    *argv]
         raise ServiceError("running as root but neither runuser nor setpriv is available to drop to 'postgres'")
 
     def _run(self, argv: list[str], what: str, *, check: bool = True, timeout_s: float = 120.0) -> None:
@@ -588,7 +590,8 @@ class PrivatePostgres(_Service):
             "initdb",
         )
         with open(self.data_dir / "postgresql.conf", "a") as conf:
-            conf.write("\n# app.services: per-run settings (port, socket) live here\ninclude_if_exists = 'traffic.conf'\n")
+            conf.write("\n# app.services: per-run settings (port, socket) live here\n"
+                       "include_if_exists = 'traffic.conf'\n")
 
     def _write_conf(self) -> None:
         text = "\n".join(

@@ -240,8 +240,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     by_key = {r.key: r for r in results[2:]}
     rows = []
     for m in models:
-        def loss(data: dict[str, dict[str, float]]) -> float:
-            return sum(data.get(e, {}).get("timeLoss", 0.0) for e in m.edges)
+        def loss(data: dict[str, dict[str, float]], edges=m.edges) -> float:  # bound now, not late
+            return sum(data.get(e, {}).get("timeLoss", 0.0) for e in edges)
         w_c, w_i = loss(whole["candidate"]), loss(whole["incumbent"])
         r_c = loss(by_key[f"{m.region.region_id}-candidate-1"].edges)
         r_i = loss(by_key[f"{m.region.region_id}-incumbent-1"].edges)
@@ -289,7 +289,8 @@ def render(r: dict[str, Any]) -> str:
               "|---|---|---|---|---|---|---|"]
     for row in pe["rows"]:
         lines.append(f"| {row['region']} | {row['signals']} | {100 * row['whole_change']:+.1f} % | "
-                     f"{100 * row['region_change']:+.1f} % | {row['error_pp']:+.1f} | {100 * row['level_error']:+.1f} % | "
+                     f"{100 * row['region_change']:+.1f} % | {row['error_pp']:+.1f} | "
+                     f"{100 * row['level_error']:+.1f} % | "
                      f"{'agrees' if row['verdict_agrees'] else 'DIFFERS'} |")
     lines.append(f"\nMean |error| {pe['mean_abs_pp']} pp, max {pe['max_abs_pp']} pp; verdicts agree in "
                  f"{pe['agree']} of {pe['of']} regions.")

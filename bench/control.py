@@ -143,10 +143,10 @@ def gate_table(scenarios: dict[str, Scenario], repeat: int, workdir: Path, windo
         plans_file = write_plans_additional(candidate, workdir / f"gate-{sname}.add.xml")
         bare_runs, gate_runs = [], []
         for _ in range(repeat):  # interleaved, so slow phases of the machine hit both alike
-            bare_runs.append(_measure(lambda: (_bare_sumo(scenario, 1, begin, end),
-                                               _bare_sumo(scenario, 1, begin, end, (plans_file,)))))
-            gate_runs.append(_measure(lambda: validate(scenario, candidate=candidate, incumbent={}, seeds=(1,),
-                                                       begin=begin, end=end, processes=1)))
+            bare_runs.append(_measure(lambda sc=scenario, b=begin, e=end, pf=plans_file: (
+                _bare_sumo(sc, 1, b, e), _bare_sumo(sc, 1, b, e, (pf,)))))
+            gate_runs.append(_measure(lambda sc=scenario, c=candidate, b=begin, e=end: validate(
+                sc, candidate=c, incumbent={}, seeds=(1,), begin=b, end=e, processes=1)))
         bare_wall, bare_cpu = min(w for w, _ in bare_runs), min(c for _, c in bare_runs)
         gate_wall, gate_cpu = min(w for w, _ in gate_runs), min(c for _, c in gate_runs)
         rows.append({"scenario": sname, "window_s": end - begin, "bare_wall_s": round(bare_wall, 2),
@@ -181,7 +181,8 @@ def goal_table(rows: list[dict]) -> str:
     """Issue #4's goals per scenario, from the rows of one run ("" when adaptive or the baselines are missing)."""
     by = {(r["scenario"], r["control"]): r for r in rows if "error" not in r}
     lines = ["| scenario | best baseline (here) | max-pressure (README, seed 42) | adaptive | vs static | "
-             "adaptive <= best | >= 25 % below static | undeparted adaptive (longest wait) / best, per seed | all met |",
+             "adaptive <= best | >= 25 % below static | "
+             "undeparted adaptive (longest wait) / best, per seed | all met |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name in dict.fromkeys(r["scenario"] for r in rows):
         adaptive = by.get((name, "adaptive"))
@@ -199,9 +200,9 @@ def goal_table(rows: list[dict]) -> str:
         below_static = ours <= (1.0 - GOAL_BELOW_STATIC) * static
         best_undeparted = baselines[best_name].get("per_seed_undeparted", [])
         ours_undeparted = adaptive.get("per_seed_undeparted", [])
-        undeparted_ok = all(o == 0 or b > 0 for o, b in zip(ours_undeparted, best_undeparted))
+        undeparted_ok = all(o == 0 or b > 0 for o, b in zip(ours_undeparted, best_undeparted, strict=False))
         waits = adaptive.get("per_seed_undeparted_wait_s", [0.0] * len(ours_undeparted))
-        ours_cell = "/".join(f"{n} ({w:.0f} s)" if n else "0" for n, w in zip(ours_undeparted, waits))
+        ours_cell = "/".join(f"{n} ({w:.0f} s)" if n else "0" for n, w in zip(ours_undeparted, waits, strict=False))
         met = at_most_best and below_static and undeparted_ok
         lines.append(
             f"| {name} | {best_name} {best:.1f} | {reference if reference is not None else '-'} | {ours:.1f} | "

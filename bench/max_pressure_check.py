@@ -62,11 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         for name in variants:
             settings = VARIANTS[name]
             runs = [run_in_loop(scenario, seed=s, workdir=args.workdir / Path(path).stem / f"{name}-{s}",
-                                make_controllers=lambda _api, st=settings: [
-                                    MaxPressureController(x, st) for x in scenario.corridor.intersections])
+                                make_controllers=lambda _api, st=settings, sc=scenario: [
+                                    MaxPressureController(x, st) for x in sc.corridor.intersections])
                     for s in seeds]
             undeparted = sum(k.undeparted for k in runs)
-            cells.append(f"{mean(k.mean_delay_s for k in runs):.1f}" + (f" ({undeparted} undep.)" if undeparted else ""))
+            cells.append(f"{mean(k.mean_delay_s for k in runs):.1f}"
+                         + (f" ({undeparted} undep.)" if undeparted else ""))
         print(f"| {Path(path).stem} | " + " | ".join(cells) + " |", flush=True)
     return 0
 

@@ -191,7 +191,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         published = sum(r["records"] for r in pub_results)
         expected = expected_total(args.controllers, args.detectors, range(intervals))
         drain_deadline = time.monotonic() + args.drain_s
-        while (got := _stored(dsn))[0] < published and time.monotonic() < drain_deadline:
+        while _stored(dsn)[0] < published and time.monotonic() < drain_deadline:
             time.sleep(0.5)
         drained_at = time.monotonic()
         probe.stop()

@@ -61,5 +61,6 @@ def actuate(plan: TimingPlan, spec: IntersectionSpec, greens_s: Sequence[float],
         return replace(plan, mode=mode)
     minimum = [max(p.phaseMinimumGreen, p.phaseWalk + p.phasePedestrianClear) for p in plan.phases]
     maxima = max_greens(greens_s, minimum, factor=factor, floor_s=floor_s, cap_s=cap_s)
-    phases = tuple(replace(p, phaseMaximum1=m, phasePassage=round(passage_s, 1)) for p, m in zip(plan.phases, maxima, strict=False))
+    phases = tuple(replace(p, phaseMaximum1=m, phasePassage=round(passage_s, 1))
+                   for p, m in zip(plan.phases, maxima, strict=False))
     return replace(plan, phases=phases, mode=mode)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Collection, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -63,7 +64,7 @@ def _size(spec: IntersectionSpec, demand: PhaseDemand, settings: OptimizerSettin
           bounds: Bounds | None = None) -> _Sizing:
     if demand.controller_id != spec.controller_id:
         raise PlanError(f"demand is for {demand.controller_id!r}, not {spec.controller_id!r}")
-    flows = {p: f for p, f in zip(demand.phases, demand.flow_pcu_h_lane)}
+    flows = {p: f for p, f in zip(demand.phases, demand.flow_pcu_h_lane, strict=False)}
     q = np.array([float(flows.get(p.phase, 0.0)) for p in spec.phases])
     if not np.all(np.isfinite(q)) or np.any(q < 0):
         raise PlanError(f"{spec.controller_id}: demand must be finite and >= 0, got {q.tolist()}")
@@ -230,12 +231,13 @@ def optimize_corridor(corridor: Corridor, demands: Mapping[str, PhaseDemand], in
     ``settings.plan_mode == "free"`` (fully actuated): each intersection gets
     its own delay-optimal cycle; there is no cycle to share and no offset.
     Otherwise one common cycle with coordinated offsets: the common target is
-    the largest individual optimum (the busiest intersection sets the pace), rounded up to a whole second. When every incumbent can
-    reach one common value within ``max_cycle_step_s`` they all move there
-    together; otherwise each moves its own bounded step towards it (and the
-    explanation says the corridor is still converging). ``exclude`` (locked
-    controllers) are neither sized nor re-planned; ``bounds`` (engineer's
-    limits per controller) are kept by every plan.
+    the largest individual optimum (the busiest intersection sets the pace),
+    rounded up to a whole second. When every incumbent can reach one common
+    value within ``max_cycle_step_s`` they all move there together; otherwise
+    each moves its own bounded step towards it (and the explanation says the
+    corridor is still converging). ``exclude`` (locked controllers) are
+    neither sized nor re-planned; ``bounds`` (engineer's limits per
+    controller) are kept by every plan.
 
     Offsets (``settings.offset_method``): ``"bandwidth"`` maximises the
     two-way through-bands along every simple chain of linked intersections
@@ -364,7 +366,7 @@ def _search_all(sizes: Mapping[str, _Sizing]) -> dict[str, CycleChoice]:
     found = best_cycles(q, s, lost, minimum, min_cycle_s=[sizes[c].min_cycle for c in ids],
                         max_cycle_s=[sizes[c].max_cycle for c in ids])
     out = {}
-    for cid, choice in zip(ids, found):
+    for cid, choice in zip(ids, found, strict=False):
         n = len(sizes[cid].q)
         out[cid] = CycleChoice(choice.cycle_s, choice.splits_s[:n], choice.delay_s, choice.max_x, choice.method,
                                choice.candidates)

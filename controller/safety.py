@@ -17,14 +17,36 @@ from __future__ import annotations
 
 import math
 
-from traffic.clearance import (FLOOR_RED_CLEAR_S, FLOOR_YELLOW_S, MAX_YELLOW_S, MIN_WALK_S, TOLERANCE_S,
-                               pedestrian_clear_s, red_clearance_s, yellow_change_s)
+from traffic.clearance import (
+    FLOOR_RED_CLEAR_S,
+    FLOOR_YELLOW_S,
+    MAX_YELLOW_S,
+    MIN_WALK_S,
+    TOLERANCE_S,
+    pedestrian_clear_s,
+    red_clearance_s,
+    yellow_change_s,
+)
 from traffic.errors import ScenarioError, UnsafePlanError
 from traffic.intersection import IntersectionSpec, PhaseSpec
-from traffic.plan import PhaseTiming, SIGNAL_CHARS, TimingPlan, Violation
-from traffic.rules import (CONFLICT, COORD_PHASE, CYCLE_RANGE, CYCLE_SUM, IDENTITY, MAX_GREEN, MIN_GREEN,  # noqa: F401
-                           OFFSET, PED_CLEAR, PED_WALK, PHASES, RED_CLEAR, RULES, SERVES_ALL, YELLOW)
-
+from traffic.plan import SIGNAL_CHARS, PhaseTiming, TimingPlan, Violation
+from traffic.rules import (  # noqa: F401
+    CONFLICT,
+    COORD_PHASE,
+    CYCLE_RANGE,
+    CYCLE_SUM,
+    IDENTITY,
+    MAX_GREEN,
+    MIN_GREEN,
+    OFFSET,
+    PED_CLEAR,
+    PED_WALK,
+    PHASES,
+    RED_CLEAR,
+    RULES,
+    SERVES_ALL,
+    YELLOW,
+)
 
 GREEN_CHARS = frozenset("Gg")
 _TIMING_FIELDS = ("splitTime", "phaseMinimumGreen", "phaseMaximum1", "phasePassage", "phaseYellowChange",

@@ -130,8 +130,9 @@ class EpochReport:
             "now": self.now.isoformat(), "epoch": self.epoch, "proposed": self.proposed, "checked": self.checked,
             "simulated": self.simulated, "dispatched": self.dispatched, "acknowledged": self.acknowledged,
             "applied": self.applied, "rejected": self.rejected, "failed": self.failed, "heartbeats": self.heartbeats,
-            "unchanged": list(self.unchanged), "optimizer_s": round(self.optimizer_s, 4), "locked": list(self.locked), "bootstrapped": list(self.bootstrapped),
-            "plans": {c: p.plan_id for c, p in self.plans.items()}, "outcome": {c: str(o) for c, o in self.outcome.items()},
+            "unchanged": list(self.unchanged), "optimizer_s": round(self.optimizer_s, 4), "locked": list(self.locked),
+            "bootstrapped": list(self.bootstrapped), "plans": {c: p.plan_id for c, p in self.plans.items()},
+            "outcome": {c: str(o) for c, o in self.outcome.items()},
             "verdict": self.verdict, "errors": list(self.errors), "duration_s": round(self.duration_s, 3),
         }
 

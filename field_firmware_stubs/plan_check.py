@@ -14,15 +14,40 @@ plans carry 0.1 s resolution.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
-from traffic.clearance import (FLOOR_RED_CLEAR_S, FLOOR_YELLOW_S, MAX_YELLOW_S, MIN_BUFFER_S, MIN_PED_CHANGE_S,
-                               MIN_WALK_S, TOLERANCE_S, WALKING_SPEED_MPS, ceil_tenth, red_clearance_s,
-                               yellow_change_s)
+from traffic.clearance import (
+    FLOOR_RED_CLEAR_S,
+    FLOOR_YELLOW_S,
+    MAX_YELLOW_S,
+    MIN_BUFFER_S,
+    MIN_PED_CHANGE_S,
+    MIN_WALK_S,
+    TOLERANCE_S,
+    WALKING_SPEED_MPS,
+    ceil_tenth,
+    red_clearance_s,
+    yellow_change_s,
+)
 from traffic.intersection import IntersectionSpec, PhaseSpec
 from traffic.plan import PhaseTiming, TimingPlan, Violation
-from traffic.rules import (CONFLICT, COORD_PHASE, CYCLE_RANGE, CYCLE_SUM, IDENTITY, MAX_GREEN, MIN_GREEN,  # noqa: F401
-                           OFFSET, PED_CLEAR, PED_WALK, PHASES, RED_CLEAR, RULES, SERVES_ALL, YELLOW)
+from traffic.rules import (  # noqa: F401
+    CONFLICT,
+    COORD_PHASE,
+    CYCLE_RANGE,
+    CYCLE_SUM,
+    IDENTITY,
+    MAX_GREEN,
+    MIN_GREEN,
+    OFFSET,
+    PED_CLEAR,
+    PED_WALK,
+    PHASES,
+    RED_CLEAR,
+    RULES,
+    SERVES_ALL,
+    YELLOW,
+)
 
 __all__ = [
     "IDENTITY", "PHASES", "CYCLE_SUM", "CYCLE_RANGE", "OFFSET", "COORD_PHASE", "MIN_GREEN", "MAX_GREEN",
@@ -43,7 +68,8 @@ def check_plan(plan: TimingPlan, spec: IntersectionSpec) -> list[Violation]:
     """
     out: list[Violation] = []
     if plan.controller_id != spec.controller_id:
-        out.append(Violation(IDENTITY, f"plan is for {plan.controller_id!r}, this controller is {spec.controller_id!r}"))
+        out.append(Violation(IDENTITY,
+                             f"plan is for {plan.controller_id!r}, this controller is {spec.controller_id!r}"))
     if not plan.phases:
         out.append(Violation(PHASES, "plan has no phases"))
         return out

@@ -93,7 +93,8 @@ def ensure_partitions(conn_or_dsn: ConnOrDsn, start: datetime, end: datetime) ->
 
 
 def apply_retention(conn_or_dsn: ConnOrDsn, keep_days: int, at: datetime | None = None) -> RetentionResult:
-    """Drop detector data, controller events and 15-minute rollups older than ``keep_days`` whole UTC days before ``at``.
+    """Drop detector data, controller events and 15-minute rollups older than ``keep_days`` whole UTC days
+    before ``at``.
 
     Plain PostgreSQL: whole daily partitions dropped, stragglers deleted.
     TimescaleDB (``detector_counts`` a hypertable): ``drop_chunks`` on both

@@ -33,6 +33,6 @@ from simulation.tls_program import plan_to_tllogic_xml, write_plans_additional
 __all__ = [
     "CONTROLS", "Calibration", "demand_from_counts", "geh", "run_seeds", "summarize",
     "Kpis", "RunJob", "Scenario", "Verdict", "corridor_from_net", "entry_flows_from_counts", "generate_corridor",
-    "load_scenario", "loop_id", "plan_to_tllogic_xml", "plans_by_tls", "read_tripinfo", "run", "run_many", "scale_routes",
-    "validate", "write_detectors_additional", "write_plans_additional",
+    "load_scenario", "loop_id", "plan_to_tllogic_xml", "plans_by_tls", "read_tripinfo", "run", "run_many",
+    "scale_routes", "validate", "write_detectors_additional", "write_plans_additional",
 ]

@@ -136,7 +136,7 @@ def station_flows(corridor: Corridor, rates_veh_h: Mapping[str, float]) -> dict[
         total = 0.0
         complete = True
         keys: list[str] = []
-        for lane, dets in sorted(lanes.items()):
+        for _lane, dets in sorted(lanes.items()):
             values = [rates_veh_h[k] for k in dets if k in rates_veh_h]
             if not values:
                 complete = False
@@ -171,7 +171,10 @@ def read_rates(conn: psycopg.Connection, corridor: Corridor, start: datetime, en
 
 def read_binned_rates(conn: psycopg.Connection, corridor: Corridor, start: datetime, end: datetime,
                       bin_s: int) -> list[dict[str, float]]:
-    """Per-detector veh/h in equal bins of about ``bin_s`` splitting ``[start, end)`` (as :func:`write_edgedata` does)."""
+    """Per-detector veh/h in equal bins of about ``bin_s`` splitting ``[start, end)``.
+
+    The bins are those :func:`write_edgedata` uses.
+    """
     if bin_s <= 0:
         raise SimulationError(f"bin_s must be positive, got {bin_s}")
     total = (end - start).total_seconds()

@@ -93,7 +93,7 @@ def _write_plain(out_dir: Path, n: int, spacing: float, side: float) -> tuple[Pa
                                                               "speed": f"{speed:.2f}"})
 
     chain = ["W", *[f"J{k}" for k in range(1, n + 1)], "E"]
-    for a, b in zip(chain, chain[1:]):
+    for a, b in zip(chain, chain[1:], strict=False):
         edge(a, b, ARTERIAL_LANES, ARTERIAL_SPEED_MPS)
         edge(b, a, ARTERIAL_LANES, ARTERIAL_SPEED_MPS)
     for k in range(1, n + 1):

@@ -93,7 +93,8 @@ def judge(candidate: Sequence[Kpis], incumbent: Sequence[Kpis], *, margin: float
         return False, (f"mean delay {cand['mean_delay_s']:.1f} s exceeds incumbent {inc['mean_delay_s']:.1f} s "
                        f"x (1 + {margin:g}) = {limit:.1f} s")
     return True, (f"mean delay {cand['mean_delay_s']:.1f} s vs incumbent {inc['mean_delay_s']:.1f} s "
-                  f"(limit {limit:.1f} s), undeparted {cand['undeparted']:.1f} vs {inc['undeparted']:.1f}, no teleports")
+                  f"(limit {limit:.1f} s), undeparted {cand['undeparted']:.1f} vs {inc['undeparted']:.1f}, "
+                  "no teleports")
 
 
 def validate(scenario: Scenario, *, candidate: Mapping[str, TimingPlan], incumbent: Mapping[str, TimingPlan],

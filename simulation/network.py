@@ -773,7 +773,7 @@ def corridor_from_net(net_file: Path, *, site: str, additional_files: Sequence[P
         raise ScenarioError(f"network {net_file} has no traffic light the project can control"
                             + (f" ({reasons[:500]})" if reasons else ""))
     kept = {s.tls_id for s in specs}
-    links = tuple(l for l in _links({k: v for k, v in views.items() if k in kept}, controller_of))
+    links = tuple(link for link in _links({k: v for k, v in views.items() if k in kept}, controller_of))
     return Corridor(name=name or Path(net_file).name.split(".")[0], intersections=tuple(specs), links=links,
                     findings=tuple(findings))
 
@@ -851,7 +851,8 @@ def _info_findings(view: _TlsView, spec: IntersectionSpec) -> list[SignalFinding
             examples.append(f"{view.movement(a)} and {view.movement(b)} ({kind})")
     if kinds:
         text = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
-        more = "" if len(spec.resolved_foes) <= len(examples) else f"; and {len(spec.resolved_foes) - len(examples)} more"
+        left = len(spec.resolved_foes) - len(examples)
+        more = f"; and {left} more" if left > 0 else ""
         out.append(SignalFinding(spec.tls_id, "warning", "RESOLVED_FOES",
                                  f"the approved program shows {len(spec.resolved_foes)} foe pair(s) protected green "
                                  f"together that the junction resolves ({text}): {'; '.join(examples)}{more}. "
@@ -860,7 +861,8 @@ def _info_findings(view: _TlsView, spec: IntersectionSpec) -> list[SignalFinding
                                  "is signed as such"))
     if len(view.nodes) > 1:
         out.append(SignalFinding(spec.tls_id, "info", "JOINED",
-                                 f"one program over {len(view.nodes)} junctions ({', '.join(sorted(view.nodes))[:200]})"))
+                                 f"one program over {len(view.nodes)} junctions "
+                                 f"({', '.join(sorted(view.nodes))[:200]})"))
     if not spec.detectors:
         out.append(SignalFinding(spec.tls_id, "warning", "NO_DETECTORS",
                                  "no approach lane could hold a loop: demand comes from neighbours only",

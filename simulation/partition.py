@@ -237,7 +237,7 @@ def assign_junctions(net: SignalNet, partition: Partition) -> dict[str, str]:
     nx = _nx()
     region_of = partition.region_of()
     g = nx.Graph()
-    for eid, (a, b) in net.edges.items():
+    for a, b in net.edges.values():
         pa, pb = net.node_pos.get(a, (0, 0)), net.node_pos.get(b, (0, 0))
         g.add_edge(a, b, length=math.dist(pa, pb))
     out = {node: region_of[tls] for node, tls in net.node_tls.items()}
@@ -485,7 +485,10 @@ def _arrivals(data: Mapping[str, float]) -> float:
 
 def boundary_flows(model: RegionModel, whole_edges: Mapping[str, Mapping[str, float]],
                    region_edges_data: Mapping[str, Mapping[str, float]], window_s: float) -> BoundaryFlows:
-    """Compare arrivals (entered + departed) on ``model``'s entry roads (edge data of the two runs, as :class:`SimResult.edges`)."""
+    """Compare arrivals (entered + departed) on ``model``'s entry roads.
+
+    The edge data of the two runs, as :class:`SimResult.edges`.
+    """
     whole = {e: _arrivals(whole_edges.get(e, {})) for e in model.entries}
     region = {e: _arrivals(region_edges_data.get(e, {})) for e in model.entries}
     return BoundaryFlows(model.region.region_id, whole, region, window_s)

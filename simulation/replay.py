@@ -172,7 +172,8 @@ class ReplayResult:
                 "begin": self.begin, "end": self.end_s, "seeds": list(self.seeds),
                 "calibration": self.calibration.to_dict(), "plans": self.plans,
                 "variants": {name: {"summary": summarize(runs),
-                                    "runs": [{"seed": s, **k.to_dict()} for s, k in zip(self.seeds, runs, strict=False)]}
+                                    "runs": [{"seed": s, **k.to_dict()}
+                                             for s, k in zip(self.seeds, runs, strict=False)]}
                              for name, runs in self.variants.items()}}
 
     def table(self) -> str:

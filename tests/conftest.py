@@ -63,6 +63,15 @@ def mqtt_url() -> str:
 
 
 @pytest.fixture
+def settings(tmp_path, mqtt_url: str):
+    """Ingest settings on the test broker: small, fast batches; state (spool) under ``tmp_path``."""
+    from traffic.config import IngestSettings, MqttSettings, Settings
+
+    return Settings(state_dir=str(tmp_path / "state"), mqtt=MqttSettings(url=mqtt_url),
+                    ingest=IngestSettings(batch_max_rows=500, batch_max_delay_s=0.05))
+
+
+@pytest.fixture
 def site() -> str:
     """A unique MQTT site level so tests sharing one broker never see each other's traffic."""
     return f"t{uuid.uuid4().hex[:10]}"

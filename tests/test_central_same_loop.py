@@ -47,7 +47,8 @@ def _reports(end: datetime, scale: int) -> list[messages.CountReport]:
         for minute in range(10):
             start = end - timedelta(minutes=10 - minute)
             records = tuple(messages.CountRecord(d.detector_id, count=scale * (6 + 5 * k + (9 if i == 0 else 2 * i)),
-                                                 occupancy_pct=12.0, motorcycle_count=scale * (4 + 3 * k) if i else None)
+                                                 occupancy_pct=12.0,
+                                                 motorcycle_count=scale * (4 + 3 * k) if i else None)
                             for i, d in enumerate(spec.detectors))
             out.append(messages.CountReport(spec.controller_id, minute, start, 60, records))
     return out

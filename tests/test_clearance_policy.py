@@ -6,22 +6,31 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from controller import safety
 from controller.demand import PhaseDemand
 from controller.examples import four_leg, uniform_corridor
 from controller.optimizer import optimize, optimize_corridor
 from field_firmware_stubs import plan_check
-from traffic.clearance import (FLOOR_RED_CLEAR_S, FLOOR_YELLOW_S, ClearancePolicy, parse_approaches,
-                               policy_red_clear_s, policy_yellow_s)
+from traffic.clearance import (
+    FLOOR_RED_CLEAR_S,
+    FLOOR_YELLOW_S,
+    ClearancePolicy,
+    parse_approaches,
+    policy_red_clear_s,
+    policy_yellow_s,
+)
 from traffic.config import ClearanceSettings, OptimizerSettings, load_settings
 from traffic.errors import ConfigError, ScenarioError
 from traffic.intersection import IntersectionSpec, PhaseSpec
 from traffic.rules import RED_CLEAR, YELLOW
 
 OPT = OptimizerSettings()
-NUMBERS = st.floats(min_value=-5.0, max_value=12.0) | st.sampled_from([float("nan"), float("inf"), 2.99, 3.0, 0.99, 1.0])
+NUMBERS = st.floats(min_value=-5.0, max_value=12.0) | st.sampled_from(
+    [float("nan"), float("inf"), 2.99, 3.0, 0.99, 1.0])
 
 
 def _rules(violations) -> set[str]:
@@ -161,7 +170,7 @@ def test_policy_named_in_every_plan_explanation_and_survives_serialisation():
     versions = {s.controller_id: 2 for s in corridor.intersections}
     for mode in ("free", "actuated"):
         out = optimize_corridor(corridor, demands, incumbents, replace(OPT, plan_mode=mode), versions)
-        for cid, proposal in out.items():
+        for proposal in out.values():
             assert proposal.explanation["clearance_policy"] == "agency:QCVN"
             assert all(t.phaseYellowChange == 3.0 and t.phaseRedClear == 1.5 for t in proposal.plan.phases)
     single = corridor.intersections[0]

@@ -77,7 +77,7 @@ def test_closed_loop_stores_counts_dispatches_and_runs_the_plan_in_sumo(corridor
     # the plans the store calls active are the ones the emulators ran in SUMO at the last pause
     last = {cid: (plan_id, by) for cid, plan_id, by, _ in in_force[-len(specs):]}
     assert active, "no plan became active"
-    for plan_id, cid, body in active:
+    for _plan_id, cid, body in active:
         plan = TimingPlan.from_dict(body)
         assert plan.controller_id == cid
     active_ids = {r[0] for r in active}

@@ -66,7 +66,8 @@ def test_whole_phase_silent_uses_previous_then_smooths():
        st.floats(min_value=0.05, max_value=1.0))
 def test_properties(counts, moto_share, alpha):
     opt = OptimizerSettings(smoothing_alpha=alpha)
-    totals = {f"d{i + 1}": DetectorTotals(900, c, int(c * m), 0) for i, (c, m) in enumerate(zip(counts, moto_share, strict=False))}
+    totals = {f"d{i + 1}": DetectorTotals(900, c, int(c * m), 0)
+              for i, (c, m) in enumerate(zip(counts, moto_share, strict=False))}
     d = estimate(SPEC, totals, opt)
     per_det = {k: detector_pcu_per_h(v, opt) for k, v in totals.items()}
     assert d.flow(1) == pytest.approx(max(per_det["d1"], per_det["d2"], per_det["d3"]))

@@ -38,7 +38,8 @@ class FakeField:
         settings = MqttSettings(url=url)
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"field-{uuid.uuid4().hex[:8]}",
                                   protocol=MQTTProtocolVersion.MQTTv5)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topics.topic(site, controller_id, topics.PLAN_SET), qos=1)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topics.topic(site, controller_id, topics.PLAN_SET),
+                                                                     qos=1)
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self.ready.set()
         self.client.on_message = self._on_message
         self.client.connect(settings.host, settings.port)
@@ -70,7 +71,8 @@ class FakeField:
         timer.start()
 
     def close(self) -> None:
-        self.client.publish(topics.topic(self.site, self.cid, topics.PLAN_ACTIVE), b"", qos=1, retain=True).wait_for_publish(2)
+        active = topics.topic(self.site, self.cid, topics.PLAN_ACTIVE)
+        self.client.publish(active, b"", qos=1, retain=True).wait_for_publish(2)
         self.client.disconnect()
         self.client.loop_stop()
 

@@ -114,8 +114,8 @@ def test_dropping_a_movement_fails_serves_all():
 
 
 def test_all_violations_collected():
-    plan = with_phase(replace(base(), controller_id="x", splitCoordPhase=7, patternCycleTime=99.0), 1, phaseYellowChange=1.0,
-                      phaseRedClear=0.0, greens="GrrrGgGg")
+    plan = with_phase(replace(base(), controller_id="x", splitCoordPhase=7, patternCycleTime=99.0), 1,
+                      phaseYellowChange=1.0, phaseRedClear=0.0, greens="GrrrGgGg")
     assert rules(plan) >= {"IDENTITY", "COORD_PHASE", "YELLOW", "RED_CLEAR", "CONFLICT", "CYCLE_SUM"}
 
 
@@ -165,7 +165,8 @@ def test_plans_from_min_splits_pass(data):
 
 MUTATIONS = {
     "YELLOW": lambda p, s, d: {"phaseYellowChange": yellow_change_s(s.approach_speed_mps) - 0.1 - d},
-    "RED_CLEAR": lambda p, s, d: {"phaseRedClear": red_clearance_s(s.approach_speed_mps, s.clearance_width_m) - 0.1 - d},
+    "RED_CLEAR": lambda p, s, d: {
+        "phaseRedClear": red_clearance_s(s.approach_speed_mps, s.clearance_width_m) - 0.1 - d},
     "MIN_GREEN": lambda p, s, d: {"splitTime": p.phaseYellowChange + p.phaseRedClear + s.min_green_s - 0.1 - d},
     "PED_WALK": lambda p, s, d: {"phaseWalk": 6.9 - d},
     # the flashing don't-walk needed given the yellow + red buffer the plan shows after it (MUTCD 4E.06)

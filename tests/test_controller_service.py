@@ -302,7 +302,8 @@ def test_accepted_plans_become_active_at_reconcile(rig):
 
     dsn, dispatcher, _ = rig
     # the closed loop does not wait for "applied" (the world is paused while the centre decides)
-    service = CentralService.on_postgres(SETTINGS, CORRIDOR, dsn=dsn, gate=None, dispatcher=dispatcher, apply_timeout_s=0.0)
+    service = CentralService.on_postgres(SETTINGS, CORRIDOR, dsn=dsn, gate=None, dispatcher=dispatcher,
+                                         apply_timeout_s=0.0)
     report = service.run_epoch(NOW, 600)
     assert report.acknowledged == 2 and report.applied == 0
     assert set(report.outcome.values()) == {"accepted"}

@@ -79,7 +79,7 @@ def split_problem(draw):
     n = draw(phase_count)
     y = draw(st.lists(st.floats(min_value=0.0, max_value=0.4), min_size=n, max_size=n))
     lost = draw(st.lists(st.floats(min_value=3.0, max_value=7.0), min_size=n, max_size=n))
-    minimum = [round(l + draw(st.floats(min_value=5.0, max_value=25.0)), 1) for l in lost]
+    minimum = [round(lo + draw(st.floats(min_value=5.0, max_value=25.0)), 1) for lo in lost]
     cycle = round(sum(minimum) + draw(st.floats(min_value=0.0, max_value=120.0)), 0) + 1
     return cycle, y, lost, minimum
 

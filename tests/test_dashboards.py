@@ -102,7 +102,8 @@ def filled_dsn(pg_dsn):
                 PLAN_EVENTS,
             )
             cur.executemany(
-                "INSERT INTO dead_letters (received_at, topic, reason, payload) VALUES (%s, 'tsc/v1/x/y/counts', 'bad json', %s)",
+                "INSERT INTO dead_letters (received_at, topic, reason, payload)"
+                " VALUES (%s, 'tsc/v1/x/y/counts', 'bad json', %s)",
                 [(t, b"{") for t in DEAD_LETTER_TIMES],
             )
     return pg_dsn
@@ -160,7 +161,8 @@ def test_dashboard_json_is_valid_and_every_panel_queries_postgres():
         other = make()
         used |= {t["rawSql"] for t in _all_targets(other)}
         used |= {v["query"] for v in other.get("templating", {}).get("list", [])}
-        used |= {a["target"]["rawSql"] for a in other.get("annotations", {}).get("list", []) if "rawSql" in a.get("target", {})}
+        used |= {a["target"]["rawSql"] for a in other.get("annotations", {}).get("list", [])
+                 if "rawSql" in a.get("target", {})}
     assert used == set(QUERIES.values())
 
 
@@ -257,7 +259,8 @@ def test_quote_values_refuses_nul_and_lone_surrogates(bad):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(values=st.lists(st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=20), min_size=1, max_size=5))
+@given(values=st.lists(st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)),
+                               max_size=20), min_size=1, max_size=5))
 def test_quoted_values_reach_postgres_unchanged(pg_dsn, values):
     """Whatever the variable values (quotes, backslashes, SQL), they arrive as data, never as SQL."""
     with psycopg.connect(pg_dsn) as conn:
@@ -321,5 +324,5 @@ def test_controller_variable_lists_every_controller(filled_dsn):
 def test_every_query_runs_on_an_empty_database(pg_dsn):
     """Fresh installs: no panel may error before the first data arrives."""
     with psycopg.connect(pg_dsn) as conn:
-        for name, text in QUERIES.items():
+        for text in QUERIES.values():
             conn.execute(expand(text, T0, T1, {"controller": ["none"], "device": ["none"]})).fetchall()  # type: ignore[arg-type]

@@ -116,7 +116,7 @@ def test_field_events_reach_every_atspm_panel(twin_dsn):
 def test_corridor_and_operations_panels(twin_dsn):
     flow = _run(twin_dsn, "corridor_flow")
     by_metric = {}
-    for t, metric, value in flow:
+    for _t, metric, value in flow:
         by_metric.setdefault(metric, []).append(value)
     n = len(SPEC.detectors)
     assert by_metric["veh/h"][0] == pytest.approx(n * 12 * 60)                   # 12 vehicles a minute per loop

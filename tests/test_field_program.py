@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 import pytest
@@ -100,7 +101,7 @@ def test_actuated_skips_uncalled_phases_and_returns_unused_time_to_the_coordinat
     no_cars = lambda t: {d.detector_id: False for d in SPEC.detectors}  # noqa: E731
     changes = run(program, 0.0, 4 * 80.0, presence=no_cars)
     greens = {}
-    for d, state, phase, kind in durations(changes)[1:]:
+    for d, _state, phase, kind in durations(changes)[1:]:
         if kind == "green":
             greens.setdefault(phase, []).append(round(d, 1))
     skipped = [p.phase for p in SPEC.phases if p.ped_crossing_m == 0 and p.phase != 1]
@@ -111,7 +112,7 @@ def test_actuated_skips_uncalled_phases_and_returns_unused_time_to_the_coordinat
     events = program.drain_events()
     assert any(e.code == ev.PHASE_GAP_OUT for e in events)
     ends = [t for t, state, phase, kind in changes if phase == 1 and kind == "yellow"]
-    assert len(ends) >= 3 and {round(b - a, 1) for a, b in zip(ends, ends[1:], strict=False)} == {80.0}  # cycle stays fixed
+    assert len(ends) >= 3 and {round(b - a, 1) for a, b in itertools.pairwise(ends)} == {80.0}  # cycle stays fixed
 
 
 def test_actuated_call_on_a_skipped_phase_is_served_next_cycle():
@@ -195,7 +196,7 @@ def test_driven_states_never_trip_the_conflict_monitor(extra, dt, mode, coord, o
 
 def _greens(changes):
     out = {}
-    for d, state, phase, kind in durations(changes)[1:]:
+    for d, _state, phase, kind in durations(changes)[1:]:
         if kind == "green":
             out.setdefault(phase, []).append(round(d, 1))
     return out

@@ -70,7 +70,8 @@ def test_rfc_8785_member_order_by_utf16_code_units():
 
 
 def test_integers_floats_and_refusals():
-    assert jcs.canonicalize({"a": 40.0, "b": 40, "c": -0.0, "d": 2**53 - 1}) == b'{"a":40,"b":40,"c":0,"d":9007199254740991}'
+    assert (jcs.canonicalize({"a": 40.0, "b": 40, "c": -0.0, "d": 2**53 - 1})
+            == b'{"a":40,"b":40,"c":0,"d":9007199254740991}')
     for bad in (2**53, -(2**53), "\ud800", {1: "x"}, {"x": object()}, [float("nan")]):
         with pytest.raises(jcs.CanonicalisationError):
             jcs.canonicalize(bad)
@@ -85,7 +86,8 @@ def test_every_vector_verifies_from_the_published_key_alone():
     """What a second implementation does: raw public key, plan JSON -> canonical bytes -> verify."""
     doc = json.loads(VECTORS.read_text(encoding="utf-8"))
     public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(doc["test_key"]["public_key_hex"]))
-    assert hashlib.sha256(bytes.fromhex(doc["test_key"]["public_key_hex"])).hexdigest()[:16] == doc["test_key"]["key_id"]
+    public_raw = bytes.fromhex(doc["test_key"]["public_key_hex"])
+    assert hashlib.sha256(public_raw).hexdigest()[:16] == doc["test_key"]["key_id"]
     private = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(doc["test_key"]["private_seed_hex"]))
     verifier = PlanVerifier([public])
     assert len(doc["vectors"]) >= 4
@@ -102,7 +104,8 @@ def test_every_vector_verifies_from_the_published_key_alone():
         assert verifier.verify_dict(received) == kid
         # the same object re-serialised another way (as C firmware might) verifies the same
         assert verifier.verify_dict(json.loads(json.dumps(received, indent=3, sort_keys=False))) == kid
-    assert "40.0" not in doc["vectors"][0]["canonical_utf8"] and '"splitTime":40}' in doc["vectors"][0]["canonical_utf8"]
+    first = doc["vectors"][0]["canonical_utf8"]
+    assert "40.0" not in first and '"splitTime":40}' in first
 
 
 def test_old_scheme_signatures_are_refused_by_name():

@@ -261,7 +261,7 @@ def test_oversized_message_is_refused_at_the_broker_and_counted(secure, clients)
         sender = Client(secure.settings_for("j1"), "j1").connect()
         sender.client.publish(t("j1", topics.COUNTS), b"x" * size, qos=1)
         with sender.cond:
-            assert sender.cond.wait_for(lambda: sender.disconnects, 5), f"{size} bytes: not disconnected"
+            assert sender.cond.wait_for(lambda s=sender: s.disconnects, 5), f"{size} bytes: not disconnected"
         sender.client.disconnect()
         sender.client.loop_stop()
     assert _wait_log(secure, mark, OVERSIZE_LOG)

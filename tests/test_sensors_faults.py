@@ -345,7 +345,7 @@ def test_fuzz_through_the_real_broker_every_payload_is_dead_lettered(tmp_path, p
         for k, (topic, payload, _kind) in enumerate(cases):
             infos.append(pub.publish(topic, payload, qos=1))
             if k % 500 == 499:                       # stay under the shared broker's per-session queue limit
-                assert eventually(lambda: svc.stats.received >= k - 100, 20)
+                assert eventually(lambda k=k: svc.stats.received >= k - 100, 20)
         good = CountReport("c1", 1, datetime(2026, 3, 4, 17, 0, tzinfo=UTC), 60,
                            (CountRecord("d0", 1, 1.0),))
         infos.append(pub.publish(topics.topic(site, "c1", topics.COUNTS), good.to_json(), qos=1))

@@ -19,7 +19,6 @@ from test_sensors_ingest import (  # noqa: F401 - fixtures used by name
     make_service,
     query,
     report,
-    settings,
 )
 from test_sensors_poison import publish_many
 

@@ -18,7 +18,7 @@ from psycopg import sql
 from sensors.ingest import IngestService
 from sensors.spool import SUFFIX
 from traffic import topics
-from traffic.config import IngestSettings, MqttSettings, Settings
+from traffic.config import MqttSettings, Settings
 from traffic.messages import (
     MODE_CENTRAL,
     ONLINE,
@@ -42,12 +42,6 @@ def report(controller: str, minute: int, detectors: int = 4) -> CountReport:
 def query(dsn: str, text: str, params: tuple = ()) -> list[tuple]:
     with psycopg.connect(dsn) as conn:
         return conn.execute(text, params).fetchall()
-
-
-@pytest.fixture
-def settings(tmp_path: Path, mqtt_url: str) -> Settings:
-    return Settings(state_dir=str(tmp_path / "state"), mqtt=MqttSettings(url=mqtt_url),
-                    ingest=IngestSettings(batch_max_rows=500, batch_max_delay_s=0.05))
 
 
 @pytest.fixture

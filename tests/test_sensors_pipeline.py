@@ -147,8 +147,9 @@ def test_retention_drops_old_partitions_and_old_stragglers(plain_pg):
                      (T0 - timedelta(days=8), T0))
     result = partitions.apply_retention(plain_pg, 3, at=T0)       # keep 2026-03-01 onwards
     assert result.partitions_dropped == 2                         # 02-27, 02-28
-    assert result.rows_deleted == 2 + 4 + 1                       # the 2 dropped days, 02-23..02-26 from default, one event
-    assert (result.layout, result.cutoff, result.rollup_rows_deleted) == ("partitioned", T0 - timedelta(days=3) - timedelta(hours=17), 0)
+    assert result.rows_deleted == 2 + 4 + 1     # the 2 dropped days, 02-23..02-26 from default, one event
+    cutoff = T0 - timedelta(days=3) - timedelta(hours=17)
+    assert (result.layout, result.cutoff, result.rollup_rows_deleted) == ("partitioned", cutoff, 0)
     with psycopg.connect(plain_pg) as conn:
         left = [r[0] for r in conn.execute("SELECT interval_start FROM detector_counts ORDER BY 1")]
         assert left == [T0 - timedelta(days=k) for k in (3, 2, 1, 0)]

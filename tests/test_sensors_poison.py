@@ -31,7 +31,6 @@ from test_sensors_ingest import (  # noqa: F401 - fixtures used by name
     make_service,
     query,
     report,
-    settings,
     settle,
 )
 

@@ -332,7 +332,8 @@ def joined(tmp_path_factory):
     out = tmp_path_factory.mktemp("joined")
     net = out / "joined.net.xml"
     subprocess.run([sumo_binary("netgenerate"), "--grid", "--grid.x-number", "3", "--grid.y-number", "3",
-                    "--grid.x-length", "30", "--grid.y-length", "150", "--grid.attach-length", "120", "-L", "2", "-j", "traffic_light",
+                    "--grid.x-length", "30", "--grid.y-length", "150", "--grid.attach-length", "120", "-L", "2",
+                    "-j", "traffic_light",
                     "--tls.default-type", "static", "--junctions.join", "--junctions.join-dist", "40",
                     "--tls.join", "--no-turnarounds", "true", "--no-warnings", "-o", str(net)],
                    check=True, capture_output=True)

@@ -76,7 +76,8 @@ def _west_detectors(net: Path, **kwargs) -> tuple[IntersectionSpec, list[Detecto
     """The controller and the detectors of the short west approach, farthest from the stop line first."""
     corridor = corridor_from_net(net, site="t", **kwargs)
     (spec,) = corridor.intersections
-    dets = sorted((d for d in spec.detectors if d.lane_id in ("near_0", "far_0")), key=lambda d: -d.distance_to_stopline_m)
+    dets = sorted((d for d in spec.detectors if d.lane_id in ("near_0", "far_0")),
+                  key=lambda d: -d.distance_to_stopline_m)
     return spec, dets
 
 

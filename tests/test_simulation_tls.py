@@ -117,7 +117,8 @@ def test_actuated_and_free_plans_become_sumo_actuated_programs(scenario, tmp_pat
         assert all(p.get("minDur") is None for p in el.findall("phase") if not p.get("name", "").endswith("-green"))
     # SUMO loads it as an actuated program whose greens vary with traffic
     add = write_plans_additional({spec.tls_id: replace(fixed, mode="free")}, tmp_path / "act.add.xml", "act")
-    libsumo.start(["sumo", "-c", str(scenario.sumocfg), "-a", ",".join([*map(str, scenario.additional_files), str(add)]),
+    additional = ",".join([*map(str, scenario.additional_files), str(add)])
+    libsumo.start(["sumo", "-c", str(scenario.sumocfg), "-a", additional,
                    "--no-step-log", "true", "--no-warnings", "true"])
     try:
         logic = next(lg for lg in libsumo.trafficlight.getAllProgramLogics(spec.tls_id) if lg.programID == "act")

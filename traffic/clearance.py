@@ -65,8 +65,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 PERCEPTION_REACTION_S = 1.0
 DECELERATION_MPS2 = 3.05

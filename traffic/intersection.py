@@ -12,11 +12,19 @@ emulator and the central service alike.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
-from traffic.clearance import (POLICY_ITE, ClearancePolicy, MIN_WALK_S, floor_problem, pedestrian_clear_s,
-                               policy_red_clear_s, policy_yellow_s)
+from traffic.clearance import (
+    MIN_WALK_S,
+    POLICY_ITE,
+    ClearancePolicy,
+    floor_problem,
+    pedestrian_clear_s,
+    policy_red_clear_s,
+    policy_yellow_s,
+)
 from traffic.errors import ScenarioError
 from traffic.plan import PhaseTiming, TimingPlan
 
@@ -81,7 +89,8 @@ class DetectorSpec:
     phase: int                # phase whose movements it measures
     distance_to_stopline_m: float = 40.0
     entry: bool = False       # on a network boundary approach (demand from counts)
-    edge_id: str = ""         # approach edge whose flow the loop counts; "" for an advance loop upstream of a short lane
+    # approach edge whose flow the loop counts; "" for an advance loop upstream of a short lane
+    edge_id: str = ""
     links: tuple[int, ...] = ()  # signal groups (SUMO link indices) fed by the lane; () when unknown
 
 
@@ -107,7 +116,7 @@ class IntersectionSpec:
     clearance_policy: str = POLICY_ITE
 
     # ---- derived -----------------------------------------------------
-    def with_clearance(self, policy: ClearancePolicy) -> "IntersectionSpec":
+    def with_clearance(self, policy: ClearancePolicy) -> IntersectionSpec:
         """This intersection under ``policy`` (the agency's intervals per phase, or ITE)."""
         phases = []
         for p in self.phases:
@@ -168,7 +177,7 @@ class IntersectionSpec:
         if len(splits) != len(self.phases):
             raise ScenarioError(f"{len(splits)} splits for {len(self.phases)} phases of {self.controller_id}")
         phases = []
-        for spec, split in zip(self.phases, splits):
+        for spec, split in zip(self.phases, splits, strict=False):
             phases.append(PhaseTiming(
                 phase=spec.phase,
                 greens=spec.greens,
@@ -210,7 +219,7 @@ class IntersectionSpec:
         return json.dumps(self.to_dict(), indent=1, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "IntersectionSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> IntersectionSpec:
         try:
             return cls(
                 controller_id=data["controller_id"],
@@ -280,6 +289,6 @@ class Corridor:
     def by_id(self) -> dict[str, IntersectionSpec]:
         return {i.controller_id: i for i in self.intersections}
 
-    def with_clearance(self, policy: ClearancePolicy) -> "Corridor":
+    def with_clearance(self, policy: ClearancePolicy) -> Corridor:
         """Every intersection under the site's clearance ``policy``."""
         return replace(self, intersections=tuple(i.with_clearance(policy) for i in self.intersections))

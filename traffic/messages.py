@@ -5,8 +5,9 @@ consumer can refuse a version it does not know instead of misreading it.
 Decoding is strict: :func:`decode` raises :class:`MessageError` naming the
 first bad field (hand-written checks first, for their precise reasons; then
 the message's Struct in :mod:`traffic.wire`, the single source of the
-published contract, so nothing accepted here breaks docs/asyncapi.yaml), which the ingest service stores with the raw payload in the
-dead-letter table.
+published contract, so nothing accepted here breaks docs/asyncapi.yaml),
+which the ingest service stores with the raw payload in the dead-letter
+table.
 """
 
 from __future__ import annotations

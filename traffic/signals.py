@@ -44,7 +44,8 @@ def yellow_state(current: str, following: str) -> str:
 
 def red_clear_state(current: str, following: str) -> str:
     """State during red clearance: groups that keep green stay green, all others red."""
-    return "".join(c if (c in GREEN_CHARS and n in GREEN_CHARS) else "r" for c, n in zip(current, following, strict=False))
+    return "".join(c if (c in GREEN_CHARS and n in GREEN_CHARS) else "r"
+                   for c, n in zip(current, following, strict=False))
 
 
 def cycle_intervals(plan: TimingPlan) -> list[Interval]:

@@ -44,8 +44,9 @@ from pathlib import Path
 
 from traffic import messages, topics
 
-__all__ = ["LIMITS", "BrokerLimits", "limit_lines", "OVERSIZE_LOG", "count_oversize", "CONTROLLER_WRITES", "CONTROLLER_READS", "INGEST_READS", "CENTRAL_WRITES", "CENTRAL_READS",
-           "acl_text", "tls_listener_lines", "extra_listener_lines", "broker_config_text", "write_broker_files"]
+__all__ = ["LIMITS", "BrokerLimits", "limit_lines", "OVERSIZE_LOG", "count_oversize", "CONTROLLER_WRITES",
+           "CONTROLLER_READS", "INGEST_READS", "CENTRAL_WRITES", "CENTRAL_READS", "acl_text", "tls_listener_lines",
+           "extra_listener_lines", "broker_config_text", "write_broker_files"]
 
 CONTROLLER_WRITES = (topics.COUNTS, topics.EVENTS, topics.STATUS, topics.PLAN_RESULT, topics.PLAN_ACTIVE)
 CONTROLLER_READS = (topics.PLAN_SET,)

@@ -51,9 +51,9 @@ from traffic.errors import ConfigError, PlanError
 from traffic.plan import TimingPlan
 from traffic.security import jcs
 
-__all__ = ["SCHEME", "RETIRED_SCHEMES", "PlanSignatureError", "parse_plan_json", "PlanSigner", "PlanVerifier", "signed_bytes", "key_id",
-           "signature_fingerprint", "parse_signature", "generate_signing_key", "write_signing_key",
-           "write_verify_key", "load_signing_key", "load_verify_key", "signer_from_settings",
+__all__ = ["SCHEME", "RETIRED_SCHEMES", "PlanSignatureError", "parse_plan_json", "PlanSigner", "PlanVerifier",
+           "signed_bytes", "key_id", "signature_fingerprint", "parse_signature", "generate_signing_key",
+           "write_signing_key", "write_verify_key", "load_signing_key", "load_verify_key", "signer_from_settings",
            "verifier_from_settings"]
 
 log = logging.getLogger(__name__)
