@@ -47,10 +47,14 @@ class LoopResult:
     epochs: list[dict] = field(default_factory=list)
     wall_s: float = 0.0
     clock_origin: str = ""
+    #: controller -> mean time loss (s/veh) on its approach edges, from SUMO's edge data
+    intersection_delay_s: dict[str, float] = field(default_factory=dict)
+    window: tuple[str, str] = ("", "")      # simulated [start, end) of the run as ISO times
 
     def to_dict(self) -> dict:
         return {
             "label": self.label, **self.kpis, "records_stored": self.records_stored,
+            "intersection_delay_s": self.intersection_delay_s, "window": list(self.window),
             "plans": {"proposed": self.plans_proposed, "dispatched": self.plans_dispatched,
                       "acknowledged": self.plans_acknowledged, "applied": self.plans_applied,
                       "rejected_by_gate": self.plans_rejected_gate,
@@ -111,6 +115,48 @@ def entry_volumes_veh_h(dsn: str, corridor: Corridor, start: datetime, end: date
     return {f"{c}.{d}": float(total) / hours for c, d, total in rows if (c, d) in entries}
 
 
+def approach_edges(world, emulators: dict) -> dict[str, set[str]]:
+    """Controller -> the edges whose lanes its signal controls (internal lanes left out), from SUMO."""
+    out: dict[str, set[str]] = {}
+    for tls, emulator in emulators.items():
+        edges = set()
+        for links in world.api.trafficlight.getControlledLinks(tls):
+            for link in links:
+                lane = link[0]
+                if lane and not lane.startswith(":"):
+                    edges.add(lane.rsplit("_", 1)[0])
+        out[emulator.controller_id] = edges
+    return out
+
+
+def intersection_delays(edgedata: Path, approaches: dict[str, set[str]]) -> dict[str, float]:
+    """Mean time loss per vehicle (s) on each controller's approaches, from ``--edgedata-output``.
+
+    SUMO's ``timeLoss`` of an edge is the time its vehicles lost against
+    free flow on it; summed over the approach edges of a signal and divided by
+    the vehicles that left them, it is the delay that signal (and its queue)
+    cost a vehicle. Every interval of the file is summed.
+    """
+    import xml.etree.ElementTree as ET
+
+    if not edgedata.exists():
+        return {}
+    loss: dict[str, float] = {}
+    left: dict[str, float] = {}
+    for _, elem in ET.iterparse(edgedata):
+        if elem.tag == "edge":
+            eid = elem.get("id", "")
+            loss[eid] = loss.get(eid, 0.0) + float(elem.get("timeLoss", 0.0) or 0.0)
+            left[eid] = left.get(eid, 0.0) + float(elem.get("left", 0.0) or 0.0)
+            elem.clear()
+    out = {}
+    for cid, edges in approaches.items():
+        vehicles = sum(left.get(e, 0.0) for e in edges)
+        if vehicles > 0:
+            out[cid] = round(sum(loss.get(e, 0.0) for e in edges) / vehicles, 2)
+    return out
+
+
 def make_gate(scenario, settings: Settings, dsn: str, clock_origin: datetime, workdir: Path):
     """The validation gate as the central service calls it: SUMO, candidate vs incumbent, same demand.
 
@@ -169,7 +215,8 @@ def plan_signer_for(settings: Settings):
 def run_loop(settings: Settings, scenario, *, dsn: str, adaptive: bool, seed: int, clock_origin: datetime,
              workdir: Path, label: str, progress: ProgressFn | None = None,
              end: int | None = None,
-             observer: Callable[[Any, dict, LoopResult], None] | None = None) -> LoopResult:
+             observer: Callable[[Any, dict, LoopResult], None] | None = None,
+             ped_calls_per_hour: float = 0.0) -> LoopResult:
     """Run the scenario once with field emulators over MQTT and ingest into PostgreSQL.
 
     ``adaptive=False`` is the baseline: the emulators run their local
@@ -177,12 +224,27 @@ def run_loop(settings: Settings, scenario, *, dsn: str, adaptive: bool, seed: in
     (world, detectors, MQTT, ingest, storage) is the same code path.
     ``observer(world, emulators, result)`` is called after every epoch with
     the world paused (tests use it to look inside SUMO).
+
+    Monitoring runs as in production, inside ingest (``sensors.monitor``),
+    but on the *simulated* clock (``clock_origin`` + world time; on the wall
+    clock every detector of a run stamped yesterday would look missing), one
+    round at every epoch pause once the epoch's counts are stored, before the
+    central service reads the verdicts (a wall-clock schedule would judge
+    detectors at moments the world has not reached, or before any count). At
+    the end the run's ATSPM bins are recomputed over its whole window (its
+    last bins are settled: no more events will come) and one last health
+    round runs at the simulated end. ``ped_calls_per_hour`` presses every
+    crosswalk's push button at random (see ``SumoWorld``). The mean delay per
+    intersection comes from SUMO's edge data on each signal's approaches.
     """
+    from controller import plan_store
     from controller.dispatch import Dispatcher
     from controller.service import CentralService
     from field_firmware_stubs.emulator import FieldEmulator
     from field_firmware_stubs.world_sumo import SumoWorld
+    from sensors.atspm import store as atspm_store
     from sensors.ingest import IngestService
+    from sensors.monitor import Monitor
     from simulation.kpi import read_tripinfo
 
     started = time.monotonic()
@@ -194,6 +256,9 @@ def run_loop(settings: Settings, scenario, *, dsn: str, adaptive: bool, seed: in
     end_s = scenario.end if end is None else min(scenario.end, end)
     begin_s = scenario.begin
     result = LoopResult(label=label, kpis={}, clock_origin=clock_origin.isoformat())
+    run_start, run_end = clock_origin + timedelta(seconds=begin_s), clock_origin + timedelta(seconds=end_s)
+    result.window = (run_start.isoformat(), run_end.isoformat())
+    sim_now = [run_start]   # the world's time as the monitor sees it (updated at every pause)
 
     def wall_now() -> datetime:
         # plan expiry guards the *transport* (a stale command must not be applied late): wall time
@@ -201,12 +266,19 @@ def run_loop(settings: Settings, scenario, *, dsn: str, adaptive: bool, seed: in
 
     signer = plan_signer_for(settings)
     verifier = signer.verifier()
-    ingest = IngestService(settings, dsn=dsn, site=site, client_id=f"ingest-{site}-{label}-{clock_origin:%Y%m%d%H%M}")
+    # no wall-clock schedule: the harness runs a round at every epoch pause, on simulated time (below)
+    monitor = Monitor(dsn, health_every_s=0.0, atspm_every_s=0.0, clock=lambda: sim_now[0])
+    ingest = IngestService(settings, dsn=dsn, site=site, client_id=f"ingest-{site}-{label}-{clock_origin:%Y%m%d%H%M}",
+                           monitor=monitor)
     emulators: dict[str, FieldEmulator] = {}
     dispatcher = None
     world = None
     tripinfo = workdir / f"{label}.tripinfo.xml"
+    edgedata = workdir / f"{label}.edgedata.xml"
     try:
+        with db.connect(dsn, autocommit=True) as conn:  # the site's inventory: specs known before any plan
+            for spec in corridor.intersections:
+                plan_store.register_controller(conn, spec)
         ingest.start()
         for spec in corridor.intersections:
             emulators[spec.tls_id] = FieldEmulator(
@@ -225,17 +297,21 @@ def run_loop(settings: Settings, scenario, *, dsn: str, adaptive: bool, seed: in
                                      apply_timeout_s=0.0)
         world = SumoWorld(scenario.sumocfg, emulators=emulators, seed=seed, begin=begin_s, end=end_s,
                           options=(*scenario.sumo_options, "--no-warnings", "true",
-                                   "--error-log", str(workdir / f"{label}.sumo.log")),
-                          tripinfo=tripinfo)
+                                   "--error-log", str(workdir / f"{label}.sumo.log"),
+                                   "--edgedata-output", str(edgedata)),
+                          tripinfo=tripinfo, ped_calls_per_hour=ped_calls_per_hour)
+        approaches = approach_edges(world, emulators)
         t = begin_s
         while t < end_s:
             t_next = min(end_s, t + control.epoch_s)
             world.run_until(t_next)
             t = t_next
             epoch_end = clock_origin + timedelta(seconds=t)
+            sim_now[0] = epoch_end
             # the barrier: counts of this epoch durable before anyone decides on them
             if not wait_for_intervals(dsn, controller_ids, epoch_end - timedelta(seconds=control.count_interval_s)):
                 log.warning("counts up to %s not all stored within the barrier timeout", epoch_end)
+            monitor.run_once()  # detector health (read by the optimizer's demand next) and ATSPM bins
             info: dict = {"t": t}
             if central is not None and t < end_s:
                 report = central.run_epoch(epoch_end, control.epoch_s)
@@ -259,7 +335,12 @@ def run_loop(settings: Settings, scenario, *, dsn: str, adaptive: bool, seed: in
         world.close()
         world = None
         ingest.drain(15)  # the last reports may still be on their way from the broker
+        monitor.stop()
+        for cid in controller_ids:  # the run is over: its last bins are final
+            atspm_store.recompute(dsn, cid, run_start, run_end)
+        monitor.run_once(do_atspm=False)
         result.kpis = read_tripinfo(tripinfo, end_s=end_s).to_dict()
+        result.intersection_delay_s = intersection_delays(edgedata, approaches)
         result.records_stored = count_rows_between(dsn, controller_ids, clock_origin + timedelta(seconds=begin_s),
                                                    clock_origin + timedelta(seconds=end_s))
         for emulator in emulators.values():

@@ -71,11 +71,43 @@ def render_table(summary: dict[str, Any]):
     for name, key, fmt in rows:
         if key in b and key in a:
             table.add_row(name, fmt.format(b[key]), fmt.format(a[key]), _improvement(float(b[key]), float(a[key])))
+    for cid in sorted(set(b.get("intersection_delay_s", {})) | set(a.get("intersection_delay_s", {}))):
+        before, after = b.get("intersection_delay_s", {}).get(cid), a.get("intersection_delay_s", {}).get(cid)
+        table.add_row(f"  delay at {cid} (s/veh, approaches)", "-" if before is None else f"{before:.1f}",
+                      "-" if after is None else f"{after:.1f}",
+                      _improvement(before, after) if before is not None and after is not None else "")
     table.add_row("detector records stored", str(b["records_stored"]), str(a["records_stored"]), "")
     p = summary["plans"]
     table.add_row("plans dispatched / acknowledged / applied", "-",
                   f"{p['dispatched']} / {p['acknowledged']} / {p['applied']}", "")
     return table
+
+
+#: push-button presses per crosswalk and hour in the twin (the corridor models no walking people)
+PED_CALLS_PER_HOUR = 40.0
+
+
+def write_reports(dsn: str, out_dir: Path, scenario: Any, results: dict[str, LoopResult]) -> dict[str, Path]:
+    """``traffic report`` of each run's window: every intersection, the time-space diagram, before/after delay."""
+    from app.report import write_report
+    from app.report_data import corridor_from_db
+
+    ids = [s.controller_id for s in scenario.corridor.intersections]
+    names = {"baseline": "fixed-time", "adaptive": "closed loop"}
+    before_after: dict[str, dict[str, float]] = {}
+    for label, result in results.items():
+        for cid, delay in result.intersection_delay_s.items():
+            before_after.setdefault(cid, {})[names.get(label, label)] = delay
+    out = {}
+    for label, result in results.items():
+        start, end = (datetime.fromisoformat(t) for t in result.window)
+        corridor, note = corridor_from_db(dsn, start, end, controllers=ids, links=scenario.corridor.links)
+        if corridor is None:
+            log.warning("report %s: no time-space diagram (%s)", label, note)
+        out[label] = write_report(dsn, out_dir / label, ids, start, end, corridor=corridor, before_after=before_after,
+                                  before_after_note="mean time loss per vehicle on each signal's approach edges "
+                                                    "(SUMO edge data), same demand and seed")
+    return out
 
 
 def run_demo(settings: Settings, *, json_path: Path | None, seed: int, minutes: int, intersections: int,
@@ -117,7 +149,7 @@ def run_demo(settings: Settings, *, json_path: Path | None, seed: int, minutes: 
             for label, origin in origins.items():
                 results[label] = run_loop(settings, scenario, dsn=dsn, adaptive=(label == "adaptive"), seed=seed,
                                           clock_origin=origin, workdir=state_dir / "runs", label=label,
-                                          progress=progress)
+                                          progress=progress, ped_calls_per_hour=PED_CALLS_PER_HOUR)
         summary = summarise(results["baseline"], results["adaptive"], scenario_dir=scenario_dir, dsn=dsn,
                             mqtt_url=handles.mqtt_url, wall_s=time.monotonic() - started)
         from dashboards.build import build_all
@@ -125,6 +157,9 @@ def run_demo(settings: Settings, *, json_path: Path | None, seed: int, minutes: 
         grafana_dir = state_dir / "grafana"
         build_all(grafana_dir, settings)
         summary["grafana_provisioning"] = str(grafana_dir)
+        with console.status("writing the report (PCD, split monitor, measures, time-space, before/after) ..."):
+            summary["report"] = {label: str(path) for label, path in
+                                 write_reports(dsn, state_dir / "report", scenario, results).items()}
         console.print(render_table(summary))
         console.print(
             "\n[bold]Where the data lives[/]\n"
@@ -136,6 +171,8 @@ def run_demo(settings: Settings, *, json_path: Path | None, seed: int, minutes: 
             "  Look at it:    psql \"" + dsn + "\" -c \"SELECT controller_id, version, state, created_by"
             " FROM plans ORDER BY created_at\"\n"
             f"  Dashboards:    Grafana provisioning + dashboard JSON in {grafana_dir}\n"
+            f"  Report:        {summary['report'].get('adaptive', '')} (closed loop)\n"
+            f"                 {summary['report'].get('baseline', '')} (fixed-time)\n"
             "                 (point Grafana's provisioning path there; the data source reads this database)\n"
             + ("  The private broker and database stop with the demo; the database files stay in "
                f"{state_dir} and are reused next time.\n" if handles.postgres is not None else "")

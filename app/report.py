@@ -17,6 +17,7 @@ import base64
 import html
 import io
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ class CorridorLink:
     offset_s: float
     green_start_s: float     # within the cycle, from the offset reference
     green_s: float
+    cycle_s: float | None = None   # this signal's own cycle when it differs from the corridor's (no band then)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Corridor:
     links: tuple[CorridorLink, ...]
     bandwidth_s: float | None = None           # outbound, from controller/bandwidth.py
     bandwidth_inbound_s: float | None = None
+    note: str = ""                              # where the plans and bands came from (the figure's caption)
 
 
 @dataclass
@@ -123,32 +126,66 @@ def split_monitor_figure(cycles: Sequence[Any], title: str) -> bytes:
 def time_space_figure(corridor: Corridor, cycles: int = 3) -> bytes:
     """Intersections along the corridor, green windows per cycle, and the outbound band at the design speed."""
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    horizon = cycles * corridor.cycle_s
+    horizon = cycles * max([corridor.cycle_s, *(lk.cycle_s or 0.0 for lk in corridor.links)])
     for link in corridor.links:
+        own = link.cycle_s or corridor.cycle_s
         ax.plot([0, horizon], [link.position_m] * 2, color="#c92a2a", linewidth=3, solid_capstyle="butt")
+        for k in range(-1, int(horizon // own) + 2):
+            start = link.offset_s + link.green_start_s + k * own
+            if start + link.green_s > 0 and start < horizon:
+                ax.plot([max(0, start), min(horizon, start + link.green_s)], [link.position_m] * 2,
+                        color="#2b8a3e", linewidth=3, solid_capstyle="butt")
+        label = link.controller_id + (f" ({own:.0f} s)" if link.cycle_s else "")
+        ax.annotate(label, (horizon, link.position_m), textcoords="offset points", xytext=(4, -3),
+                    ha="left", fontsize=7, annotation_clip=False)
+    first, last = (corridor.links[0], corridor.links[-1]) if corridor.links else (None, None)
+    span = (last.position_m - first.position_m) if first is not None else 0.0
+    for width, outbound, colour, style in ((corridor.bandwidth_s, True, "#1c7ed6", "-"),
+                                           (corridor.bandwidth_inbound_s, False, "#e8590c", "--")):
+        if not width or first is None or span <= 0:
+            continue
+        t0, fits = _band_start(corridor, outbound)
+        if fits <= 0:  # the offsets give no band this way (the stated width does not fit the greens drawn)
+            continue
+        ends = ([first.position_m, last.position_m] if outbound else [last.position_m, first.position_m])
         for k in range(-1, cycles + 1):
-            start = link.offset_s + link.green_start_s + k * corridor.cycle_s
-            ax.plot([max(0, start), min(horizon, start + link.green_s)], [link.position_m] * 2,
-                    color="#2b8a3e", linewidth=3, solid_capstyle="butt")
-        ax.annotate(link.controller_id, (0, link.position_m), textcoords="offset points", xytext=(-5, 4),
-                    ha="right", fontsize=7)
-    if corridor.bandwidth_s and corridor.links:
-        first = corridor.links[0]
-        span = corridor.links[-1].position_m - first.position_m
-        t0 = first.offset_s + first.green_start_s
-        for k in range(cycles):
-            for edge in (0.0, corridor.bandwidth_s):
+            for edge in (0.0, width):
                 s = t0 + edge + k * corridor.cycle_s
-                ax.plot([s, s + span / corridor.speed_mps], [first.position_m, corridor.links[-1].position_m],
-                        color="#1c7ed6", linewidth=0.9)
+                ax.plot([s, s + span / corridor.speed_mps], ends, color=colour, linewidth=0.9, linestyle=style)
     ax.set_xlim(0, horizon)
-    ax.set_xlabel("time in cycle (s)")
-    ax.set_ylabel("distance (m)")
-    bw = f"outbound bandwidth {corridor.bandwidth_s:.1f} s" if corridor.bandwidth_s else "no bandwidth computed"
-    if corridor.bandwidth_inbound_s:
+    ax.set_xlabel("time from the cycle reference (s)")
+    ax.set_ylabel("distance along the corridor (m)")
+    bw = (f"outbound bandwidth {corridor.bandwidth_s:.1f} s" if corridor.bandwidth_s is not None
+          else "no common cycle, no band")
+    if corridor.bandwidth_inbound_s is not None:
         bw += f", inbound {corridor.bandwidth_inbound_s:.1f} s"
-    ax.set_title(f"Time-space diagram, cycle {corridor.cycle_s:.0f} s, {corridor.speed_mps * 3.6:.0f} km/h: {bw}")
+    cyc = ("each signal on its own cycle" if any(lk.cycle_s for lk in corridor.links)
+           else f"cycle {corridor.cycle_s:.0f} s")
+    ax.set_title(f"Time-space diagram, {cyc}, {corridor.speed_mps * 3.6:.0f} km/h: {bw}")
     return _png(fig)
+
+
+def _band_start(corridor: Corridor, outbound: bool) -> tuple[float, float]:
+    """When the widest band leaves the first signal of its direction (s on the diagram's clock).
+
+    Each green, moved back by the travel time from the direction's first
+    signal, is a window on that signal's clock; the widest common part starts
+    where some window starts (as ``controller.bandwidth.measured_bands``), so
+    the band drawn lies inside every green it crosses. Returns that start
+    and the widest width found (<= 0: no band through every green).
+    """
+    links = list(corridor.links) if outbound else list(reversed(corridor.links))
+    c = corridor.cycle_s
+    origin = links[0].position_m
+    starts = [(lk.offset_s + lk.green_start_s - abs(lk.position_m - origin) / corridor.speed_mps) % c
+              for lk in links]
+    best, best_start = -math.inf, starts[0]
+    for sj in starts:
+        width = min(lk.green_s - ((sj - si) % c if (sj - si) % c < c - 1e-6 else 0.0)
+                    for lk, si in zip(links, starts, strict=True))
+        if width > best:
+            best, best_start = width, sj
+    return best_start, best
 
 
 def before_after_figure(rows: Mapping[str, Mapping[str, float]], title: str) -> bytes:
@@ -246,7 +283,8 @@ def render_html(pages: Sequence[Page], title: str) -> str:
 
 def write_report(dsn: str, out_dir: Path, controllers: Sequence[str], start: datetime, end: datetime, *,
                  corridor: Corridor | None = None,
-                 before_after: Mapping[str, Mapping[str, float]] | None = None) -> Path:
+                 before_after: Mapping[str, Mapping[str, float]] | None = None,
+                 before_after_note: str = "") -> Path:
     """Write ``out_dir/index.html`` (and the PNGs beside it); return the HTML path."""
     if start.tzinfo is None or end.tzinfo is None or end <= start:
         raise ConfigError(f"report range must be aware and non-empty: {start} .. {end}")
@@ -257,12 +295,25 @@ def write_report(dsn: str, out_dir: Path, controllers: Sequence[str], start: dat
         page = Page("Corridor")
         if corridor is not None:
             page.figures.append(Figure("Time-space diagram", time_space_figure(corridor),
-                                       "green: coordinated green per intersection; blue: the band at the design "
-                                       "speed whose width is the bandwidth controller/bandwidth.py computed"))
+                                       "green: coordinated green per intersection; blue (outbound) and orange "
+                                       "dashed (inbound): the bands at the corridor speed"
+                                       + (f". {corridor.note}" if corridor.note else "")))
         if before_after:
+            runs = sorted({r for per in before_after.values() for r in per})
             page.figures.append(Figure("Before/after delay", before_after_figure(before_after,
-                                       "Mean delay per intersection by run"), ", ".join(sorted(
-                                           {r for per in before_after.values() for r in per}))))
+                                       "Mean delay per intersection by run"),
+                                       "runs: " + ", ".join(runs) + (f". {before_after_note}" if before_after_note
+                                                                     else "")))
+            rows = []
+            for cid in sorted(before_after):
+                per = before_after[cid]
+                vals = [per.get(r) for r in runs]
+                change = ""
+                if len(runs) == 2 and vals[0] and vals[1] is not None:
+                    change = f"{100.0 * (vals[1] - vals[0]) / vals[0]:+.1f} %"
+                rows.append([cid, *("" if v is None else f"{v:.1f}" for v in vals), change])
+            page.tables.append(("Mean delay per intersection (s/veh)", ["controller", *runs,
+                                f"change ({runs[-1]} vs {runs[0]})" if len(runs) == 2 else ""], rows))
         pages.append(page)
     for i, page in enumerate(pages):
         for j, fig in enumerate(page.figures):
@@ -281,11 +332,14 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--from", dest="start", required=True, type=datetime.fromisoformat, help="ISO time with offset")
     p.add_argument("--to", dest="end", required=True, type=datetime.fromisoformat, help="ISO time with offset")
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--before-after", type=Path, default=None, metavar="JSON",
+                   help="per-intersection delay by run: a `traffic demo --json` summary or {controller: {run: s}}")
     p.set_defaults(report_handler=run_command)
 
 
 def run_command(args: Any, dsn: str, *, corridor: Corridor | None = None,
-                before_after: Mapping[str, Mapping[str, float]] | None = None) -> Path:
+                before_after: Mapping[str, Mapping[str, float]] | None = None,
+                before_after_note: str = "") -> Path:
     """What ``traffic report`` runs once the CLI has the DSN (and, for --corridor, the bandwidth data)."""
     controllers = list(args.controller)
     if args.corridor:
@@ -295,4 +349,5 @@ def run_command(args: Any, dsn: str, *, corridor: Corridor | None = None,
             controllers = sorted(set(controllers) | set(devices(conn)))
     if not controllers:
         raise ConfigError("report needs --controller ID or --corridor")
-    return write_report(dsn, args.out, controllers, args.start, args.end, corridor=corridor, before_after=before_after)
+    return write_report(dsn, args.out, controllers, args.start, args.end, corridor=corridor, before_after=before_after,
+                        before_after_note=before_after_note)

@@ -22,12 +22,19 @@ that same step, which TraCI/libsumo no longer know, and asking about them
 ended whole runs (issue 11). A type SUMO cannot classify counts the vehicle
 without a class (the interval's motorcycle count becomes unknown) rather
 than stopping the world.
+
+Pedestrians: where the scenario models no walking people (the generated
+corridors assume their crosswalks), ``ped_calls_per_hour`` presses each
+crosswalk's push button at random (Poisson, seeded with the run's seed), so
+the programs log calls (Indiana 90/45) and ATSPM's pedestrian actuations and
+delay have something to measure. 0 (default): no presses.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import random
 import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -87,7 +94,7 @@ class SumoWorld:
 
     def __init__(self, scenario_cfg: Path, *, emulators: Mapping[str, FieldEmulator], seed: int, begin: int,
                  end: int, options: Sequence[str] = (), tripinfo: Path | None = None,
-                 backend: str = "auto") -> None:
+                 backend: str = "auto", ped_calls_per_hour: float = 0.0) -> None:
         if backend not in ("auto", "libsumo", "traci"):
             raise SimulationError(f"backend must be auto, libsumo or traci, got {backend!r}")
         self.scenario_cfg = Path(scenario_cfg)
@@ -95,6 +102,10 @@ class SumoWorld:
             raise ScenarioError(f"scenario {self.scenario_cfg} does not exist")
         self.emulators = dict(emulators)
         self.begin, self.end = begin, end
+        self._ped_p = max(0.0, float(ped_calls_per_hour)) / 3600.0   # per crosswalk and 1-s step
+        self._ped_rng = random.Random(seed)
+        self._ped_phases = {tls: tuple(p.phase for p in e.spec.phases if p.ped_crossing_m > 0)
+                            for tls, e in self.emulators.items()}
         self._errors = _sumo_errors()
         cmd = [sumo_binary(), "-c", str(self.scenario_cfg), "--seed", str(seed), "--begin", str(begin),
                "--end", str(end), "--step-length", "1", "--no-step-log", "true", "--duration-log.disable", "true"]
@@ -277,6 +288,10 @@ class SumoWorld:
 
     def _drive(self, readings: Mapping[str, Mapping[str, DetectorReading]]) -> None:
         for tls, emulator in self.emulators.items():
+            if self._ped_p > 0 and emulator.program is not None:
+                for phase in self._ped_phases[tls]:
+                    if self._ped_rng.random() < self._ped_p:
+                        emulator.program.place_ped_call(phase)
             state = emulator.tick(self._now, readings.get(tls, {}))
             if state != self._last_state.get(tls):
                 self._api.trafficlight.setRedYellowGreenState(tls, state)
