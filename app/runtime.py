@@ -191,14 +191,13 @@ class ServiceEndpoint:
                                              **extra})
 
     def stop(self) -> None:
+        """Close the endpoint; the run-state file stays with ``stopped`` (the last numbers, for the record)."""
         self._server.shutdown()
         self._server.server_close()
-        try:
-            data = read_json(self._state_file) or {}
-            if data.get("pid") == os.getpid():
-                self._state_file.unlink()
-        except OSError:
-            pass
+        data = read_json(self._state_file) or {}
+        if data.get("pid") == os.getpid():
+            data.update(stopped=True, healthy=False, updated=datetime.now(timezone.utc).isoformat())
+            write_json_atomic(self._state_file, data)
 
 
 def stop_event_on_signals() -> threading.Event:

@@ -76,8 +76,15 @@ def port_open(port: int, host: str = LOCALHOST, timeout_s: float = 0.5) -> bool:
 
 
 def port_free(port: int, host: str = LOCALHOST) -> bool:
-    """True when we could bind ``host:port`` ourselves right now."""
+    """True when we could bind ``host:port`` ourselves right now.
+
+    With SO_REUSEADDR, as Mosquitto and PostgreSQL bind: connections of a
+    stopped broker lingering in TIME_WAIT must not keep it from restarting
+    on its port (clients reconnect to that port); a live listener still
+    makes the port busy.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

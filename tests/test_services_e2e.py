@@ -1,0 +1,193 @@
+"""End to end with real, separate processes (issue 13 B).
+
+A private Mosquitto (its own process, restarted in the middle), PostgreSQL,
+two ``traffic ingest`` workers, the SUMO twin (``traffic field twin``),
+``traffic serve`` and three ``traffic field run`` agents, all on a site clock
+five times faster than the wall. Plans flow and are applied; the centre is
+SIGKILLed (the fields fall back to their day plan) and restarted (they come
+back under central control); the broker is restarted. At the end every count
+record an agent published is in the database exactly once, and no plan
+version was sent twice or refused as stale or replayed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.mqtt, pytest.mark.postgres, pytest.mark.sumo]
+
+SPEED = 5.0
+CONTROLLERS = ("j1", "j2", "j3")
+FAST_SETTINGS = {
+    "epoch_s = 300 ": "epoch_s = 60 ", "count_interval_s = 60 ": "count_interval_s = 10 ",
+    "gate_seeds = [1, 2]": "gate_seeds = [1]", "gate_horizon_s = 900": "gate_horizon_s = 300",
+    "central_silence_timeout_s = 900.0": "central_silence_timeout_s = 60.0",
+}
+
+
+def make_site(folder: Path, site: str) -> Path:
+    from app.site import init_example_site
+
+    out = init_example_site(folder, intersections=len(CONTROLLERS), hours=2, site=site)
+    toml = out / "traffic.toml"
+    text = toml.read_text()
+    for old, new in FAST_SETTINGS.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    toml.write_text(text)
+    return out
+
+
+class Proc:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], logs: Path) -> None:
+        self.name, self.argv, self.env, self.logs = name, argv, env, logs
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        out = open(self.logs / f"{self.name}.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", *self.argv], stdout=out,
+                                     stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+
+def state(run: Path, name: str) -> dict:
+    try:
+        return json.loads((run / f"{name}.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def wait_for(what: str, predicate, timeout: float, every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def test_services_as_processes_survive_kills_and_reconcile(tmp_path, pg_dsn, site):
+    from app.services import PrivateBroker
+    from traffic import db
+
+    site_dir = make_site(tmp_path / "site", site)
+    run = site_dir / ".state" / "run"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    broker = PrivateBroker(tmp_path / "broker")
+    broker.start()
+    port = broker.port
+    env = {**os.environ, "TRAFFIC_MQTT_URL": broker.url, "TRAFFIC_DATABASE_DSN": pg_dsn, "PYTHONUNBUFFERED": "1"}
+    env.pop("TRAFFIC_CONFIG", None)
+    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    clock = ["--speed", f"{SPEED:g}", "--clock-origin", now.isoformat()]
+    procs: dict[str, Proc] = {}
+    try:
+        s = str(site_dir)
+        for n in (1, 2):
+            procs[f"ingest-{n}"] = Proc(f"ingest-{n}", ["ingest", "--site-dir", s, "--client-id", f"ingest-{n}",
+                                                        "--metrics-port", "0"], env, logs)
+        procs["twin"] = Proc("twin", ["field", "twin", "--site", s, *clock, "--metrics-port", "0"], env, logs)
+        procs["serve"] = Proc("serve", ["serve", "--site", s, *clock, "--metrics-port", "0",
+                                        "--first-epoch-after", "30"], env, logs)
+        for cid in CONTROLLERS:
+            procs[cid] = Proc(f"field-{cid}", ["field", "run", "--site", s, "--controller", cid, *clock,
+                                               "--metrics-port", "0"], env, logs)
+
+        def modes() -> dict[str, str]:
+            return {c: state(run, f"field-{c}").get("detail", {}).get("mode", "") for c in CONTROLLERS}
+
+        # 1. plans flow and are applied
+        wait_for("every field under central control", lambda: set(modes().values()) == {"central"}, 90)
+        versions_before = {c: state(run, f"field-{c}")["detail"]["plan_version"] for c in CONTROLLERS}
+
+        # 2. the centre dies without a word: the fields fall back to their day plan after the silence timeout
+        procs["serve"].signal(signal.SIGKILL)
+        procs["serve"].wait()
+        wait_for("every field on its day plan", lambda: set(modes().values()) == {"tod"}, 60)
+
+        # 3. the centre comes back, reconciles, and takes the fields back (heartbeat or a new version)
+        procs["serve"] = Proc("serve-2", ["serve", "--site", s, *clock, "--metrics-port", "0",
+                                          "--first-epoch-after", "10"], env, logs)
+        wait_for("every field under central control again", lambda: set(modes().values()) == {"central"}, 90)
+
+        # 4. the broker restarts: links come back, counts keep flowing, the centre keeps working
+        epochs = state(run, "serve").get("detail", {}).get("epochs", 0)
+        broker.stop()
+        time.sleep(2.0)
+        broker = PrivateBroker(tmp_path / "broker", port=port)
+        broker.start()
+        wait_for("links up again", lambda: all(state(run, f"field-{c}").get("detail", {}).get("link")
+                                               for c in CONTROLLERS), 60)
+        wait_for("two more epochs", lambda: state(run, "serve").get("detail", {}).get("epochs", 0) >= epochs + 2, 90)
+        wait_for("every field under central control after the broker restart",
+                 lambda: set(modes().values()) == {"central"}, 60)
+
+        # 5. stop: fields first (their last counts go out), then the rest, all cleanly
+        for cid in CONTROLLERS:
+            procs[cid].signal(signal.SIGTERM)
+        for cid in CONTROLLERS:
+            assert procs[cid].wait(30) == 0, f"field {cid} did not stop cleanly"
+        published = {c: state(run, f"field-{c}")["detail"]["stats"] for c in CONTROLLERS}
+
+        def stored() -> dict[str, int]:
+            with db.connect(pg_dsn) as conn:
+                rows = conn.execute("SELECT controller_id, count(*) FROM detector_counts GROUP BY controller_id"
+                                    ).fetchall()
+            return {c: int(n) for c, n in rows}
+
+        expected = {c: published[c]["count_records"] for c in CONTROLLERS}
+        try:
+            wait_for("every published count stored", lambda: stored() == expected, 60)
+        finally:
+            print("counts published", expected, "stored", stored())
+        for name in ("serve", "twin", "ingest-1", "ingest-2"):
+            procs[name].signal(signal.SIGTERM)
+        for name in ("serve", "twin", "ingest-1", "ingest-2"):
+            assert procs[name].wait(60) == 0, f"{name} did not stop cleanly"
+
+        # nothing lost, nothing twice: counts reconcile exactly, no plan version repeats or goes back
+        assert stored() == expected
+        with db.connect(pg_dsn) as conn:
+            plans = conn.execute("SELECT controller_id, version, plan_id, created_by, state FROM plans"
+                                 " WHERE controller_id = ANY(%s) ORDER BY controller_id, version",
+                                 (list(CONTROLLERS),)).fetchall()
+            dispatched = conn.execute(
+                "SELECT p.controller_id, p.version FROM plan_events e JOIN plans p USING (plan_id)"
+                " WHERE e.state = 'dispatched' AND p.controller_id = ANY(%s) ORDER BY e.id",
+                (list(CONTROLLERS),)).fetchall()
+            refused = conn.execute(
+                "SELECT count(*) FROM plan_events WHERE state = 'rejected' AND detail->>'stage' = 'field'"
+                " AND controller_id = ANY(%s)", (list(CONTROLLERS),)).fetchone()[0]
+        for cid in CONTROLLERS:
+            versions = [v for c, v, *_ in plans if c == cid]
+            assert len(versions) == len(set(versions)), f"{cid}: a version repeats: {versions}"
+            sent = [v for c, v in dispatched if c == cid]
+            assert sent == sorted(set(sent)), f"{cid}: versions dispatched out of order or twice: {sent}"
+            assert published[cid]["plans_rejected"] == 0
+            assert published[cid]["plans_applied"] >= 2 and published[cid]["fallbacks"] >= 1
+        assert refused == 0
+        print("plans per controller", {c: [(v, b, st) for cc, v, _p, b, st in plans if cc == c] for c in CONTROLLERS},
+              "versions before the kill", versions_before, "field stats", published)
+    finally:
+        for p in procs.values():
+            p.signal(signal.SIGKILL)
+        broker.stop()
