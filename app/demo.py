@@ -95,7 +95,7 @@ def write_reports(dsn: str, out_dir: Path, scenario: Any, results: dict[str, Loo
     ids = [s.controller_id for s in scenario.corridor.intersections]
     names = {"baseline": "fixed-time", "adaptive": "closed loop"}
     before_after: dict[str, dict[str, float]] = {}
-    for label, result in results.items():
+    for label, result in sorted(results.items(), key=lambda kv: kv[0] != "baseline"):  # before first
         for cid, delay in result.intersection_delay_s.items():
             before_after.setdefault(cid, {})[names.get(label, label)] = delay
     out = {}
@@ -171,9 +171,9 @@ def run_demo(settings: Settings, *, json_path: Path | None, seed: int, minutes: 
             "  Look at it:    psql \"" + dsn + "\" -c \"SELECT controller_id, version, state, created_by"
             " FROM plans ORDER BY created_at\"\n"
             f"  Dashboards:    Grafana provisioning + dashboard JSON in {grafana_dir}\n"
+            "                 (point Grafana's provisioning path there; the data source reads this database)\n"
             f"  Report:        {summary['report'].get('adaptive', '')} (closed loop)\n"
             f"                 {summary['report'].get('baseline', '')} (fixed-time)\n"
-            "                 (point Grafana's provisioning path there; the data source reads this database)\n"
             + ("  The private broker and database stop with the demo; the database files stay in "
                f"{state_dir} and are reused next time.\n" if handles.postgres is not None else "")
         )

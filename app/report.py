@@ -21,7 +21,7 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from traffic.errors import ConfigError  # noqa: E402
 
 log = logging.getLogger(__name__)
 
+BIN = timedelta(minutes=15)   # the measures' bin (sensors.atspm Params.bin_minutes)
 TERMINATION_COLOURS = {"gap_out": "#2ca02c", "max_out": "#d62728", "force_off": "#1f77b4", None: "#7f7f7f"}
 
 
@@ -191,7 +192,7 @@ def _band_start(corridor: Corridor, outbound: bool) -> tuple[float, float]:
 def before_after_figure(rows: Mapping[str, Mapping[str, float]], title: str) -> bytes:
     """Grouped bars: mean delay (s/veh) per intersection for each run (demo, sim run, replay ...)."""
     fig, ax = plt.subplots(figsize=(9, 3.6))
-    runs = sorted({r for per in rows.values() for r in per})
+    runs = list(dict.fromkeys(r for per in rows.values() for r in per))   # as given: "before" first
     names = sorted(rows)
     width = 0.8 / max(1, len(runs))
     for i, run in enumerate(runs):
@@ -238,7 +239,7 @@ def intersection_page(dsn: str, device_id: str, start: datetime, end: datetime) 
               "services", "mean split s", "gap/max/force", "yellow/red act.", "ped walks/calls", "ped delay s"]
     rows = []
     for (b, phase), v in sorted(m.phase.items()):
-        if not start <= b < end:
+        if not start - BIN < b < end:   # every bin that overlaps the window
             continue
         rows.append([b.strftime("%H:%M"), phase, v.arrivals * 4,
                      f"{100 * v.arrivals_on_green / v.arrivals:.0f}" if v.arrivals else "",
@@ -252,7 +253,7 @@ def intersection_page(dsn: str, device_id: str, start: datetime, end: datetime) 
                      f"{v.ped_delay_s_sum / v.ped_delay_samples:.1f}" if v.ped_delay_samples else ""])
     page.tables.append(("ATSPM measures, 15-minute bins", header, rows))
     comm = [[b.strftime("%H:%M"), v.events, "yes" if v.has_data else "NO", f"{v.max_gap_s:.1f}"]
-            for b, v in sorted(m.device.items()) if start <= b < end]
+            for b, v in sorted(m.device.items()) if start - BIN < b < end]
     page.tables.append(("Communications", ["bin", "events", "has data", "longest silence s"], comm))
     return page
 
@@ -299,7 +300,7 @@ def write_report(dsn: str, out_dir: Path, controllers: Sequence[str], start: dat
                                        "dashed (inbound): the bands at the corridor speed"
                                        + (f". {corridor.note}" if corridor.note else "")))
         if before_after:
-            runs = sorted({r for per in before_after.values() for r in per})
+            runs = list(dict.fromkeys(r for per in before_after.values() for r in per))  # "before" first
             page.figures.append(Figure("Before/after delay", before_after_figure(before_after,
                                        "Mean delay per intersection by run"),
                                        "runs: " + ", ".join(runs) + (f". {before_after_note}" if before_after_note
