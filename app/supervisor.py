@@ -197,10 +197,12 @@ class Supervisor:
     def write_status(self) -> list[dict[str, Any]]:
         rows = self.status()
         broker = getattr(self.handles, "broker", None)
+        postgres = getattr(self.handles, "postgres", None)
         write_json_atomic(run_dir(self.state) / "up.json", {
             "site": self.site.name, "pid": os.getpid(), "updated": datetime.now(timezone.utc).isoformat(),
             "mqtt_url": getattr(self.handles, "mqtt_url", ""), "database_dsn": getattr(self.handles, "database_dsn", ""),
-            "broker_pid": broker.pid if broker is not None else None, "processes": rows})
+            "broker_pid": broker.pid if broker is not None else None,
+            "database_pid": postgres.pid if postgres is not None else None, "processes": rows})
         return rows
 
     def run(self, stop: threading.Event, *, status_every_s: float = 10.0, console: Any = None) -> int:
