@@ -134,8 +134,10 @@ def read_json(path: Path) -> Any:
 class ServiceEndpoint:
     """``/metrics`` and ``/health`` of one service process, plus its run-state file."""
 
-    def __init__(self, service: str, *, state_dir: str | Path, port: int = 0, host: str = "127.0.0.1",
+    def __init__(self, service: str, *, state_dir: str | Path, port: int = 0, host: str | None = None,
                  health: HealthFn | None = None) -> None:
+        # 127.0.0.1 unless TRAFFIC_METRICS_HOST says otherwise (0.0.0.0 in a container Prometheus scrapes)
+        host = host or os.environ.get("TRAFFIC_METRICS_HOST", "127.0.0.1")
         self.service = service
         self.registry = CollectorRegistry()
         self._health = health or (lambda: (True, {}))
