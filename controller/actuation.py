@@ -22,7 +22,7 @@ from dataclasses import replace
 
 from traffic.errors import PlanError
 from traffic.intersection import IntersectionSpec
-from traffic.plan import MODES, TimingPlan
+from traffic.plan import MODES, PlanMode, TimingPlan
 
 __all__ = ["max_greens", "actuate"]
 
@@ -57,7 +57,7 @@ def actuate(plan: TimingPlan, spec: IntersectionSpec, greens_s: Sequence[float],
         raise PlanError(f"mode must be one of {MODES}, got {mode!r}")
     if passage_s <= 0:
         raise PlanError(f"passage time must be positive, got {passage_s}")
-    if mode == "pretimed":
+    if mode == PlanMode.PRETIMED:
         return replace(plan, mode=mode)
     minimum = [max(p.phaseMinimumGreen, p.phaseWalk + p.phasePedestrianClear) for p in plan.phases]
     maxima = max_greens(greens_s, minimum, factor=factor, floor_s=floor_s, cap_s=cap_s)

@@ -104,10 +104,14 @@ def dispatch_numbers(url: str, repeat: int = 30) -> dict[str, float]:
 
     def answer(client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         plan = TimingPlan.from_json(msg.payload)
+        correlation = getattr(msg.properties, "CorrelationData", None)
+        response_topic = getattr(msg.properties, "ResponseTopic", None)
+        if correlation is None or response_topic is None:  # not a plan/set from the dispatcher
+            return
         props = Properties(PacketTypes.PUBLISH)
-        props.CorrelationData = msg.properties.CorrelationData
+        props.CorrelationData = correlation
         result = messages.PlanResult(plan.controller_id, plan.plan_id, messages.ACCEPTED)
-        client.publish(msg.properties.ResponseTopic, result.to_json(), qos=1, properties=props)
+        client.publish(response_topic, result.to_json(), qos=1, properties=props)
 
     responder.on_message = answer
     responder.on_connect = lambda client, *_: _no_delay(client)  # as a real field stack would

@@ -37,9 +37,10 @@ The one SQL statement lives in :func:`fetch_totals`; everything else is pure
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Mapping
+from typing import Any
 
 import psycopg
 
@@ -128,7 +129,7 @@ class PhaseDemand:
     def flow(self, phase: int) -> float:
         return self.flow_pcu_h_lane[self.phases.index(phase)]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-friendly summary (for plan explanations and the event log)."""
         return {
             "controller_id": self.controller_id,

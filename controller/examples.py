@@ -7,7 +7,13 @@ check by hand.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from traffic.intersection import Corridor, DetectorSpec, IntersectionSpec, PhaseSpec
+from traffic.plan import TimingPlan
+
+if TYPE_CHECKING:
+    from controller.demand import PhaseDemand
 
 # Signal groups of the four-leg example, in order:
 # 0 N through, 1 N left, 2 S through, 3 S left, 4 E through, 5 E left, 6 W through, 7 W left
@@ -67,7 +73,8 @@ def uniform_corridor(n: int = 4, *, spacing_m: float = 300.0, speed_mps: float =
     return Corridor(name=name, intersections=specs, links=links)
 
 
-def random_city(n: int, *, seed: int = 7) -> tuple[tuple[IntersectionSpec, ...], dict, dict, dict[str, int]]:
+def random_city(n: int, *, seed: int = 7) -> tuple[tuple[IntersectionSpec, ...], dict[str, PhaseDemand],
+                                                   dict[str, TimingPlan], dict[str, int]]:
     """``n`` four-leg intersections with random demand (50-700 pcu/h/lane), for optimizer benchmarks.
 
     Returns (specs, demands, incumbents on a 90 s default plan, next versions),
@@ -80,7 +87,8 @@ def random_city(n: int, *, seed: int = 7) -> tuple[tuple[IntersectionSpec, ...],
 
     specs = tuple(four_leg(f"c{k}") for k in range(n))
     rng = random.Random(seed)
-    demands, incumbents = {}, {}
+    demands: dict[str, PhaseDemand] = {}
+    incumbents: dict[str, TimingPlan] = {}
     for spec in specs:
         phases = tuple(p.phase for p in spec.phases)
         flows = tuple(rng.uniform(50, 700) for _ in phases)

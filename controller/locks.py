@@ -11,7 +11,7 @@ import psycopg
 
 from controller._db import storage_errors as _storage
 from controller.lifecycle import Lock
-from traffic.errors import PlanError
+from traffic.errors import PlanError, StorageError
 from traffic.topics import check_id
 
 __all__ = ["Lock", "lock", "unlock", "locked"]
@@ -29,6 +29,8 @@ def lock(conn: psycopg.Connection, controller_id: str, reason: str, actor: str) 
             " locked_at = now() RETURNING locked_at", (controller_id, actor, reason)).fetchone()
         conn.execute("INSERT INTO controller_lock_events (controller_id, action, actor, reason)"
                      " VALUES (%s, 'lock', %s, %s)", (controller_id, actor, reason))
+    if row is None:  # INSERT ... ON CONFLICT DO UPDATE ... RETURNING always returns the row
+        raise StorageError(f"lock {controller_id}: the database returned no row")
     return Lock(controller_id, actor, reason, row[0])
 
 

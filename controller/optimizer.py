@@ -31,7 +31,7 @@ from controller.safety import ensure_safe
 from traffic.config import OptimizerSettings
 from traffic.errors import PlanError
 from traffic.intersection import Corridor, IntersectionSpec
-from traffic.plan import TimingPlan
+from traffic.plan import PlanMode, TimingPlan
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +262,7 @@ def optimize_corridor(corridor: Corridor, demands: Mapping[str, PhaseDemand], in
     sizes = {s.controller_id: _size(s, demands[s.controller_id], settings, bounds.get(s.controller_id))
              for s in specs}
     choices = _search_all(sizes)
-    if settings.plan_mode == "free":
+    if settings.plan_mode == PlanMode.FREE:
         # fully actuated: no common cycle to keep, every intersection takes its own optimum
         out_free: dict[str, Proposal] = {}
         for s in specs:
@@ -299,6 +299,8 @@ def optimize_corridor(corridor: Corridor, demands: Mapping[str, PhaseDemand], in
     for s in specs:
         cid = s.controller_id
         method = "green-wave"
+        out_s: float | None = None
+        in_s: float | None = None
         if bands is not None and cid in bands.offsets_s:
             method = "bandwidth"
             out_s, in_s = bands.bandwidth_s[cid], bands.bandwidth_inbound_s[cid]
@@ -312,8 +314,8 @@ def optimize_corridor(corridor: Corridor, demands: Mapping[str, PhaseDemand], in
             "corridor_common": common,
             "green_wave_offset_s": offsets[cid],
             "offset_method": method,
-            "bandwidth_s": bands.bandwidth_s[cid] if method == "bandwidth" else None,
-            "bandwidth_inbound_s": bands.bandwidth_inbound_s[cid] if method == "bandwidth" else None,
+            "bandwidth_s": out_s,             # None unless method == "bandwidth"
+            "bandwidth_inbound_s": in_s,
             "bandwidth_chain": chain_of.get(cid) if method == "bandwidth" else None,  # outbound order
         })
     return out
@@ -340,13 +342,13 @@ def _bandwidth_offsets(corridor: Corridor, cycle: float, proposals: Mapping[str,
         if abs(plan.patternCycleTime - cycle) < 0.05:  # a plan that could not reach the cycle stays out
             greens[cid] = plan.phase(plan.splitCoordPhase).green
     for cid in exclude:
-        plan = incumbents.get(cid)
-        if plan is not None and abs(plan.patternCycleTime - cycle) < 0.05:
+        locked = incumbents.get(cid)
+        if locked is not None and abs(locked.patternCycleTime - cycle) < 0.05:
             try:
-                greens[cid] = plan.phase(plan.splitCoordPhase).green
+                greens[cid] = locked.phase(locked.splitCoordPhase).green
             except PlanError:
                 continue
-            fixed[cid] = plan.patternOffsetTime
+            fixed[cid] = locked.patternOffsetTime
     anchors = {cid: incumbents[cid].patternOffsetTime for cid in proposals}
     return corridor_bands(corridor, cycle, greens, fixed_s=fixed, anchors_s=anchors)
 

@@ -198,7 +198,7 @@ def history(conn: psycopg.Connection, controller_id: str, *, limit: int = 50) ->
 _RECORD_SQL = "SELECT body, state, created_by, reason, safety, verdict, created_at, updated_at, plan_id FROM plans"
 
 
-def _record(conn: psycopg.Connection, row: tuple, with_events: bool) -> PlanRecord:
+def _record(conn: psycopg.Connection, row: tuple[Any, ...], with_events: bool) -> PlanRecord:
     events: tuple[PlanEvent, ...] = ()
     if with_events:
         rows = conn.execute("SELECT at, state, actor, detail FROM plan_events WHERE plan_id = %s ORDER BY id",

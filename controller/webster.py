@@ -37,14 +37,16 @@ def flow_ratios(flow_pcu_h: ArrayLike, saturation_pcu_h: ArrayLike) -> FloatArra
     s = np.asarray(saturation_pcu_h, dtype=float)
     if np.any(s <= 0):
         raise ValueError("saturation flow must be positive")
-    return q / s
+    y: FloatArray = q / s
+    return y
 
 
 def phase_lost_time(yellow_s: ArrayLike, red_s: ArrayLike, *, startup_lost_s: float = 0.0,
                     min_lost_s: float = 0.0) -> FloatArray:
     """Lost time per phase: intergreen plus start-up loss, at least ``min_lost_s``."""
     lost = np.asarray(yellow_s, dtype=float) + np.asarray(red_s, dtype=float) + startup_lost_s
-    return np.maximum(lost, min_lost_s)
+    out: FloatArray = np.maximum(lost, min_lost_s)
+    return out
 
 
 def optimum_cycle(lost_s: ArrayLike, y_total: ArrayLike, *, min_cycle_s: float, max_cycle_s: float,
@@ -151,7 +153,8 @@ def webster_delay(cycle_s: ArrayLike, green_s: ArrayLike, flow_pcu_h: ArrayLike,
     q_safe = np.where(active, q, 1.0)
     random = np.where(active, x ** 2 / (2.0 * q_safe * (1.0 - x)), 0.0)
     correction = np.where(active, 0.65 * np.cbrt(c / q_safe ** 2) * x ** (2.0 + 5.0 * lam), 0.0)
-    return np.maximum(uniform + random - correction, 0.0)
+    delay: FloatArray = np.maximum(uniform + random - correction, 0.0)
+    return delay
 
 
 def degree_of_saturation(cycle_s: ArrayLike, green_s: ArrayLike, flow_pcu_h: ArrayLike,
@@ -159,7 +162,8 @@ def degree_of_saturation(cycle_s: ArrayLike, green_s: ArrayLike, flow_pcu_h: Arr
     """``x = q C / (g s)`` per approach (unclamped)."""
     c = np.asarray(cycle_s, dtype=float)
     g = np.maximum(np.asarray(green_s, dtype=float), 1e-6)
-    return np.asarray(flow_pcu_h, dtype=float) * c / (g * np.asarray(saturation_pcu_h, dtype=float))
+    x: FloatArray = np.asarray(flow_pcu_h, dtype=float) * c / (g * np.asarray(saturation_pcu_h, dtype=float))
+    return x
 
 
 def mean_delay(cycle_s: ArrayLike, green_s: ArrayLike, flow_pcu_h: ArrayLike,

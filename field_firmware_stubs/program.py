@@ -85,7 +85,7 @@ from field_firmware_stubs.events import HiResEvent
 from field_firmware_stubs.plan_check import check_plan
 from traffic.errors import PlanError, UnsafePlanError
 from traffic.intersection import IntersectionSpec
-from traffic.plan import PhaseTiming, TimingPlan
+from traffic.plan import PhaseTiming, PlanMode, TimingPlan
 from traffic.signals import KIND_GREEN, KIND_RED, KIND_YELLOW, red_clear_state, yellow_state
 
 __all__ = ["SignalProgram", "Transition", "to_ds", "BLOCKED_S", "AGE_WEIGHT_S", "PED_MAX_WAIT_S"]
@@ -193,7 +193,7 @@ class SignalProgram:
         boundary_phase = self._boundary_phase(plan)
         # free mode keeps no cycle: start in the first phase's green rather than fast-forward into
         # the middle of an interval the heads never showed
-        first = start if plan.mode == "free" else start - ((start - boundary_phase) % cycle)
+        first = start if plan.mode == PlanMode.FREE else start - ((start - boundary_phase) % cycle)
         self._now = first
         self._begin_cycle(first, initial=True)
         self._start_green(0, first)
@@ -313,8 +313,8 @@ class SignalProgram:
         self._order = phases
         self._plan = plan
         self._cycle = sum(p.split for p in phases)
-        self._actuated = plan.mode in ("actuated", "free")
-        self._free = plan.mode == "free"
+        self._actuated = plan.mode in (PlanMode.ACTUATED, PlanMode.FREE)
+        self._free = plan.mode == PlanMode.FREE
 
     def _rotation(self, plan: TimingPlan) -> list[_Phase]:
         """``plan``'s phases in engine order: the one after the coordinated phase first, the coordinated last."""
@@ -633,7 +633,7 @@ class SignalProgram:
         if self._pending is not None:
             self._committed, self._pending = self._pending, None
         order = self._rotation(self._committed) if self._committed is not None else order
-        committed_free = (self._committed or self._plan).mode == "free"
+        committed_free = (self._committed or self._plan).mode == PlanMode.FREE
         fallback = 0 if committed_free else len(order) - 1  # coordinated: rest in the coordinated phase
         self._next_idx = next((j for j, p in enumerate(order) if self._serve(p, t)), fallback)
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from traffic.errors import SimulationError
+from traffic.intersection import FindingLevel
 
 if TYPE_CHECKING:
     from simulation.replay import CandidatePlanner
@@ -178,7 +179,7 @@ def _cmd_sim_run(args: argparse.Namespace) -> int:
     sys.stdout.write(f"{scenario.sumocfg.name}: {args.control}, seeds {','.join(map(str, seeds))}, "
                      f"window {begin}-{end} s\n")
     sys.stdout.write(kpi_table({args.control: doc["summary"]}, len(seeds)) + "\n")
-    left = [f for f in scenario.corridor.findings if f.level == "uncontrolled"]
+    left = [f for f in scenario.corridor.findings if f.level == FindingLevel.UNCONTROLLED]
     if left and args.control not in ("static", "actuated"):
         sys.stdout.write(f"{len(scenario.corridor.intersections)} signals controlled; {len(left)} left on their own "
                          "program (traffic site check explains):\n")

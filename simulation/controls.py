@@ -49,8 +49,8 @@ from simulation.runner import run
 from simulation.scenario import Scenario
 from simulation.tls_program import write_plans_additional
 from traffic.errors import SimulationError, TrafficError
-from traffic.intersection import IntersectionSpec, SignalFinding
-from traffic.plan import TimingPlan, Violation
+from traffic.intersection import FindingLevel, IntersectionSpec, SignalFinding
+from traffic.plan import PlanMode, TimingPlan, Violation
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def controllable(scenario: Scenario, check: SafetyCheck | None = None) -> Scenar
         violations = [*check_plan(spec.default_plan(), spec), *check_plan(safe_plans[spec.tls_id], spec)]
         if violations:
             first = violations[0]
-            refused.append(SignalFinding(spec.tls_id, "uncontrolled", first.rule,
+            refused.append(SignalFinding(spec.tls_id, FindingLevel.UNCONTROLLED, first.rule,
                                          f"its own phases break {first.rule}: {first.detail}",
                                          "check the approved program's stages against the conflict model "
                                          "(traffic site check)"))
@@ -154,7 +154,7 @@ def safe_actuated_plans(scenario: Scenario) -> dict[str, TimingPlan]:
         phases = tuple(replace(p, phaseMaximum1=max(SAFE_ACTUATED_MAX_GREEN_S, p.phaseMinimumGreen,
                                                       p.phaseWalk + p.phasePedestrianClear),
                                phasePassage=SAFE_ACTUATED_GAP_S) for p in plan.phases)
-        plans[spec.tls_id] = replace(plan, phases=phases, mode="free")
+        plans[spec.tls_id] = replace(plan, phases=phases, mode=PlanMode.FREE)
     return plans
 
 
@@ -359,7 +359,7 @@ def report(name: str, scenario: Scenario, seeds: Sequence[int], results: Sequenc
         "runs": [{"seed": s, **k.to_dict()} for s, k in zip(seeds, results, strict=False)],
         "summary": summary,
         "controlled": [s.tls_id for s in scenario.corridor.intersections],
-        "findings": [f.to_dict() for f in scenario.corridor.findings if f.level != "info"],
+        "findings": [f.to_dict() for f in scenario.corridor.findings if f.level != FindingLevel.INFO],
     }
     for field_name, stats in summary.items():  # top-level keys: the means (== the values for one seed)
         doc[field_name] = stats["mean"]

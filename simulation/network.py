@@ -69,7 +69,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from traffic.errors import ScenarioError
-from traffic.intersection import Corridor, DetectorSpec, IntersectionSpec, PhaseSpec, SignalFinding
+from traffic.intersection import (
+    Corridor,
+    DetectorSpec,
+    FindingLevel,
+    IntersectionSpec,
+    PhaseSpec,
+    SignalFinding,
+)
 
 log = logging.getLogger(__name__)
 
@@ -738,11 +745,11 @@ def corridor_from_net(net_file: Path, *, site: str, additional_files: Sequence[P
         try:
             view = _TlsView(tls)
         except ScenarioError as exc:
-            findings.append(SignalFinding(tls.getID(), "uncontrolled", "NO_LINKS", str(exc),
+            findings.append(SignalFinding(tls.getID(), FindingLevel.UNCONTROLLED, "NO_LINKS", str(exc),
                                           "a signal without controlled connections has nothing to time"))
             continue
         if view.is_rail_only() or any(n.getType() in ("rail_signal", "rail_crossing") for n in view.nodes.values()):
-            findings.append(SignalFinding(tls.getID(), "uncontrolled", "RAIL_SIGNAL",
+            findings.append(SignalFinding(tls.getID(), FindingLevel.UNCONTROLLED, "RAIL_SIGNAL",
                                           "a rail signal or level crossing (SUMO's rail logic drives it)",
                                           "rail signals are the railway's; nothing to do"))
             continue
@@ -766,10 +773,10 @@ def corridor_from_net(net_file: Path, *, site: str, additional_files: Sequence[P
         else:
             findings.extend(spec_or_findings)
     for f in findings:
-        if f.level == "uncontrolled":
+        if f.level == FindingLevel.UNCONTROLLED:
             log.warning("TLS %s stays on its own program: %s: %s", f.tls_id, f.rule, f.message)
     if not specs:
-        reasons = "; ".join(f"{f.tls_id}: {f.rule}" for f in findings if f.level == "uncontrolled")
+        reasons = "; ".join(f"{f.tls_id}: {f.rule}" for f in findings if f.level == FindingLevel.UNCONTROLLED)
         raise ScenarioError(f"network {net_file} has no traffic light the project can control"
                             + (f" ({reasons[:500]})" if reasons else ""))
     kept = {s.tls_id for s in specs}
@@ -791,18 +798,18 @@ def _map_signal(view: _TlsView, cid: str, site: str, pedestrians: str, loops: li
     try:
         program = _program(view.tls)
     except ScenarioError as exc:
-        return [SignalFinding(tls_id, "uncontrolled", "NO_PROGRAM", str(exc),
+        return [SignalFinding(tls_id, FindingLevel.UNCONTROLLED, "NO_PROGRAM", str(exc),
                               "give the signal a static program in the network")]
     if any(len(state) != view.link_count for _, state in program):
-        return [SignalFinding(tls_id, "uncontrolled", "STATE_LENGTH",
+        return [SignalFinding(tls_id, FindingLevel.UNCONTROLLED, "STATE_LENGTH",
                               f"program state length differs from its {view.link_count} links",
                               "rebuild the program with netconvert or netedit")]
     stages = green_stages(program, frozenset(view.ped_links))
     if not stages:
-        return [SignalFinding(tls_id, "uncontrolled", "NO_GREEN_STAGE", "its program has no green stage",
+        return [SignalFinding(tls_id, FindingLevel.UNCONTROLLED, "NO_GREEN_STAGE", "its program has no green stage",
                               "a program that never shows green cannot be timed")]
     if not any(view.vehicle_links(i) for i in view.links):
-        return [SignalFinding(tls_id, "uncontrolled", "PEDESTRIAN_ONLY",
+        return [SignalFinding(tls_id, FindingLevel.UNCONTROLLED, "PEDESTRIAN_ONLY",
                               "controls only pedestrian crossings (no vehicle movement to time)",
                               "a mid-block pedestrian signal stays on its own program")]
     phases = _phases(view, stages, _junction_width(view.nodes.values()), pedestrians)
@@ -816,7 +823,7 @@ def _map_signal(view: _TlsView, cid: str, site: str, pedestrians: str, loops: li
         kind = view.classify_foe(a, b, [p.greens for p in phases])
         if kind == "none":
             unresolved.append(SignalFinding(
-                tls_id, "uncontrolled", "UNRESOLVED_FOES",
+                tls_id, FindingLevel.UNCONTROLLED, "UNRESOLVED_FOES",
                 f"the approved program shows {view.movement(a)} and {view.movement(b)} protected green together, "
                 "but their paths cross and neither is a turn that gives way to the other", _UNRESOLVED_ADVICE))
         else:
@@ -853,18 +860,18 @@ def _info_findings(view: _TlsView, spec: IntersectionSpec) -> list[SignalFinding
         text = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
         left = len(spec.resolved_foes) - len(examples)
         more = f"; and {left} more" if left > 0 else ""
-        out.append(SignalFinding(spec.tls_id, "warning", "RESOLVED_FOES",
+        out.append(SignalFinding(spec.tls_id, FindingLevel.WARNING, "RESOLVED_FOES",
                                  f"the approved program shows {len(spec.resolved_foes)} foe pair(s) protected green "
                                  f"together that the junction resolves ({text}): {'; '.join(examples)}{more}. "
                                  "Plans may keep these pairs together, never others",
                                  "confirm each merge is a lane the streams may share and each give-way movement "
                                  "is signed as such"))
     if len(view.nodes) > 1:
-        out.append(SignalFinding(spec.tls_id, "info", "JOINED",
+        out.append(SignalFinding(spec.tls_id, FindingLevel.INFO, "JOINED",
                                  f"one program over {len(view.nodes)} junctions "
                                  f"({', '.join(sorted(view.nodes))[:200]})"))
     if not spec.detectors:
-        out.append(SignalFinding(spec.tls_id, "warning", "NO_DETECTORS",
+        out.append(SignalFinding(spec.tls_id, FindingLevel.WARNING, "NO_DETECTORS",
                                  "no approach lane could hold a loop: demand comes from neighbours only",
                                  "add loops on the approaches"))
     return out

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from traffic.errors import ScenarioError
-from traffic.intersection import Corridor, IntersectionSpec, SignalFinding
+from traffic.intersection import Corridor, FindingLevel, IntersectionSpec, SignalFinding
 
 #: exit codes of ``traffic site check``
 USABLE, USABLE_WITH_FINDINGS, UNUSABLE = 0, 1, 2
@@ -44,7 +44,7 @@ class SiteReport:
     def exit_code(self) -> int:
         if self.corridor is None or not self.corridor.intersections:
             return UNUSABLE
-        if any(f.level in ("warning", "uncontrolled") for f in self.corridor.findings):
+        if any(f.level in (FindingLevel.WARNING, FindingLevel.UNCONTROLLED) for f in self.corridor.findings):
             return USABLE_WITH_FINDINGS
         return USABLE
 
@@ -126,7 +126,7 @@ def render(report: SiteReport) -> str:
                          + (f", crossing {p.ped_crossing_m:.0f} m" if p.ped_crossing_m else ""))
         for f in by_tls.get(spec.tls_id, []):
             lines.append(f"  {f.level}: {f.rule}: {f.message}" + (f" -> {f.advice}" if f.advice else ""))
-    left = [f for f in corridor.findings if f.level == "uncontrolled"]
+    left = [f for f in corridor.findings if f.level == FindingLevel.UNCONTROLLED]
     if left:
         lines.append("\nleft on their own program (not controlled):")
         for f in left:

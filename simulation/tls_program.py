@@ -30,11 +30,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from traffic.errors import SimulationError
-from traffic.plan import TimingPlan
+from traffic.plan import PlanMode, TimingPlan
 from traffic.signals import KIND_GREEN, cycle_intervals, cycle_start_offset
 
 DEFAULT_PROGRAM_ID = "traffic"
-ACTUATED_MODES = ("actuated", "free")
+ACTUATED_MODES = (PlanMode.ACTUATED, PlanMode.FREE)
 
 
 def _fmt(seconds: float) -> str:

@@ -37,13 +37,14 @@ from traffic.clearance import (
     parse_approaches,
 )
 from traffic.errors import ConfigError
+from traffic.plan import MODES
 
 ENV_PREFIX = "TRAFFIC_"
 DEFAULT_CONFIG_FILE = "traffic.toml"
 #: values of ``OptimizerSettings.offset_method``
 OFFSET_METHODS = ("bandwidth", "green-wave")
 #: values of ``OptimizerSettings.plan_mode`` (== ``traffic.plan.MODES``, the plan modes the field runs)
-PLAN_MODES = ("pretimed", "actuated", "free")
+PLAN_MODES = MODES
 MQTT_SCHEMES = ("mqtt", "mqtts")
 #: values of ``ExecutorSettings.kind`` (== ``simulation.executor.EXECUTOR_KINDS``)
 EXECUTOR_KINDS = ("local", "dask")
@@ -620,8 +621,8 @@ def _integer(value: Any) -> int:
     raise TypeError(f"{type(value).__name__} is not an integer")
 
 
-def _section_name(f: dataclasses.Field) -> str:
-    return f.metadata.get("toml", f.name)
+def _section_name(f: dataclasses.Field[Any]) -> str:
+    return str(f.metadata.get("toml", f.name))
 
 
 def _unknown(kind: str, where: str, key: str, known: Iterable[str]) -> ConfigError:

@@ -77,10 +77,10 @@ read only its own plan/set (docs/security.md).
 """
 
 
-def _payload_schemas() -> tuple[dict[str, Any], dict[str, Any]]:
+def _payload_schemas() -> tuple[dict[type[msgspec.Struct], dict[str, Any]], dict[str, Any]]:
     structs = [c[3] for c in _CHANNELS]
     refs, components = msgspec.json.schema_components(list(dict.fromkeys(structs)), ref_template=_REF)
-    by_struct = {s: r for s, r in zip(dict.fromkeys(structs), refs, strict=False)}
+    by_struct = dict(zip(dict.fromkeys(structs), refs, strict=True))  # one schema per struct
     return by_struct, components
 
 

@@ -148,7 +148,7 @@ def migrate(dsn: str, *, timescaledb: bool = False) -> list[str]:
                     text = resources.files(MIGRATIONS_PACKAGE).joinpath(name).read_text()
                     log.info("applying migration %s", name)
                     with conn.transaction():
-                        conn.execute(sql.SQL(text))  # type: ignore[arg-type]  # trusted file shipped with the package
+                        conn.execute(sql.SQL(text))  # trusted file shipped with the package
                         conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
                     applied_now.append(name)
                 if timescaledb:

@@ -14,7 +14,11 @@ the message alone say how to rebuild themselves through :meth:`_init_args`.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # traffic.plan imports this module
+    from traffic.plan import Violation
 
 
 def _rebuild(cls: type[TrafficError], args: tuple[Any, ...], kwargs: dict[str, Any]) -> TrafficError:
@@ -62,7 +66,7 @@ class PlanError(TrafficError):
 class UnsafePlanError(PlanError):
     """Raised when a timing plan breaks a safety rule; ``violations`` says which."""
 
-    def __init__(self, violations: list) -> None:  # list[traffic.plan.Violation]
+    def __init__(self, violations: Iterable[Violation]) -> None:
         self.violations = list(violations)
         text = "; ".join(f"{v.rule}: {v.detail}" for v in self.violations)
         super().__init__(f"unsafe plan: {text}")

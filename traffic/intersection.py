@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
 from typing import Any
 
 from traffic.clearance import (
@@ -26,7 +27,7 @@ from traffic.clearance import (
     policy_yellow_s,
 )
 from traffic.errors import ScenarioError
-from traffic.plan import PhaseTiming, TimingPlan
+from traffic.plan import PhaseTiming, PlanMode, TimingPlan
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ class IntersectionSpec:
 
     def plan_from_splits(self, splits: list[float] | tuple[float, ...], *, offset_s: float = 0.0,
                          created_by: str = "optimizer", version: int = 1, reason: str = "",
-                         mode: str = "pretimed", coord_phase: int | None = None) -> TimingPlan:
+                         mode: str = PlanMode.PRETIMED, coord_phase: int | None = None) -> TimingPlan:
         """Build a plan whose intervals follow this intersection's design (ITE, pedestrians)."""
         if len(splits) != len(self.phases):
             raise ScenarioError(f"{len(splits)} splits for {len(self.phases)} phases of {self.controller_id}")
@@ -240,8 +241,16 @@ class IntersectionSpec:
             raise ScenarioError(f"bad intersection spec: {exc}") from exc
 
 
+class FindingLevel(StrEnum):
+    """Severity of a :class:`SignalFinding`, least to most serious."""
+
+    INFO = "info"
+    WARNING = "warning"
+    UNCONTROLLED = "uncontrolled"
+
+
 #: severities of a :class:`SignalFinding`, least to most serious
-FINDING_LEVELS = ("info", "warning", "uncontrolled")
+FINDING_LEVELS = tuple(lv.value for lv in FindingLevel)
 
 
 @dataclass(frozen=True)
@@ -282,7 +291,7 @@ class Corridor:
         """TLS ids left on their own program (not in ``intersections``), in the order found."""
         seen: dict[str, None] = {}
         for f in self.findings:
-            if f.level == "uncontrolled":
+            if f.level == FindingLevel.UNCONTROLLED:
                 seen.setdefault(f.tls_id, None)
         return tuple(seen)
 

@@ -17,6 +17,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from traffic import wire
@@ -32,18 +33,34 @@ MAX_PAYLOAD_BYTES = wire.MAX_PAYLOAD_BYTES
 MAX_RECORDS = wire.MAX_RECORDS
 MAX_EVENTS = wire.MAX_EVENTS
 
-# status.state
-ONLINE = "online"
-OFFLINE = "offline"
-# status.mode
-MODE_CENTRAL = "central"      # running a plan from the centre
-MODE_TOD = "tod"              # local time-of-day plan (fallback or no plan yet)
-MODE_FLASH = "flash"          # conflict monitor tripped
-# plan result.status
-ACCEPTED = "accepted"         # valid, will apply at the next cycle boundary
-REJECTED = "rejected"         # refused; rule + reason say why
-APPLIED = "applied"           # now in force (at = time of the cycle boundary)
-RESULT_STATUSES = (ACCEPTED, REJECTED, APPLIED)
+class LinkState(StrEnum):
+    """``status.state``: is the controller connected (``offline`` is the broker's last will)."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+class FieldMode(StrEnum):
+    """``status.mode``: what the controller is running."""
+
+    CENTRAL = "central"       # running a plan from the centre
+    TOD = "tod"               # local time-of-day plan (fallback or no plan yet)
+    FLASH = "flash"           # conflict monitor tripped
+
+
+class ResultStatus(StrEnum):
+    """``plan-result.status``: the field's answer to a plan."""
+
+    ACCEPTED = "accepted"     # valid, will apply at the next cycle boundary
+    REJECTED = "rejected"     # refused; rule + reason say why
+    APPLIED = "applied"       # now in force (at = time of the cycle boundary)
+
+
+# the same members under their historical names (the wire values are the enums' values)
+ONLINE, OFFLINE = LinkState.ONLINE, LinkState.OFFLINE
+MODE_CENTRAL, MODE_TOD, MODE_FLASH = FieldMode.CENTRAL, FieldMode.TOD, FieldMode.FLASH
+ACCEPTED, REJECTED, APPLIED = ResultStatus.ACCEPTED, ResultStatus.REJECTED, ResultStatus.APPLIED
+RESULT_STATUSES = tuple(s.value for s in ResultStatus)
 
 
 def utc(ts: datetime) -> datetime:
@@ -149,7 +166,7 @@ def _dump(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
 
 
-def _load(payload: bytes) -> Mapping[str, Any]:
+def _load(payload: bytes | bytearray) -> Mapping[str, Any]:
     if not isinstance(payload, (bytes, bytearray)):
         raise MessageError("payload must be bytes")
     if len(payload) > MAX_PAYLOAD_BYTES:
@@ -210,7 +227,7 @@ def _schema(data: Mapping[str, Any], expected: str) -> None:
         raise MessageError(f"expected schema {expected!r}, got {got!r}", field="schema")
 
 
-def decode_counts(payload: bytes) -> CountReport:
+def decode_counts(payload: bytes | bytearray) -> CountReport:
     data = _load(payload)
     _schema(data, COUNTS_SCHEMA)
     controller_id = _ident(data.get("controller_id"), "controller_id")
@@ -250,7 +267,7 @@ def decode_counts(payload: bytes) -> CountReport:
     return CountReport(controller_id, seq, interval_start, interval_s, tuple(records))
 
 
-def decode_events(payload: bytes) -> EventBatch:
+def decode_events(payload: bytes | bytearray) -> EventBatch:
     data = _load(payload)
     _schema(data, EVENTS_SCHEMA)
     controller_id = _ident(data.get("controller_id"), "controller_id")
@@ -273,7 +290,7 @@ def decode_events(payload: bytes) -> EventBatch:
     return EventBatch(controller_id, seq, tuple(events))
 
 
-def decode_status(payload: bytes) -> StatusMessage:
+def decode_status(payload: bytes | bytearray) -> StatusMessage:
     data = _load(payload)
     _schema(data, STATUS_SCHEMA)
     state = _field(data, "state", str)
@@ -292,7 +309,7 @@ def decode_status(payload: bytes) -> StatusMessage:
     )
 
 
-def decode_result(payload: bytes) -> PlanResult:
+def decode_result(payload: bytes | bytearray) -> PlanResult:
     data = _load(payload)
     _schema(data, RESULT_SCHEMA)
     status = _field(data, "status", str)

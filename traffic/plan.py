@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from traffic import wire
@@ -33,7 +34,17 @@ from traffic.errors import MessageError, PlanError
 
 PLAN_SCHEMA = "plan/1"
 SIGNAL_CHARS = frozenset("Ggr")
-MODES = ("pretimed", "actuated", "free")
+
+
+class PlanMode(StrEnum):
+    """How the field runs a plan (``TimingPlan.mode``, ``optimizer.plan_mode``)."""
+
+    PRETIMED = "pretimed"     # fixed splits
+    ACTUATED = "actuated"     # coordinated-actuated: coordinated phase on the cycle, others gap out
+    FREE = "free"             # fully actuated: no common cycle, no offset
+
+
+MODES = tuple(m.value for m in PlanMode)
 
 
 @dataclass(frozen=True)
@@ -82,7 +93,7 @@ class TimingPlan:
     patternCycleTime: float         # s: must equal the sum of splitTime
     patternOffsetTime: float = 0.0  # s: start of the coordinated phase's green after the cycle reference
     splitCoordPhase: int = 1        # phase number that is coordinated (offset reference)
-    mode: str = "pretimed"          # "pretimed", "actuated" (coordinated-actuated) or "free" (fully actuated)
+    mode: str = PlanMode.PRETIMED   # a PlanMode value: "pretimed", "actuated" or "free"
     version: int = 1                # monotonically increasing per controller
     plan_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created_by: str = "unknown"
@@ -139,7 +150,7 @@ class TimingPlan:
         if not isinstance(phases_raw, list) or not phases_raw:
             raise PlanError("phases: must be a non-empty list")
         phases = tuple(_phase_from_dict(p, i) for i, p in enumerate(phases_raw))
-        mode = data.get("mode", "pretimed")
+        mode = data.get("mode", PlanMode.PRETIMED)
         if mode not in MODES:
             raise PlanError(f"mode: must be one of {MODES}, got {mode!r}")
         expires = data.get("expires_at")
@@ -170,7 +181,7 @@ class TimingPlan:
         return plan
 
     @classmethod
-    def from_json(cls, payload: bytes | str) -> TimingPlan:
+    def from_json(cls, payload: bytes | bytearray | str) -> TimingPlan:
         try:
             data = json.loads(payload)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -106,6 +106,8 @@ def record_signature(conn: psycopg.Connection, plan: TimingPlan, *, dispatched_a
                            (plan.plan_id, fingerprint)).fetchone()
     except psycopg.Error as exc:
         raise StorageError(f"cannot record the signature of plan {plan.plan_id}: {exc}") from exc
+    if row is None:  # inserted or already there: the row exists
+        raise StorageError(f"signature of plan {plan.plan_id} not found after recording it")
     return SignatureRecord(*row)
 
 

@@ -41,8 +41,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from traffic import messages, topics
+
+if TYPE_CHECKING:  # pki imports this module (lazily) to write the broker files
+    from traffic.security.pki import PkiLayout
 
 __all__ = ["LIMITS", "BrokerLimits", "limit_lines", "OVERSIZE_LOG", "count_oversize", "CONTROLLER_WRITES",
            "CONTROLLER_READS", "INGEST_READS", "CENTRAL_WRITES", "CENTRAL_READS", "acl_text", "tls_listener_lines",
@@ -146,7 +150,7 @@ def acl_text(site: str, controllers: Sequence[str], *, gateways: Sequence[str] =
     return "\n".join(lines) + "\n"
 
 
-def tls_listener_lines(layout: PkiLayout) -> list[str]:  # noqa: F821 - type only
+def tls_listener_lines(layout: PkiLayout) -> list[str]:
     """Settings of a TLS listener that admits only clients with a certificate from our CA.
 
     Append them right after the ``listener`` line they belong to (Mosquitto
@@ -166,7 +170,7 @@ def tls_listener_lines(layout: PkiLayout) -> list[str]:  # noqa: F821 - type onl
     ]
 
 
-def extra_listener_lines(layout: PkiLayout, port: int, bind: str = "127.0.0.1") -> list[str]:  # noqa: F821
+def extra_listener_lines(layout: PkiLayout, port: int, bind: str = "127.0.0.1") -> list[str]:
     """A second, TLS-only listener (and the global size bounds) to append to another configuration.
 
     Used by ``SecureBroker`` on top of ``PrivateBroker``'s configuration.
@@ -174,7 +178,7 @@ def extra_listener_lines(layout: PkiLayout, port: int, bind: str = "127.0.0.1") 
     return [*limit_lines(), f"listener {port} {bind}".rstrip(), *tls_listener_lines(layout)]
 
 
-def broker_config_text(layout: PkiLayout, *, port: int, bind: str = "") -> str:  # noqa: F821
+def broker_config_text(layout: PkiLayout, *, port: int, bind: str = "") -> str:
     """A complete mosquitto.conf for production: one TLS listener, no anonymous access."""
     listener = f"listener {port} {bind}".rstrip()
     lines = [
@@ -191,7 +195,7 @@ def broker_config_text(layout: PkiLayout, *, port: int, bind: str = "") -> str: 
     return "\n".join(lines) + "\n"
 
 
-def write_broker_files(layout: PkiLayout, *, site: str, controllers: Sequence[str],  # noqa: F821
+def write_broker_files(layout: PkiLayout, *, site: str, controllers: Sequence[str],
                        port: int, gateways: Sequence[str] = (), ingest: Sequence[str] = ("ingest",),
                        ) -> tuple[Path, Path]:
     """Write ``acl`` and ``mosquitto.conf`` into the PKI folder; return their paths."""

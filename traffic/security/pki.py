@@ -36,6 +36,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -232,7 +233,7 @@ def check_identity(identity: str) -> str:
         raise ConfigError(str(exc)) from exc
 
 
-def load_manifest(root: str | Path) -> dict:
+def load_manifest(root: str | Path) -> dict[str, Any]:
     """``{"site": ..., "controllers": [...], "services": [...], "port": ...}`` of a PKI folder."""
     path = PkiLayout(Path(root)).manifest
     try:
@@ -269,8 +270,8 @@ def init_pki(out: str | Path, *, controllers: Iterable[str], site: str, gateways
     layout.root.mkdir(parents=True, exist_ok=True)
     known: list[str] = []
     known_gw: list[str] = []
-    revoked: list[dict] = []
-    workers = 1
+    revoked: list[dict[str, Any]] = []
+    worker_count = 1
     if layout.manifest.exists():
         manifest = load_manifest(layout.root)
         if manifest.get("site") != site:
@@ -278,8 +279,8 @@ def init_pki(out: str | Path, *, controllers: Iterable[str], site: str, gateways
         known = [check_identity(c) for c in manifest["controllers"]]
         known_gw = [check_identity(g) for g in manifest.get("gateways", [])]
         revoked = list(manifest.get("revoked", []))
-        workers = int(manifest.get("ingest_workers", 1))
-    workers = ingest_identities(ingest_workers if ingest_workers is not None else workers)
+        worker_count = int(manifest.get("ingest_workers", 1))
+    workers = ingest_identities(ingest_workers if ingest_workers is not None else worker_count)
     if layout.ca_key.exists() and layout.ca_cert.exists():
         ca_key, ca_cert = _load_ca(layout)
         log.info("re-using the CA in %s", layout.root)
@@ -311,12 +312,12 @@ def init_pki(out: str | Path, *, controllers: Iterable[str], site: str, gateways
     return layout
 
 
-def _write_manifest(layout: PkiLayout, manifest: dict) -> None:
+def _write_manifest(layout: PkiLayout, manifest: dict[str, Any]) -> None:
     layout.manifest.write_text(json.dumps(manifest, indent=1) + "\n")
 
 
 def write_crl(layout: PkiLayout, ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate,
-              revoked: Sequence[dict]) -> Path:
+              revoked: Sequence[dict[str, Any]]) -> Path:
     """(Re)write ``crl.pem``: every revoked serial, signed by the CA, valid as long as the CA.
 
     Why ``nextUpdate`` is the CA's own expiry rather than days ahead: the
@@ -350,7 +351,7 @@ def certificate_identity(cert_file: str | Path) -> str:
     return str(names[0].value)
 
 
-def revoke(root: str | Path, *, identity: str | None = None, cert_path: str | Path | None = None) -> dict:
+def revoke(root: str | Path, *, identity: str | None = None, cert_path: str | Path | None = None) -> dict[str, Any]:
     """Revoke one client certificate (by identity, or by its file); return the CRL entry.
 
     The serial goes into ``crl.pem``; a revoked controller or gateway leaves
@@ -370,6 +371,8 @@ def revoke(root: str | Path, *, identity: str | None = None, cert_path: str | Pa
         cert_path = layout.client_cert(identity)
         if not cert_path.exists():
             raise ConfigError(f"{identity!r} has no certificate in {layout.root}")
+    elif cert_path is None:  # excluded by the check above; narrows the type
+        raise ConfigError("name exactly one of a controller id or a certificate file to revoke")
     try:
         cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
     except (OSError, ValueError) as exc:

@@ -47,7 +47,7 @@ def _phases(split: float, extra: dict[str, float] | None = None) -> tuple[PhaseT
 
 
 def _plans() -> list[tuple[str, TimingPlan]]:
-    base = dict(controller_id="j1", patternOffsetTime=0.0, splitCoordPhase=1, version=7,
+    base: dict[str, Any] = dict(controller_id="j1", patternOffsetTime=0.0, splitCoordPhase=1, version=7,
                 created_at="2026-03-01T07:00:00+00:00", expires_at="2026-03-01T07:02:00+00:00",
                 created_by="optimizer")
     return [
