@@ -241,7 +241,7 @@ def intersection_page(dsn: str, device_id: str, start: datetime, end: datetime) 
     for (b, phase), v in sorted(m.phase.items()):
         if not start - BIN < b < end:   # every bin that overlaps the window
             continue
-        rows.append([b.strftime("%H:%M"), phase, v.arrivals * 4,
+        rows.append([b.strftime("%H:%M") + ("*" if b < start or b + BIN > end else ""), phase, v.arrivals * 4,
                      f"{100 * v.arrivals_on_green / v.arrivals:.0f}" if v.arrivals else "",
                      f"{v.total_delay_s / v.arrivals:.1f}" if v.arrivals else "",
                      f"{v.split_failures}/{v.sf_cycles}" if v.sf_cycles else "",
@@ -251,8 +251,9 @@ def intersection_page(dsn: str, device_id: str, start: datetime, end: datetime) 
                      f"{v.gap_outs}/{v.max_outs}/{v.force_offs}", f"{v.yellow_actuations}/{v.red_actuations}",
                      f"{v.ped_services}/{v.ped_actuations}",
                      f"{v.ped_delay_s_sum / v.ped_delay_samples:.1f}" if v.ped_delay_samples else ""])
-    page.tables.append(("ATSPM measures, 15-minute bins", header, rows))
-    comm = [[b.strftime("%H:%M"), v.events, "yes" if v.has_data else "NO", f"{v.max_gap_s:.1f}"]
+    page.tables.append(("ATSPM measures, 15-minute bins (* bin only partly inside the window: counts of the part)",
+                        header, rows))
+    comm = [[b.strftime("%H:%M") + ("*" if b < start or b + BIN > end else ""), v.events, "yes" if v.has_data else "NO", f"{v.max_gap_s:.1f}"]
             for b, v in sorted(m.device.items()) if start - BIN < b < end]
     page.tables.append(("Communications", ["bin", "events", "has data", "longest silence s"], comm))
     return page
