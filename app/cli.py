@@ -407,7 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     _partition(sub)  # `traffic site partition`
     from app.service_cli import add_commands as _services
     _services(sub)  # `traffic site init`, `serve`, `field run|twin`, `up`, `status`, `bounds`, `plan push` (issue 13 B)
-    from traffic.security.cli import add_commands as _sec; _sec(sub)  # noqa: E702 - `traffic pki ...`
+    from traffic.security.cli import add_commands as _sec
+    _sec(sub)  # `traffic pki ...`
     import app.sim_adaptive  # noqa: F401 - registers the adaptive control and the centre's safety check
     from simulation.cli import add_commands as _sim
     _sim(sub, planner=_replay_planner)  # `traffic sim run`, `traffic replay`

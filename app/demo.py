@@ -143,7 +143,8 @@ def run_demo(settings: Settings, *, json_path: Path | None, seed: int, minutes: 
             def progress(label: str, fraction: float, info: dict) -> None:
                 text = ""
                 if "dispatched" in info:
-                    text = f"plans sent {info['dispatched']} acked {info['acknowledged']}  {info.get('verdict', '')[:50]}"
+                    text = (f"plans sent {info['dispatched']} acked {info['acknowledged']}"
+                            f"  {info.get('verdict', '')[:50]}")
                 bar.update(tasks[label], completed=fraction, info=text)
 
             for label, origin in origins.items():

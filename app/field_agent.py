@@ -25,18 +25,18 @@ import math
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from zoneinfo import ZoneInfo
 
+from app.runtime import ServiceEndpoint, SiteClock, read_json, run_dir
 from field_firmware_stubs.emulator import DetectorReading, FieldEmulator
 from traffic import messages as msg
 from traffic.config import Settings
 from traffic.errors import TransportError
-
-from app.runtime import ServiceEndpoint, SiteClock, read_json, run_dir
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class SyntheticAgentWorld:
         counts = self._rng.poisson(self._rate, len(self._detectors))
         return {d: DetectorReading(int(c), min(100.0, 35.0 * int(c)), None,
                                    int(self._rng.binomial(int(c), self._moto)))
-                for d, c in zip(self._detectors, counts)}
+                for d, c in zip(self._detectors, counts, strict=False)}
 
     def drive_signals(self, state: str) -> None:
         return None
@@ -211,7 +211,7 @@ class FieldAgent:
         self.emulator = FieldEmulator(
             self.spec, site=site.name, mqtt=self.settings.mqtt, tod_plan=self._tod_plan(world.now()),
             count_interval_s=self.settings.control.count_interval_s, clock_origin=world.clock_origin,
-            settings=field_cfg, expiry_clock=lambda: datetime.now(timezone.utc),
+            settings=field_cfg, expiry_clock=lambda: datetime.now(UTC),
             plan_verifier=plan_verifier(self.settings),
             state_dir=state_dir or Path(getattr(field_cfg, "state_dir", "") or site.state_dir / "field"), **extra)
         self._metrics()

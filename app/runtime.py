@@ -26,10 +26,11 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -47,12 +48,12 @@ class SiteClock:
         if not (speed > 0 and speed <= 1000):
             raise ValueError(f"speed must be in (0, 1000], got {speed}")
         self.speed = float(speed)
-        wall = datetime.now(timezone.utc)
-        self.origin = (origin or wall.replace(second=0, microsecond=0)).astimezone(timezone.utc)
+        wall = datetime.now(UTC)
+        self.origin = (origin or wall.replace(second=0, microsecond=0)).astimezone(UTC)
 
     def now(self) -> datetime:
         if self.speed == 1.0:
-            return datetime.now(timezone.utc)
+            return datetime.now(UTC)
         wall = time.time()
         return self.origin + timedelta(seconds=(wall - self.origin.timestamp()) * self.speed)
 
@@ -84,7 +85,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage(),
         }
         if self.service:
@@ -142,7 +143,7 @@ class ServiceEndpoint:
         self.registry = CollectorRegistry()
         self._health = health or (lambda: (True, {}))
         self._state_file = run_dir(state_dir) / f"{service}.json"
-        self._started = datetime.now(timezone.utc)
+        self._started = datetime.now(UTC)
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -179,7 +180,7 @@ class ServiceEndpoint:
         except Exception as exc:  # noqa: BLE001
             return False, {"error": f"{type(exc).__name__}: {exc}"}
 
-    def start(self) -> "ServiceEndpoint":
+    def start(self) -> ServiceEndpoint:
         self._thread.start()
         self.write_state()
         log.info("%s: health and metrics on http://127.0.0.1:%d/", self.service, self.port)
@@ -189,7 +190,7 @@ class ServiceEndpoint:
         ok, detail = self.health()
         write_json_atomic(self._state_file, {"service": self.service, "pid": os.getpid(), "port": self.port,
                                              "started": self._started.isoformat(), "healthy": ok,
-                                             "detail": detail, "updated": datetime.now(timezone.utc).isoformat(),
+                                             "detail": detail, "updated": datetime.now(UTC).isoformat(),
                                              **extra})
 
     def stop(self) -> None:
@@ -198,7 +199,7 @@ class ServiceEndpoint:
         self._server.server_close()
         data = read_json(self._state_file) or {}
         if data.get("pid") == os.getpid():
-            data.update(stopped=True, healthy=False, updated=datetime.now(timezone.utc).isoformat())
+            data.update(stopped=True, healthy=False, updated=datetime.now(UTC).isoformat())
             write_json_atomic(self._state_file, data)
 
 

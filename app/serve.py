@@ -26,21 +26,19 @@ twice nor one the field has already passed.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from app.runtime import ServiceEndpoint, SiteClock, read_json, write_json_atomic
 from controller.bounds import Bounds
 from traffic import db
-from traffic.errors import InputError, PlanError, TrafficError, TransportError, UnsafePlanError
+from traffic.errors import InputError, TrafficError, TransportError, UnsafePlanError
 from traffic.plan import TimingPlan
-
-from app.runtime import ServiceEndpoint, SiteClock, write_json_atomic, read_json
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +64,9 @@ def ensure_dev_keys(settings: Any) -> Any:
 
 def site_gate(scenario: Any, settings: Any, dsn: str, executor: Any, workdir: Path):
     """The validation gate on the site's model: candidate vs incumbent, demand from the epoch's entry counts."""
+    from app.closed_loop import entry_volumes_veh_h
     from simulation import demand as sim_demand
     from simulation.gate import validate
-
-    from app.closed_loop import entry_volumes_veh_h
 
     control = settings.control
 
@@ -115,11 +112,10 @@ class CentreService:
 
     def __init__(self, site: Any, *, clock: SiteClock, endpoint: ServiceEndpoint | None = None,
                  gate: bool = True, client_id: str = "central") -> None:
+        from app.field_agent import tls_for
         from controller.dispatch import Dispatcher
         from controller.service import CentralService
         from simulation.executor import executor_from_settings
-
-        from app.field_agent import tls_for
 
         self.site = site
         self.settings = settings = tls_for(site.settings, "central")
@@ -223,7 +219,8 @@ class CentreService:
                 dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()
                 lag = conn.execute(
                     "SELECT extract(epoch FROM max(received_at - (interval_start + make_interval(secs => interval_s))))"
-                    " FROM detector_counts WHERE controller_id = ANY(%s) AND received_at > now() - interval '5 minutes'",
+                    " FROM detector_counts"
+                    " WHERE controller_id = ANY(%s) AND received_at > now() - interval '5 minutes'",
                     (ids,)).fetchone()
                 active = conn.execute(
                     "SELECT controller_id, version, plan_id, created_by FROM plans WHERE controller_id = ANY(%s)"

@@ -23,7 +23,6 @@ import argparse
 import json
 import logging
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 

@@ -34,7 +34,7 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -118,10 +118,9 @@ class Supervisor:
         return [sys.executable, "-m", "app.cli", *args, *(["--log-json"] if self.log_json else [])]
 
     def start(self) -> None:
-        from traffic import db
-
-        from app.services import ensure_services
         from app.serve import ensure_dev_keys
+        from app.services import ensure_services
+        from traffic import db
 
         settings = self.site.settings
         self.handles = ensure_services(settings, state_dir=self.state)
@@ -152,7 +151,7 @@ class Supervisor:
 
     def _spawn(self, child: Child) -> None:
         with open(child.log_path, "ab") as out:
-            out.write(f"\n=== {datetime.now(timezone.utc).isoformat()} start: {' '.join(child.argv)}\n".encode())
+            out.write(f"\n=== {datetime.now(UTC).isoformat()} start: {' '.join(child.argv)}\n".encode())
             out.flush()
             child.proc = subprocess.Popen(child.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                           env=self.env, cwd=str(self.site.root), start_new_session=True)
@@ -178,7 +177,7 @@ class Supervisor:
                 ran = now - child.started
                 child.backoff = BACKOFF_START_S if ran >= STABLE_AFTER_S else min(BACKOFF_MAX_S, child.backoff * 2)
                 delay = BACKOFF_START_S if ran >= STABLE_AFTER_S else child.backoff / 2
-                child.history.append({"exit": code, "ran_s": round(ran, 1), "at": datetime.now(timezone.utc).isoformat()})
+                child.history.append({"exit": code, "ran_s": round(ran, 1), "at": datetime.now(UTC).isoformat()})
                 child.last_exit, child.proc, child.next_start = code, None, now + delay
                 log.warning("%s exited with %s after %.0f s; restart in %.0f s", child.name, code, ran, delay)
             if child.proc is None and child.last_exit is not None and now >= child.next_start:
@@ -199,8 +198,9 @@ class Supervisor:
         broker = getattr(self.handles, "broker", None)
         postgres = getattr(self.handles, "postgres", None)
         write_json_atomic(run_dir(self.state) / "up.json", {
-            "site": self.site.name, "pid": os.getpid(), "updated": datetime.now(timezone.utc).isoformat(),
-            "mqtt_url": getattr(self.handles, "mqtt_url", ""), "database_dsn": getattr(self.handles, "database_dsn", ""),
+            "site": self.site.name, "pid": os.getpid(), "updated": datetime.now(UTC).isoformat(),
+            "mqtt_url": getattr(self.handles, "mqtt_url", ""),
+            "database_dsn": getattr(self.handles, "database_dsn", ""),
             "broker_pid": broker.pid if broker is not None else None,
             "database_pid": postgres.pid if postgres is not None else None, "processes": rows})
         return rows
@@ -224,8 +224,10 @@ class Supervisor:
     def stop(self, grace_s: float = GRACE_S) -> None:
         """SIGTERM every process group (fields first), SIGKILL what is left after ``grace_s``; then the services."""
         self._stopping = True
-        order = ([c for c in self.children if c.name.startswith("field-")] + [c for c in self.children if c.name == "serve"]
-                 + [c for c in self.children if c.name == "twin"] + [c for c in self.children if c.name.startswith("ingest-")])
+        order = ([c for c in self.children if c.name.startswith("field-")]
+                 + [c for c in self.children if c.name == "serve"]
+                 + [c for c in self.children if c.name == "twin"]
+                 + [c for c in self.children if c.name.startswith("ingest-")])
         for group in (order[:-self.workers or None], order[len(order) - self.workers:]):
             for child in group:
                 _signal_group(child, signal.SIGTERM)
@@ -245,7 +247,7 @@ class Supervisor:
         if self.handles is not None:
             self.handles.close()
         write_json_atomic(run_dir(self.state) / "up.json", {"site": self.site.name, "stopped": True,
-                                                           "updated": datetime.now(timezone.utc).isoformat(),
+                                                           "updated": datetime.now(UTC).isoformat(),
                                                            "processes": []})
 
 
@@ -269,7 +271,8 @@ def _summary(name: str, body: dict[str, Any]) -> str:
         plans = " ".join(f"{c}:v{p['version']}" for c, p in sorted(force.items()))
         return f"epochs {body.get('epochs', 0)}; in force {plans or '-'}"
     if name == "twin":
-        return f"t={body.get('sim_time_s') or 0:.0f} s, agents {len(body.get('agents') or [])}, lag {body.get('lag_s')} s"
+        agents = len(body.get("agents") or [])
+        return f"t={body.get('sim_time_s') or 0:.0f} s, agents {agents}, lag {body.get('lag_s')} s"
     if name.startswith("ingest"):
         stats = body.get("stats") or {}
         return f"stored {stats.get('stored', 0)} dead {stats.get('dead_lettered', 0)} spooled {stats.get('spooled', 0)}"

@@ -32,16 +32,16 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
+from app.runtime import ServiceEndpoint, SiteClock, run_dir, write_json_atomic
 from field_firmware_stubs.emulator import DetectorReading
 from field_firmware_stubs.world_sumo import SumoWorld
 from traffic.errors import TrafficError
 from traffic.intersection import IntersectionSpec
-
-from app.runtime import ServiceEndpoint, SiteClock, write_json_atomic, run_dir
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ DARK = "r"
 class _Agent:
     """One connected field agent (socket + reader thread)."""
 
-    def __init__(self, controller_id: str, sock: socket.socket, reader: Any, server: "TwinServer") -> None:
+    def __init__(self, controller_id: str, sock: socket.socket, reader: Any, server: TwinServer) -> None:
         self.controller_id = controller_id
         self.sock = sock
         self.reader = reader
@@ -106,7 +106,7 @@ class _Head:
 class _LockstepWorld(SumoWorld):
     """SumoWorld whose heads are driven by remote agents, all asked at once each step."""
 
-    server: "TwinServer"
+    server: TwinServer
 
     def _drive(self, readings: Mapping[str, Mapping[str, DetectorReading]]) -> None:
         states = self.server._exchange(self._now, readings)

@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = measure(args.demand, args.seed, args.end, args.workdir or Path(tempfile.mkdtemp(prefix="traffic-moto-")))
     sys.stdout.write(f"sublane corridor x{args.demand}, seed {args.seed}, {len(out['loops'])} loops: pulses "
-                     f"under-count vehicles by {out['undercount_pct']} %\n\n| estimate | mean abs error | mean error | worst |\n|---|---|---|---|\n")
+                     f"under-count vehicles by {out['undercount_pct']} %\n\n"
+                     "| estimate | mean abs error | mean error | worst |\n|---|---|---|---|\n")
     for name, e in out["estimates"].items():
         sys.stdout.write(f"| {name} | {e['mean_abs_error_pct']} % | {e['mean_error_pct']:+} % | "
                          f"{e['worst_error_pct']:+} % |\n")

@@ -18,15 +18,15 @@ spec before the schedule is accepted (:meth:`DaySchedule.check`).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import time as dtime
-from typing import Any, Mapping
+from typing import Any
 
+from field_firmware_stubs.plan_check import check_plan
 from traffic.errors import ConfigError, PlanError
 from traffic.intersection import IntersectionSpec
 from traffic.plan import TimingPlan
-
-from field_firmware_stubs.plan_check import check_plan
 
 SCHEMA = "day-plan/1"
 
@@ -103,7 +103,7 @@ class DaySchedule:
         return json.dumps(self.to_dict(), indent=1)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DaySchedule":
+    def from_dict(cls, data: Mapping[str, Any]) -> DaySchedule:
         if not isinstance(data, Mapping) or data.get("schema") != SCHEMA:
             raise ConfigError(f"not a {SCHEMA} document")
         cid = data.get("controller_id")
@@ -122,6 +122,6 @@ class DaySchedule:
         return cls(cid, tuple(periods))
 
     @classmethod
-    def single(cls, plan: TimingPlan, name: str = "all-day") -> "DaySchedule":
+    def single(cls, plan: TimingPlan, name: str = "all-day") -> DaySchedule:
         """One plan all day (a cabinet without a day plan)."""
         return cls(plan.controller_id, (Period(dtime(0, 0), name, plan),))

@@ -37,8 +37,9 @@ Contract (what every adapter must do):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Mapping, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from field_firmware_stubs.emulator import DetectorReading
 

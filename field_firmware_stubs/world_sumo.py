@@ -36,12 +36,12 @@ import itertools
 import logging
 import random
 import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
-
-from traffic.errors import ScenarioError, SimulationError
+from typing import Any
 
 from field_firmware_stubs.emulator import DetectorReading, FieldEmulator
+from traffic.errors import ScenarioError, SimulationError
 
 __all__ = ["SumoWorld", "sumo_binary"]
 
@@ -169,7 +169,7 @@ class SumoWorld:
                 process.kill()
                 process.wait(timeout=10)
 
-    def __enter__(self) -> "SumoWorld":
+    def __enter__(self) -> SumoWorld:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -9,15 +9,56 @@ except under CI (``CI=true``), where that is a failure: CI must exercise them.
 
 from __future__ import annotations
 
+import ast
+import functools
 import os
 import socket
 import uuid
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
 ADMIN_DSN = os.environ.get("TRAFFIC_TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 MQTT_URL = os.environ.get("TRAFFIC_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
+
+
+# --- markers: which tests need which service ---------------------------------
+# `postgres` and `mqtt` follow the fixtures a test uses; `sumo` follows what its
+# module imports (simulation, libsumo, traci, sumolib, the SUMO world or the
+# closed loop) or the SUMO tools it calls, plus the modules below that run SUMO
+# through the `traffic` CLI in a subprocess. Deselect with e.g. -m "not sumo".
+_FIXTURE_MARKS = {"pg_dsn": "postgres", "mqtt_url": "mqtt"}
+_SUMO_IMPORTS = ("simulation", "libsumo", "traci", "sumolib", "field_firmware_stubs.world_sumo",
+                 "app.closed_loop", "app.demo", "app.sim_adaptive", "app.twin")
+_SUMO_CALLS = ("sumo_binary", "SUMO_HOME")
+_SUMO_BY_CLI = {"test_demo", "test_up", "test_services_e2e"}
+
+
+@functools.cache
+def _runs_sumo(path: str) -> bool:
+    file = Path(path)
+    if file.stem in _SUMO_BY_CLI:
+        return True
+    source = file.read_text(encoding="utf-8")
+    if any(call in source for call in _SUMO_CALLS):
+        return True
+    for node in ast.walk(ast.parse(source)):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+        if any(n == m or n.startswith(m + ".") for n in names for m in _SUMO_IMPORTS):
+            return True
+    return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        for fixture, mark in _FIXTURE_MARKS.items():
+            if fixture in fixtures:
+                item.add_marker(mark)
+        if item.path.suffix == ".py" and _runs_sumo(str(item.path)):
+            item.add_marker("sumo")
 
 
 def _unavailable(reason: str) -> None:

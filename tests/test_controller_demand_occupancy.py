@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from controller.demand import MIN_CALIBRATION_VEHICLES, DetectorTotals, detector_pcu_per_h, seen_vehicles
 from traffic.config import OptimizerSettings

@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -97,7 +97,7 @@ def test_services_as_processes_survive_kills_and_reconcile(tmp_path, pg_dsn, sit
     port = broker.port
     env = {**os.environ, "TRAFFIC_MQTT_URL": broker.url, "TRAFFIC_DATABASE_DSN": pg_dsn, "PYTHONUNBUFFERED": "1"}
     env.pop("TRAFFIC_CONFIG", None)
-    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
     clock = ["--speed", f"{SPEED:g}", "--clock-origin", now.isoformat()]
     procs: dict[str, Proc] = {}
     try:

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_services_e2e import make_site, wait_for  # the fast site and the poll helper
 
 pytestmark = [pytest.mark.slow, pytest.mark.mqtt, pytest.mark.postgres, pytest.mark.sumo]
