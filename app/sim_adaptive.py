@@ -38,7 +38,7 @@ from controller.safety import check_plan
 from controller.service import CentralService, Gate
 from field_firmware_stubs.emulator import FieldEmulator
 from field_firmware_stubs.world_sumo import SumoWorld
-from simulation.controls import controllable, install_safety_check, register_control
+from simulation.controls import controllable, install_safety_check, register_control, run_own_programs
 from simulation.kpi import Kpis, read_teleports, read_tripinfo
 from simulation.network import stopline_path
 from simulation.runner import merge_options
@@ -204,8 +204,10 @@ def run_adaptive(scenario: Scenario, *, seed: int, begin: int | None = None, end
 
 def run_adaptive_control(scenario: Scenario, seed: int, begin: int, end: int, workdir: Path) -> Kpis:
     """Control ``adaptive`` of :mod:`simulation.controls`: the central loop on the signals it may drive."""
-    kpis: Kpis = run_adaptive(controllable(scenario, check_plan), seed=seed, begin=begin, end=end,
-                              workdir=Path(workdir))
+    scenario = controllable(scenario, check_plan)
+    if not scenario.corridor.intersections:
+        return run_own_programs(scenario, seed, begin, end, workdir)
+    kpis: Kpis = run_adaptive(scenario, seed=seed, begin=begin, end=end, workdir=Path(workdir))
     return kpis
 
 

@@ -116,8 +116,7 @@ def controllable(scenario: Scenario, check: SafetyCheck | None = None) -> Scenar
     if not refused:
         return scenario
     if not kept:
-        raise SimulationError("no signal of this scenario passes the safety rules: "
-                              + "; ".join(f"{f.tls_id}: {f.message}" for f in refused)[:600])
+        log.warning("no signal of this scenario passes the safety rules: every signal keeps its own program")
     corridor = replace(scenario.corridor, intersections=tuple(kept), findings=(*scenario.corridor.findings, *refused))
     return replace(scenario, corridor=corridor)
 
@@ -169,15 +168,27 @@ def run_actuated_safe(scenario: Scenario, seed: int, begin: int, end: int, workd
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    programs = write_plans_additional(safe_actuated_plans(controllable(scenario)), workdir / "actuated-safe.add.xml",
+    scenario = controllable(scenario)
+    if not scenario.corridor.intersections:
+        return run_own_programs(scenario, seed, begin, end, workdir)
+    programs = write_plans_additional(safe_actuated_plans(scenario), workdir / "actuated-safe.add.xml",
                                       program_id="traffic-actuated-safe")
     return run(scenario, seed=seed, begin=begin, end=end, workdir=workdir, extra_additional=(programs,))
+
+
+def run_own_programs(scenario: Scenario, seed: int, begin: int, end: int, workdir: Path) -> Kpis:
+    """A control with no signal it may drive: every signal keeps its own program (the run still ends with KPIs)."""
+    log.warning("%s: no signal the project may control; every signal runs its own program",
+                scenario.sumocfg.name)
+    return run(scenario, seed=seed, begin=begin, end=end, workdir=Path(workdir))
 
 
 def run_max_pressure(scenario: Scenario, seed: int, begin: int, end: int, workdir: Path) -> Kpis:
     """Max-pressure with safeguards on every mapped signal (backend from ``TRAFFIC_SUMO_BACKEND``)."""
     scenario = controllable(scenario)
     specs = scenario.corridor.intersections
+    if not specs:
+        return run_own_programs(scenario, seed, begin, end, workdir)
     return run_in_loop(scenario, seed=seed, begin=begin, end=end, workdir=workdir,
                        make_controllers=lambda _api: [MaxPressureController(s) for s in specs])
 
@@ -186,6 +197,8 @@ def run_max_pressure_resco(scenario: Scenario, seed: int, begin: int, end: int, 
     """Max-pressure as the RESCO reference ran it (3 s yellow, no all-red): for comparison only."""
     scenario = controllable(scenario)
     specs = scenario.corridor.intersections
+    if not specs:
+        return run_own_programs(scenario, seed, begin, end, workdir)
     settings = MaxPressureSettings.resco()
     return run_in_loop(scenario, seed=seed, begin=begin, end=end, workdir=workdir,
                        make_controllers=lambda _api: [MaxPressureController(s, settings) for s in specs])

@@ -775,10 +775,10 @@ def corridor_from_net(net_file: Path, *, site: str, additional_files: Sequence[P
     for f in findings:
         if f.level == FindingLevel.UNCONTROLLED:
             log.warning("TLS %s stays on its own program: %s: %s", f.tls_id, f.rule, f.message)
-    if not specs:
+    if not specs:  # still a network SUMO runs: every signal keeps its own program (site check: unusable)
         reasons = "; ".join(f"{f.tls_id}: {f.rule}" for f in findings if f.level == FindingLevel.UNCONTROLLED)
-        raise ScenarioError(f"network {net_file} has no traffic light the project can control"
-                            + (f" ({reasons[:500]})" if reasons else ""))
+        log.warning("network %s has no traffic light the project can control%s", net_file,
+                    f" ({reasons[:500]})" if reasons else "")
     kept = {s.tls_id for s in specs}
     links = tuple(link for link in _links({k: v for k, v in views.items() if k in kept}, controller_of))
     return Corridor(name=name or Path(net_file).name.split(".")[0], intersections=tuple(specs), links=links,

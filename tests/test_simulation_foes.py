@@ -148,8 +148,32 @@ def test_only_refused_signal_means_unusable(tmp_path) -> None:
                 ET.SubElement(logic, "phase", duration="30", state=state)
     tree.write(net)
     assert check_site(net).exit_code == UNUSABLE
-    with pytest.raises(Exception, match="no traffic light the project can control"):
-        corridor_from_net(net, site="t")
+    corridor = corridor_from_net(net, site="t")  # SUMO still runs it: every signal keeps its own program
+    assert corridor.intersections == () and corridor.uncontrolled == ("A0", "B0")
+
+
+def test_no_controllable_signal_still_runs_every_control_to_the_end(tmp_path) -> None:
+    """Both signals refused: each control runs the network's own programs and returns KPIs (never crashes)."""
+    net = _corridor_net(tmp_path, UNRESOLVED_PROGRAM)
+    tree = ET.parse(net)
+    for logic in tree.getroot().iter("tlLogic"):
+        if logic.get("id") == "B0":
+            for phase in list(logic):
+                logic.remove(phase)
+            for state in UNRESOLVED_PROGRAM:
+                ET.SubElement(logic, "phase", duration="3" if "y" in state else "30", state=state)
+    tree.write(net)
+    subprocess.run([sys.executable, str(sumo_tool("randomTrips.py")), "-n", str(net), "-o",
+                    str(tmp_path / "t.trips.xml"), "-r", str(tmp_path / "c.rou.xml"), "-e", "200", "-p", "3",
+                    "--seed", "5", "--validate"], check=True, capture_output=True)
+    (tmp_path / "c.sumocfg").write_text(
+        '<configuration><input><net-file value="net.net.xml"/><route-files value="c.rou.xml"/></input>'
+        '<time><begin value="0"/><end value="250"/></time></configuration>')
+    scenario = load_scenario(tmp_path, detectors_dir=tmp_path / "det")
+    assert scenario.corridor.intersections == ()
+    for name in ("actuated-safe", "max-pressure", "adaptive"):
+        kpis = control(name)(scenario, 1, 0, 250, tmp_path / name)
+        assert kpis.vehicles > 30, name
 
 
 @pytest.mark.slow
