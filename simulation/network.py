@@ -468,9 +468,11 @@ def _phases(view: _TlsView, stages: list[tuple[str, float]], clearance_w: float,
     else:  # "auto" and nothing modelled: nobody crosses here
         crossings = {}
     all_speeds = [c.getFromLane().getSpeed() for i in view.links for c in view.vehicle_links(i)]
+    several_junctions = len(view.nodes) > 1
     for index, (greens, _duration) in enumerate(stages):
         speeds: list[float] = []
         lanes: set[str] = set()
+        nodes: dict[str, object] = {}
         for link, ch in enumerate(greens):
             if ch not in _GREEN:
                 continue
@@ -478,13 +480,21 @@ def _phases(view: _TlsView, stages: list[tuple[str, float]], clearance_w: float,
                 lane = conn.getFromLane()
                 speeds.append(lane.getSpeed())
                 lanes.add(lane.getID())
+                if not lane.getEdge().getID().startswith(":"):
+                    node = lane.getEdge().getToNode()
+                    nodes[node.getID()] = node
         if not speeds:  # a pedestrian-only stage (scramble): clear for the fastest approach
             speeds = [max(all_speeds, default=13.89)]
+        width = clearance_w
+        if several_junctions and nodes:
+            # one program over several junctions (netconvert --tls.join): a released vehicle clears the
+            # junction it enters, not the whole group, before the next stop line of the same program
+            width = max(_junction_width([n]) for n in nodes.values())
         out.append(PhaseSpec(
             phase=index + 1,
             greens=greens,
             approach_speed_mps=round(max(speeds), 2),
-            clearance_width_m=clearance_w,
+            clearance_width_m=width,
             ped_crossing_m=crossings.get(index, 0.0),
             lanes=max(1, len(lanes)),
         ))
