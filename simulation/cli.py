@@ -169,9 +169,19 @@ def _cmd_sim_run(args: argparse.Namespace) -> int:
             scenario = controllable(scenario)
         begin = scenario.begin if args.begin is None else args.begin
         end = scenario.end if args.end is None else args.end
-        results = run_seeds(args.control, scenario, seeds, workdir=workdir, begin=begin, end=end,
-                            processes=args.processes, backend=args.backend,
-                            on_result=_progress(args.control, len(seeds)))
+        from traffic.config import load_settings
+
+        with _configured_executor(load_settings(args.config)) as executor:
+            if executor is None:  # local processes, the embedded default
+                results = run_seeds(args.control, scenario, seeds, workdir=workdir, begin=begin, end=end,
+                                    processes=args.processes, backend=args.backend,
+                                    on_result=_progress(args.control, len(seeds)))
+            else:  # the configured cluster: tasks as data, the scenario read from shared storage
+                from simulation.executor import seed_tasks
+
+                tasks = seed_tasks(args.control, scenario, seeds, begin=begin, end=end,
+                                   pedestrians=args.pedestrians, backend=args.backend)
+                results = [r.to_kpis() for r in executor.run(tasks)]
         doc = report(args.control, scenario, seeds, results, begin=begin, end=end)
         if kept:
             doc["workdir"] = str(workdir)
@@ -190,6 +200,26 @@ def _cmd_sim_run(args: argparse.Namespace) -> int:
     sys.stdout.write(f"SUMO outputs kept in {workdir}\n" if kept
                      else "SUMO outputs removed (keep them with --workdir DIR)\n")
     return 0
+
+
+@contextmanager
+def _configured_executor(settings: Any) -> Iterator[Any]:
+    """The ``[executor]`` of the configuration for ``sim run --seeds`` and ``replay``; None for local processes.
+
+    ``kind = "local"`` (the default) keeps today's process pool in
+    ``run_seeds`` / ``run_many``; ``kind = "dask"`` sends the runs to the
+    cluster at ``address`` (``simulation.executor``), closed when done.
+    """
+    if settings.executor.kind == "local":
+        yield None
+        return
+    from simulation.executor import executor_from_settings
+
+    executor = executor_from_settings(settings.executor)
+    try:
+        yield executor
+    finally:
+        executor.close()
 
 
 def _timestamp(text: str) -> datetime:
@@ -227,10 +257,10 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     dsn = args.dsn or settings.database.dsn
     if not dsn:
         raise SimulationError("replay needs a database: --dsn or TRAFFIC_DATABASE_DSN")
-    with work_folder(args.workdir, "traffic-replay-") as (workdir, kept):
+    with work_folder(args.workdir, "traffic-replay-") as (workdir, kept), _configured_executor(settings) as executor:
         result = replay(dsn, start=args.start, end=args.end, scenario_path=args.scenario, plans=args.plans,
                         seeds=seeds, workdir=workdir, settings=settings, processes=args.processes,
-                        bin_s=args.bin, planner=getattr(args, "planner", None))
+                        bin_s=args.bin, planner=getattr(args, "planner", None), executor=executor)
         _write_json(args.json, result.to_dict())
     sys.stdout.write(result.table() + "\n")
     if args.json is not None:

@@ -176,6 +176,9 @@ class SimTask:
     measure_edges: tuple[str, ...] = ()
     pedestrians: str = "auto"
     backend: str = "auto"
+    #: modules the worker imports first: where a control registered at run time lives (``app.sim_adaptive``
+    #: registers ``adaptive``); by name, so the simulation layer never imports the composition root
+    setup_modules: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.plans and self.control != "static":
@@ -273,9 +276,14 @@ def execute(task: SimTask, cache_dir: str | None = None) -> SimResult:
 
 
 def _execute(task: SimTask, cache_dir: str | None, started: float) -> SimResult:
+    import importlib
+
     from simulation.controls import control
     from simulation.runner import run
     from traffic.plan import TimingPlan
+
+    for module in task.setup_modules:
+        importlib.import_module(module)
 
     cfg = task.scenario.materialize(Path(cache_dir) if cache_dir else None)
     scenario = _scenario(cfg, task.pedestrians, task.scenario.digest)
@@ -584,6 +592,11 @@ def seed_tasks(control_name: str, scenario: Any, seeds: Sequence[int], *, begin:
     ``pedestrians``), so a control registered at run time must be importable
     there under the same name.
     """
+    from simulation.controls import control
+
     files = ScenarioFiles.shared(scenario.sumocfg)
+    module = control(control_name).__module__
+    setup = () if module.startswith("simulation.") else (module,)
     return [SimTask(key=f"{control_name}-seed{s}", scenario=files, seed=int(s), begin=begin, end=end,
-                    control=control_name, pedestrians=pedestrians, backend=backend) for s in seeds]
+                    control=control_name, pedestrians=pedestrians, backend=backend, setup_modules=setup)
+            for s in seeds]

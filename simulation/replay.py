@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -40,6 +40,9 @@ from simulation.calibrate import Calibration, demand_from_counts, read_binned_ra
 from simulation.controls import summarize
 from simulation.kpi import Kpis
 from simulation.runner import RunJob, plans_by_tls, run_many
+
+if TYPE_CHECKING:
+    from simulation.executor import SimulationExecutor
 from simulation.scenario import Scenario, load_scenario
 from simulation.tls_program import tllogic_element
 from traffic.config import Settings, load_settings
@@ -189,13 +192,16 @@ class ReplayResult:
 def replay(dsn: str, *, start: datetime, end: datetime, scenario_path: Path | None = None,
            plans: str = "recorded", seeds: Sequence[int] = (1, 2), workdir: Path,
            settings: Settings | None = None, processes: int = 2, scenario: Scenario | None = None,
-           bin_s: int = 900, planner: CandidatePlanner | None = None) -> ReplayResult:
+           bin_s: int = 900, planner: CandidatePlanner | None = None,
+           executor: SimulationExecutor | None = None) -> ReplayResult:
     """Replay ``[start, end)`` (see module docstring) and return every variant's KPIs.
 
     ``scenario`` (already loaded) wins over ``scenario_path``; with neither,
     the generated demo corridor is used. The demand follows the counts in
     bins of about ``bin_s`` seconds (one bin when the period is shorter).
     ``plans="candidate"`` needs ``planner`` (the centre's optimizer).
+    ``executor`` (``simulation.executor``, e.g. a Dask cluster) runs the
+    variants' simulations; without one they run in local processes.
     """
     if plans not in ("recorded", "candidate"):
         raise SimulationError(f"plans must be 'recorded' or 'candidate', got {plans!r}")
@@ -237,7 +243,7 @@ def replay(dsn: str, *, start: datetime, end: datetime, scenario_path: Path | No
     jobs = [RunJob(scenario, seed=s, plans=p or None, begin=begin, end=end_s, route_files=routes,
                    extra_additional=extra, workdir=workdir / f"{name}-seed{s}")
             for name, (p, extra) in variants.items() for s in seeds]
-    results = run_many(jobs, processes=processes)
+    results = run_many(jobs, processes=processes, executor=executor)
     by_variant: dict[str, list[Kpis]] = {}
     for job_index, name in enumerate(n for n in variants for _s in seeds):
         by_variant.setdefault(name, []).append(results[job_index])
