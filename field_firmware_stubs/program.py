@@ -60,6 +60,11 @@ Design choices (and why):
   stages that overlap (a grid junction's through, left and single-approach
   stages) a fixed ring serves several stages for the same lanes. Every
   phase change is a boundary, where a pending plan takes over; no offsets.
+  The centre's plan is the envelope: maximum greens, and splits as green
+  targets: once a phase has had its planned green and a conflicting call
+  has waited ``GAP_REDUCE_AFTER_S``, its passage shrinks to ``MIN_GAP_S``
+  (gap reduction, volume-density operation), except on phases with a loop
+  at the stop line, where gaps are discharge headways.
 * Start-up (``startup_all_red_s`` > 0, what :class:`FieldEmulator` uses):
   the heads show all-red for that long, then the first phase of the cycle
   starts a full green and the cycle boundary is there; the bounded offset
@@ -88,7 +93,8 @@ from traffic.intersection import IntersectionSpec
 from traffic.plan import PhaseTiming, PlanMode, TimingPlan
 from traffic.signals import KIND_GREEN, KIND_RED, KIND_YELLOW, red_clear_state, yellow_state
 
-__all__ = ["SignalProgram", "Transition", "to_ds", "BLOCKED_S", "AGE_WEIGHT_S", "PED_MAX_WAIT_S"]
+__all__ = ["SignalProgram", "Transition", "to_ds", "BLOCKED_S", "AGE_WEIGHT_S", "PED_MAX_WAIT_S",
+           "GAP_REDUCE_AFTER_S", "GAP_REDUCE_OVER_S", "MIN_GAP_S", "GAP_REDUCE_MIN_LOOP_M", "reduced_passage"]
 
 #: a loop occupied this long without a break while its lane has green means the lane is not moving
 #: (typically a left-turner waiting for a gap in a permissive green): it calls the protected phase
@@ -97,6 +103,18 @@ BLOCKED_S = 12.0
 AGE_WEIGHT_S = 20.0
 #: free mode: a phase timing pedestrians shows its walk at least this often (s), whatever the vehicles want
 PED_MAX_WAIT_S = 90.0
+#: free mode, gap reduction (volume-density operation, NTCIP 1202 phaseTimeBeforeReduction,
+#: phaseTimeToReduce, phaseMinimumGap): once a conflicting call has waited GAP_REDUCE_AFTER_S and the
+#: phase has had the green the centre planned for it (its split less yellow and red clearance: the
+#: centre's split target at the measured demand), the passage time shrinks linearly over
+#: GAP_REDUCE_OVER_S down to MIN_GAP_S, so a green kept alive by sparse arrivals yields sooner to the
+#: longer wait (every change pays yellow + red clearance)
+GAP_REDUCE_AFTER_S = 5.0
+GAP_REDUCE_OVER_S = 15.0
+MIN_GAP_S = 2.0
+#: a phase with a loop this close to its stop line keeps its full passage: there the gaps are the
+#: queue's own discharge headways (about 2 s), and a reduced passage would cut the queue, not the tail
+GAP_REDUCE_MIN_LOOP_M = 15.0
 
 
 def to_ds(seconds: float) -> int:
@@ -158,6 +176,9 @@ class SignalProgram:
         # permissive in the through phase) and have no loop of their own: served only when called,
         # i.e. when a lane they protect stands still over its loop during its green (BLOCKED_S)
         self._redundant = self._redundant_phases(spec)
+        # phases whose passage is never reduced (a loop at the stop line: GAP_REDUCE_MIN_LOOP_M)
+        self._full_passage = frozenset(p for d in spec.detectors if d.distance_to_stopline_m < GAP_REDUCE_MIN_LOOP_M
+                                       for p in self._det_phases[d.detector_id])
         self._protects: dict[str, tuple[int, ...]] = {
             d.detector_id: tuple(p.phase for p in spec.phases if p.phase in self._redundant
                                  and any(0 <= i < len(p.greens) and p.greens[i] == "G" for i in d.links))
@@ -475,7 +496,7 @@ class SignalProgram:
             end, code = gap, ev.PHASE_GAP_OUT
         return end, code
 
-    def _gap_time(self, phase: _Phase, start: int, now: int) -> int | None:
+    def _gap_time(self, phase: _Phase, start: int, now: int, conflict: int | None = None) -> int | None:
         """When the phase gaps out (None: its detectors are not reported, it cannot gap out).
 
         A phase with no detectors at all (minimum recall) gaps out at its
@@ -489,10 +510,11 @@ class SignalProgram:
         reported = [d for d in own if d in self._det_on]
         if not reported:
             return None
+        passage = phase.passage if conflict is None else reduced_passage(phase.passage, now - conflict)
         if any(self._det_on[d] for d in reported):
-            gap = now + phase.passage  # call present: extend at least one passage time
+            gap = now + passage  # call present: extend at least one passage time
         else:
-            gap = max(self._last_presence.get(phase.number, start), start) + phase.passage
+            gap = max(self._last_presence.get(phase.number, start), start) + passage
         return max(gap, earliest)
 
     def _free_green_end(self, phase: _Phase, start: int, now: int) -> tuple[int, int]:
@@ -514,7 +536,9 @@ class SignalProgram:
         if conflict is None:
             return now + 1, 0  # nobody else wants the junction: rest in green
         end, code = max(start, conflict) + phase.max_green, ev.PHASE_MAX_OUT
-        gap = self._gap_time(phase, start, now)
+        # reduction is timed from the conflicting call, but not before the planned green has run
+        anchor = max(conflict, start + phase.green - to_ds(GAP_REDUCE_AFTER_S))
+        gap = self._gap_time(phase, start, now, None if phase.number in self._full_passage else anchor)
         if gap is not None and gap < end:
             end, code = gap, ev.PHASE_GAP_OUT
         # never end (and so never start the yellow) before the call that allows it arrived
@@ -742,3 +766,17 @@ class SignalProgram:
 def _times_peds(phase: _Phase) -> bool:
     """Whether the plan times a pedestrian walk / clearance in this phase."""
     return phase.walk > 0 or phase.ped_clear > 0
+
+
+def reduced_passage(passage: int, waited: int) -> int:
+    """Passage time (tenths) after a conflicting call has waited ``waited`` tenths (gap reduction).
+
+    Full ``passage`` until ``GAP_REDUCE_AFTER_S``, then linearly down over
+    ``GAP_REDUCE_OVER_S`` to ``MIN_GAP_S`` (never above ``passage``).
+    """
+    floor = min(passage, to_ds(MIN_GAP_S))
+    into = waited - to_ds(GAP_REDUCE_AFTER_S)
+    if into <= 0:
+        return passage
+    span = max(1, to_ds(GAP_REDUCE_OVER_S))
+    return max(floor, passage - (passage - floor) * into // span)
