@@ -266,7 +266,9 @@ def test_link_loss_falls_back_at_once_and_recovers_on_the_secured_broker(pki, si
     broker = SecureBroker(layout.root, root / "state-linkloss").start()
     emu = make_emulator(broker, verifier, central_silence_timeout_s=120.0)
     dispatcher = Dispatcher(broker.settings_for("central"), SITE, client_id="central-linkloss", plan_signer=signer)
-    centre = Centre(broker.settings_for("central"))
+    # the broker binds the client id to the certificate (use_username_as_clientid): a second client with the
+    # `central` certificate would take the dispatcher's session over, so the status watcher reads as `ingest`
+    centre = Centre(broker.settings_for("ingest"))
     try:
         emu.start()
         dispatcher.connect()
