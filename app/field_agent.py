@@ -239,8 +239,16 @@ class FieldAgent:
                         ("plans_rejected", st.plans_rejected, "central plans refused"),
                         ("plans_applied", st.plans_applied, "plans put in force (central and day plan)"),
                         ("fallbacks", st.fallbacks, "falls back to the day plan"),
-                        ("publish_failures", st.publish_failures, "messages the link refused")):
+                        ("publish_failures", st.publish_failures, "messages the link refused"),
+                        ("outbox_resent", agent.emulator.outbox.stats.resent,
+                         "telemetry re-sent (no subscriber took it, or no PUBACK)"),
+                        ("outbox_dropped", agent.emulator.outbox.stats.dropped,
+                         "unconfirmed telemetry dropped because the outbox was full")):
                     yield CounterMetricFamily(f"traffic_field_{name}", text, value=value)
+                pending = GaugeMetricFamily("traffic_field_outbox_pending",
+                                            "count reports and event batches not yet taken by a subscriber")
+                pending.add_metric([], len(agent.emulator.outbox))
+                yield pending
                 mode = GaugeMetricFamily("traffic_field_mode", "1 for the mode the controller is in", labels=["mode"])
                 for m in (msg.MODE_CENTRAL, msg.MODE_TOD, msg.MODE_FLASH):
                     mode.add_metric([m], 1.0 if agent.emulator.mode == m else 0.0)
@@ -261,7 +269,8 @@ class FieldAgent:
             "plan_version": e.plan.version, "plan_by": e.plan.created_by, "sim_time_s": self.world.now(),
             "stats": {"count_records": e.stats.count_records, "counts_published": e.stats.counts_published,
                       "plans_applied": e.stats.plans_applied, "plans_rejected": e.stats.plans_rejected,
-                      "fallbacks": e.stats.fallbacks}}
+                      "fallbacks": e.stats.fallbacks, "outbox_pending": len(e.outbox),
+                      "outbox_resent": e.outbox.stats.resent, "outbox_dropped": e.outbox.stats.dropped}}
 
     def start_link(self, stop: threading.Event, timeout_s: float = 60.0) -> None:
         """Connect to the broker, retrying while it is not up yet (a supervisor starts things in parallel)."""

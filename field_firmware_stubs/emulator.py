@@ -32,6 +32,14 @@ ResponseTopic is a request from whoever published the command, and obeying
 it let a command steer the controller's answers into any topic its ACL may
 write (its own counts, for one). The correlation data is echoed.
 
+Telemetry (count reports, event batches) goes through an outbox
+(:mod:`field_firmware_stubs.outbox`): a message leaves it only when the
+broker's PUBACK says a subscriber took it (not ``0x10`` *No matching
+subscribers*, which is what a restarted Mosquitto answers until the ingest
+workers have subscribed again); the rest is sent again, kept across a clean
+restart in ``state_dir``, bounded. The ingest stores by natural keys, so a
+second copy is a harmless duplicate.
+
 Replay memory (the last central version, recent plan ids, the plan that may
 be taken back and the plan in force) is kept in a small JSON file in
 ``state_dir`` when one is given, written atomically (temporary file, fsync,
@@ -62,6 +70,7 @@ from field_firmware_stubs.clearance_monitor import ClearanceMonitor
 from field_firmware_stubs.conflict_monitor import ConflictMonitor
 from field_firmware_stubs.events import HiResEvent
 from field_firmware_stubs.link import Endpoint, FieldGateway, MqttLink, publish_properties, response_fields
+from field_firmware_stubs.outbox import DEFAULT_CAPACITY, Outbox, TrackedEndpoint
 from field_firmware_stubs.plan_check import check_plan
 from field_firmware_stubs.program import SignalProgram
 from traffic import messages as msg
@@ -135,6 +144,12 @@ class _NoLink:
                 properties: object = None) -> bool:
         return False
 
+    def publish_tracked(self, topic: str, payload: bytes, *, qos: int = 1) -> int | None:
+        return None
+
+    def take_result(self, mid: int) -> int | None:
+        return None
+
 
 class FieldEmulator:
     """One intersection controller emulator. See the module docstring.
@@ -173,7 +188,8 @@ class FieldEmulator:
                  plan_verifier: PlanVerifier | None = None,
                  startup_all_red_s: float | None = None,
                  max_plan_expiry_s: float | None = None,
-                 state_dir: Path | str | None = None) -> None:
+                 state_dir: Path | str | None = None,
+                 outbox_capacity: int = DEFAULT_CAPACITY) -> None:
         if clock_origin.tzinfo is None:
             raise ConfigError("clock_origin must carry a UTC offset")
         if not 1 <= count_interval_s <= 3600:
@@ -213,6 +229,7 @@ class FieldEmulator:
                        (topics.COUNTS, topics.EVENTS, topics.STATUS, topics.PLAN_SET, topics.PLAN_RESULT,
                         topics.PLAN_ACTIVE)}
         self._link: Endpoint = _NoLink()
+        self._tracked: TrackedEndpoint | None = None  # the link, when it reports PUBACKs (outbox in use)
         self._mqtt_link: MqttLink | None = None
         self._verifier = plan_verifier
 
@@ -239,6 +256,10 @@ class FieldEmulator:
         if state_dir is not None:
             self.state_file = Path(state_dir) / f"field-{self.site}-{self.controller_id}.json"
             self._load_state()
+        # count reports and event batches until a subscriber has them (tick thread only)
+        self.outbox = Outbox(self.controller_id, capacity=outbox_capacity,
+                             path=None if state_dir is None else
+                             Path(state_dir) / f"outbox-{self.site}-{self.controller_id}.json")
 
         # tick-thread state
         self._central_in_charge = False
@@ -293,6 +314,7 @@ class FieldEmulator:
         if self._gateway is not None:
             self._link = self._gateway.register(self.controller_id, self._on_plan_message,
                                                 self._on_connect, self._on_disconnect)
+            self._tracked = self._link if isinstance(self._link, TrackedEndpoint) else None
             return
         offline = msg.StatusMessage(self.controller_id, msg.OFFLINE, mode=self._mode,
                                     detail="connection lost").to_json()
@@ -302,12 +324,17 @@ class FieldEmulator:
                         will=(self._topic[topics.STATUS], offline))
         self._mqtt_link = link
         self._link = link
+        self._tracked = link
         link.start(timeout_s)
 
     def stop(self, *, discard_session: bool = False) -> None:
-        """Flush pending events, publish retained ``offline`` and disconnect cleanly."""
+        """Flush pending events, deliver the outbox (a few seconds at most), publish retained
+        ``offline`` and disconnect cleanly; what is still unconfirmed is saved for the next run."""
         if self._events:
             self._flush_events()
+        if self._tracked is not None and not self.outbox.drain(self._tracked, qos=self._mqtt.qos or 1):
+            log.warning("%s: %d telemetry message(s) not confirmed before stopping; kept for the next run",
+                        self.controller_id, len(self.outbox))
         self._publish(self._topic[topics.STATUS], msg.StatusMessage(
             self.controller_id, msg.OFFLINE, mode=self._mode, plan_id=self.plan.plan_id,
             plan_version=self.plan.version, at=self.clock(self._now), detail="stopped").to_json(), retain=True)
@@ -317,6 +344,8 @@ class FieldEmulator:
         elif self._gateway is not None:
             self._gateway.unregister(self.controller_id)
         self._link = _NoLink()
+        self._tracked = None
+        self.outbox.save()
 
     def set_tod_plan(self, plan: TimingPlan) -> bool:
         """Make ``plan`` the local time-of-day plan (the day plan moved to its next period).
@@ -360,6 +389,8 @@ class FieldEmulator:
         for at, plan in self._program.drain_applied():
             self._on_applied(at, plan)
         self._accumulate(now_s, detector_readings)
+        if self._tracked is not None:
+            self.outbox.pump(self._tracked, qos=self._mqtt.qos or 1)
         self._publish_status_if_changed()
         self._prev_now = now_s
         return driven
@@ -747,7 +778,8 @@ class FieldEmulator:
             report = msg.CountReport(self.controller_id, self._count_seq, self.clock(self._acc_k * interval),
                                      interval, records)
             self._count_seq += 1
-            if self._publish(self._topic[topics.COUNTS], report.to_json()):
+            if self._send_telemetry(f"counts/{report.interval_start.isoformat()}", self._topic[topics.COUNTS],
+                                    report.to_json()):
                 self.stats.counts_published += 1
                 self.stats.count_records += len(records)
         for det in self._det_ids:
@@ -763,9 +795,22 @@ class FieldEmulator:
             batch = msg.EventBatch(self.controller_id, self._event_seq,
                                    tuple((self.clock(e.time), e.code, e.param) for e in chunk))
             self._event_seq += 1
-            if self._publish(self._topic[topics.EVENTS], batch.to_json()):
+            key = f"events/{self.clock(chunk[0].time).isoformat()}#{batch.seq}"
+            if self._send_telemetry(key, self._topic[topics.EVENTS], batch.to_json()):
                 self.stats.event_batches += 1
                 self.stats.events_published += len(chunk)
+
+    def _send_telemetry(self, key: str, topic: str, payload: bytes) -> bool:
+        """Hand a count report or event batch to the outbox and send it (False when offline: not started).
+
+        An endpoint that cannot tell the PUBACK (no ``publish_tracked``: an
+        in-process bus delivers at once) is published to directly.
+        """
+        if self._tracked is None:
+            return self._publish(topic, payload)  # _NoLink: False (offline), nothing kept
+        self.outbox.add(key, topic, payload)
+        self.outbox.pump(self._tracked, qos=self._mqtt.qos or 1)
+        return True
 
     def _publish(self, topic: str, payload: bytes, *, retain: bool = False, properties: object = None) -> bool:
         ok = self._link.publish(topic, payload, qos=self._mqtt.qos or 1, retain=retain,

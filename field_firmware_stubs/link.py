@@ -11,7 +11,13 @@ callback API and MQTT 5:
   publishes ``offline`` for its controllers on a clean stop but cannot
   announce a crash per controller);
 * every callback is wrapped so one exception is logged and cannot stop the
-  network loop.
+  network loop;
+* :meth:`MqttLink.publish_tracked` returns the message id and
+  :meth:`MqttLink.take_result` the PUBACK reason code for it: ``0x10`` *No
+  matching subscribers* means the broker dropped the message (after a broker
+  restart Mosquitto has no shared subscriptions until the consumers
+  subscribe again), which the field's telemetry outbox
+  (:mod:`field_firmware_stubs.outbox`) turns into a re-send.
 
 Limits: one :class:`MqttLink` is a TCP connection plus a paho network thread
 (about 1 thread and ~100 KB each), fine for a demo of a handful of
@@ -25,6 +31,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
@@ -45,13 +52,21 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SESSION_EXPIRY_S = 3600
 CONNECT_TIMEOUT_S = 10.0
+#: PUBACK results kept for take_result(); older ones (untracked status/plan answers) are forgotten
+_RESULTS_KEPT = 8192
 
 # (payload, response_topic, correlation_data)
 PlanHandler = Callable[[bytes, "str | None", "bytes | None"], None]
 
 
 class Endpoint(Protocol):
-    """What an emulator needs from its transport."""
+    """What an emulator needs from its transport.
+
+    One that also has ``publish_tracked`` and ``take_result``
+    (:class:`field_firmware_stubs.outbox.TrackedEndpoint`: :class:`MqttLink`
+    and a :class:`FieldGateway` port do) gets the telemetry outbox; others
+    (an in-process bus) are published to directly.
+    """
 
     @property
     def connected(self) -> bool: ...
@@ -91,6 +106,10 @@ class MqttLink:
         self._started = False
         self._last_info: mqtt.MQTTMessageInfo | None = None
         self._closing = False
+        # PUBACK reason codes by message id, written on the network thread; never held around
+        # client.publish (paho calls on_publish holding its own message lock)
+        self._results: OrderedDict[int, int] = OrderedDict()
+        self._results_lock = threading.Lock()
         client = new_client(settings, client_id)
         client.max_queued_messages_set(0)  # unlimited: QoS 1 telemetry waits out a short outage
         if will is not None:
@@ -99,6 +118,7 @@ class MqttLink:
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
         client.on_subscribe = self._handle_subscribe
+        client.on_publish = self._handle_publish
         self._client = client
         self.client_id = client_id
 
@@ -159,6 +179,24 @@ class MqttLink:
         self._last_info = info
         return True  # NO_CONN with QoS 1: paho keeps it queued and sends it after reconnecting
 
+    def publish_tracked(self, topic: str, payload: bytes, *, qos: int = 1) -> int | None:
+        """Publish (QoS >= 1) and return the message id whose PUBACK :meth:`take_result` reports; None if refused."""
+        try:
+            info = self._client.publish(topic, payload, qos=max(1, qos))
+        except (ValueError, RuntimeError) as exc:
+            log.error("%s: publish to %s failed: %s", self.client_id, topic, exc)
+            return None
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            log.error("%s: publish to %s failed: %s", self.client_id, topic, mqtt.error_string(info.rc))
+            return None
+        self._last_info = info
+        return int(info.mid)
+
+    def take_result(self, mid: int) -> int | None:
+        """PUBACK reason code of message ``mid`` (0 success, 0x10 no matching subscribers, ...), once; else None."""
+        with self._results_lock:
+            return self._results.pop(mid, None)
+
     # ---------------------------------------------------------------- callbacks
     def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:
         try:
@@ -189,6 +227,17 @@ class MqttLink:
                 self._subscribed.set()
         except Exception:  # noqa: BLE001
             log.exception("%s: on_subscribe handler failed", self.client_id)
+
+    def _handle_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        try:
+            value = int(getattr(reason_code, "value", 0))
+            with self._results_lock:
+                self._results[mid] = value
+                self._results.move_to_end(mid)
+                while len(self._results) > _RESULTS_KEPT:
+                    self._results.popitem(last=False)
+        except Exception:  # noqa: BLE001
+            log.exception("%s: on_publish handler failed", self.client_id)
 
     def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         try:
@@ -229,6 +278,12 @@ class _GatewayPort:
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
                 properties: Properties | None = None) -> bool:
         return self._gateway.link.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+
+    def publish_tracked(self, topic: str, payload: bytes, *, qos: int = 1) -> int | None:
+        return self._gateway.link.publish_tracked(topic, payload, qos=qos)
+
+    def take_result(self, mid: int) -> int | None:
+        return self._gateway.link.take_result(mid)
 
 
 class FieldGateway:

@@ -5,7 +5,10 @@ two ``traffic ingest`` workers, the SUMO twin (``traffic field twin``),
 ``traffic serve`` and three ``traffic field run`` agents, all on a site clock
 five times faster than the wall. Plans flow and are applied; the centre is
 SIGKILLed (the fields fall back to their day plan) and restarted (they come
-back under central control); the broker is restarted. At the end every count
+back under central control); the broker is restarted while the ingest workers
+are frozen, so the fields reconnect first and their reports meet a broker
+without the workers' shared subscription (it is not persisted): the fields'
+outboxes send them again once the workers are back. At the end every count
 record an agent published is in the database exactly once, and no plan
 version was sent twice or refused as stale or replayed.
 """
@@ -18,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -74,6 +77,47 @@ def state(run: Path, name: str) -> dict:
         return {}
 
 
+def missing_counts(dsn: str, origin: datetime, events: dict[str, float]) -> str:
+    """Which (controller, detector, interval_start) are missing, and when they were published.
+
+    A count report covers every detector of its controller, so the interval
+    starts of one controller form an unbroken series of ``count_interval_s``
+    steps from the first to the last; a hole is a lost report. The wall time
+    of publication is the interval's end on the site clock, mapped back to
+    the wall (``origin + (site - origin) / SPEED``), shown next to the test's
+    own milestones (centre kill, broker stop/start) to place a loss.
+    """
+    from traffic import db
+
+    with db.connect(dsn) as conn:
+        rows = conn.execute("SELECT controller_id, interval_start, interval_s, array_agg(detector_id ORDER BY"
+                            " detector_id) FROM detector_counts GROUP BY 1, 2, 3 ORDER BY 1, 2").fetchall()
+    lines = []
+    by_controller: dict[str, list] = {}
+    for cid, start, interval_s, dets in rows:
+        by_controller.setdefault(cid, []).append((start, interval_s, list(dets)))
+    all_dets = {cid: sorted({d for _s, _i, ds in got for d in ds}) for cid, got in by_controller.items()}
+    for cid, got in sorted(by_controller.items()):
+        for (start, interval_s, dets), nxt in zip(got, [*got[1:], None], strict=True):
+            partial = sorted(set(all_dets[cid]) - set(dets))
+            if partial:
+                lines.append(f"{cid} {start.isoformat()}: detectors missing {partial}")
+            if nxt is None:
+                continue
+            step = (nxt[0] - start).total_seconds()
+            k = 1
+            while k * interval_s < step:
+                hole = start + timedelta(seconds=k * interval_s)
+                site_end = hole + timedelta(seconds=interval_s)
+                wall = origin + (site_end - origin) / SPEED
+                lines.append(f"{cid} {hole.isoformat()} (all detectors {all_dets[cid]}) missing: published about"
+                             f" {wall.strftime('%H:%M:%S')} wall")
+                k += 1
+    marks = ", ".join(f"{name} {datetime.fromtimestamp(t, UTC).strftime('%H:%M:%S')}"
+                      for name, t in sorted(events.items(), key=lambda kv: kv[1]))
+    return ("\n".join(lines) or "no hole in the stored series") + f"\nmilestones (wall, UTC): {marks}"
+
+
 def wait_for(what: str, predicate, timeout: float, every: float = 0.5):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -100,6 +144,7 @@ def test_services_as_processes_survive_kills_and_reconcile(tmp_path, pg_dsn, sit
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     clock = ["--speed", f"{SPEED:g}", "--clock-origin", now.isoformat()]
     procs: dict[str, Proc] = {}
+    events: dict[str, float] = {"start": time.time()}
     try:
         s = str(site_dir)
         for n in (1, 2):
@@ -120,6 +165,7 @@ def test_services_as_processes_survive_kills_and_reconcile(tmp_path, pg_dsn, sit
         versions_before = {c: state(run, f"field-{c}")["detail"]["plan_version"] for c in CONTROLLERS}
 
         # 2. the centre dies without a word: the fields fall back to their day plan after the silence timeout
+        events["centre SIGKILL"] = time.time()
         procs["serve"].signal(signal.SIGKILL)
         procs["serve"].wait()
         wait_for("every field on its day plan", lambda: set(modes().values()) == {"tod"}, 60)
@@ -129,19 +175,33 @@ def test_services_as_processes_survive_kills_and_reconcile(tmp_path, pg_dsn, sit
                                           "--first-epoch-after", "10"], env, logs)
         wait_for("every field under central control again", lambda: set(modes().values()) == {"central"}, 90)
 
-        # 4. the broker restarts: links come back, counts keep flowing, the centre keeps working
+        # 4. the broker restarts: links come back, counts keep flowing, the centre keeps working.
+        #    The ingest workers are frozen meanwhile so the fields are back first, the order that lost
+        #    counts (issue 13): Mosquitto restores the workers' sessions but not their shared
+        #    subscription, and answers the fields' reports "no matching subscribers" (PUBACK 0x10)
+        #    until the workers subscribe again; the fields' outboxes must send those again.
         epochs = state(run, "serve").get("detail", {}).get("epochs", 0)
+        for n in (1, 2):
+            procs[f"ingest-{n}"].signal(signal.SIGSTOP)
+        events["ingest workers frozen"] = time.time()
+        events["broker stop (SIGTERM)"] = time.time()
         broker.stop()
         time.sleep(2.0)
         broker = PrivateBroker(tmp_path / "broker", port=port)
         broker.start()
+        events["broker up again"] = time.time()
+        time.sleep(10.0)  # the fields reconnect (paho back-off) and publish a few reports to nobody
         wait_for("links up again", lambda: all(state(run, f"field-{c}").get("detail", {}).get("link")
                                                for c in CONTROLLERS), 60)
+        for n in (1, 2):
+            procs[f"ingest-{n}"].signal(signal.SIGCONT)
+        events["ingest workers resumed"] = time.time()
         wait_for("two more epochs", lambda: state(run, "serve").get("detail", {}).get("epochs", 0) >= epochs + 2, 90)
         wait_for("every field under central control after the broker restart",
                  lambda: set(modes().values()) == {"central"}, 60)
 
         # 5. stop: fields first (their last counts go out), then the rest, all cleanly
+        events["fields SIGTERM"] = time.time()
         for cid in CONTROLLERS:
             procs[cid].signal(signal.SIGTERM)
         for cid in CONTROLLERS:
@@ -157,6 +217,9 @@ def test_services_as_processes_survive_kills_and_reconcile(tmp_path, pg_dsn, sit
         expected = {c: published[c]["count_records"] for c in CONTROLLERS}
         try:
             wait_for("every published count stored", lambda: stored() == expected, 60)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: published {expected}, stored {stored()}\n"
+                                 f"{missing_counts(pg_dsn, now, events)}") from None
         finally:
             print("counts published", expected, "stored", stored())
         for name in ("serve", "twin", "ingest-1", "ingest-2"):
@@ -166,6 +229,10 @@ def test_services_as_processes_survive_kills_and_reconcile(tmp_path, pg_dsn, sit
 
         # nothing lost, nothing twice: counts reconcile exactly, no plan version repeats or goes back
         assert stored() == expected
+        assert sum(published[c]["outbox_resent"] for c in CONTROLLERS) > 0, \
+            f"no report was refused while the workers were away: the scenario did not happen {published}"
+        assert all(published[c]["outbox_pending"] == 0 and published[c]["outbox_dropped"] == 0
+                   for c in CONTROLLERS), published
         with db.connect(pg_dsn) as conn:
             plans = conn.execute("SELECT controller_id, version, plan_id, created_by, state FROM plans"
                                  " WHERE controller_id = ANY(%s) ORDER BY controller_id, version",

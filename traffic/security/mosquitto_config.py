@@ -187,6 +187,10 @@ def broker_config_text(layout: PkiLayout, *, port: int, bind: str = "") -> str:
         "per_listener_settings false",
         "allow_anonymous false",
         "persistence true",
+        # Mosquitto saves sessions and queued messages on SIGTERM and then only every
+        # autosave_interval seconds (default 1800): a crash loses what changed since
+        "autosave_on_changes false",
+        "autosave_interval 10",
         "set_tcp_nodelay true",
         *limit_lines(),
         listener,
