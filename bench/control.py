@@ -334,6 +334,32 @@ def goals14_from_rows(rows: list[dict]) -> str:
     return goals14_table(delays, undeparted, seeds=",".join(map(str, sorted(seeds))))
 
 
+def merge_rows(files: list[Path]) -> list[dict]:
+    """Rows of several ``--json`` outputs combined per (scenario, control), seeds pooled (first file wins a seed)."""
+    import statistics
+
+    pooled: dict[tuple[str, str], dict[int, tuple[float, int]]] = {}
+    for f in files:
+        for r in json.loads(Path(f).read_text()).get("controls", []):
+            if "error" in r:
+                continue
+            runs = pooled.setdefault((r["scenario"], r["control"]), {})
+            for seed, delay, und in zip(r["seeds"], r["per_seed_delay_s"], r.get("per_seed_undeparted", []),
+                                        strict=False):
+                runs.setdefault(int(seed), (float(delay), int(und)))
+    rows = []
+    for (scenario, control), runs in pooled.items():
+        seeds = sorted(runs)
+        delays = [runs[k][0] for k in seeds]
+        std = statistics.stdev(delays) if len(delays) > 1 else 0.0
+        rows.append({"scenario": scenario, "control": control, "seeds": seeds, "per_seed_delay_s": delays,
+                     "per_seed_undeparted": [runs[k][1] for k in seeds],
+                     "summary": {"mean_delay_s": {"mean": statistics.fmean(delays), "std": std},
+                                 "undeparted": {"mean": statistics.fmean(runs[k][1] for k in seeds)},
+                                 "wall_s": {"mean": 0.0}}})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", default="", help="comma list (shared folder names, 'corridor' or paths)")
@@ -348,8 +374,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="gate runs over the first S seconds (the gate's horizon is 900 s); default: whole window")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--merge", type=Path, nargs="+", default=None,
+                        help="print the tables from earlier --json outputs (seeds pooled) instead of running")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.merge:
+        rows = merge_rows(args.merge)
+        sys.stdout.write(f"{policy_line()}\n\n" + markdown(rows, []) + "\n\n" + goals14_from_rows(rows) + "\n")
+        return 0
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="traffic-bench-control-"))
     names = [n for n in args.scenarios.split(",") if n] or None
     controls = [c for c in args.controls.split(",") if c]
