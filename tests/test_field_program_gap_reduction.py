@@ -9,8 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from field_firmware_stubs import program as prog
-from field_firmware_stubs.program import (GAP_REDUCE_AFTER_S, GAP_REDUCE_OVER_S, MIN_GAP_S, SignalProgram,
-                                          reduced_passage, to_ds)
+from field_firmware_stubs.program import (
+    GAP_REDUCE_AFTER_S,
+    GAP_REDUCE_OVER_S,
+    MIN_GAP_S,
+    SignalProgram,
+    reduced_passage,
+    to_ds,
+)
 from field_firmware_stubs.samples import two_phase
 
 
