@@ -55,8 +55,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -68,6 +66,7 @@ from typing import Any
 from field_firmware_stubs import events as ev
 from field_firmware_stubs.clearance_monitor import ClearanceMonitor
 from field_firmware_stubs.conflict_monitor import ConflictMonitor
+from field_firmware_stubs.durable import write_durably
 from field_firmware_stubs.events import HiResEvent
 from field_firmware_stubs.link import Endpoint, FieldGateway, MqttLink, publish_properties, response_fields
 from field_firmware_stubs.outbox import DEFAULT_CAPACITY, Outbox, TrackedEndpoint
@@ -647,22 +646,7 @@ class FieldEmulator:
         with self._save_lock:
             data = json.dumps(self._snapshot(), sort_keys=True).encode()
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-                try:
-                    with os.fdopen(fd, "wb") as fh:
-                        fh.write(data)
-                        fh.flush()
-                        os.fsync(fh.fileno())
-                    os.replace(tmp, path)
-                except BaseException:
-                    Path(tmp).unlink(missing_ok=True)
-                    raise
-                dir_fd = os.open(path.parent, os.O_RDONLY)
-                try:
-                    os.fsync(dir_fd)
-                finally:
-                    os.close(dir_fd)
+                write_durably(path, data)
             except OSError as exc:
                 log.error("%s: cannot persist the replay memory to %s: %s", self.controller_id, path, exc)
 

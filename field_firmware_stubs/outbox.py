@@ -51,13 +51,14 @@ import base64
 import json
 import logging
 import os
-import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+
+from field_firmware_stubs.durable import write_durably
 
 __all__ = ["Outbox", "TrackedEndpoint", "OutboxStats", "RC_SUCCESS", "RC_NO_MATCHING_SUBSCRIBERS",
            "DEFAULT_CAPACITY"]
@@ -266,17 +267,7 @@ class Outbox:
             data = json.dumps({"schema": OUTBOX_SCHEMA, "messages": [
                 {"key": e.key, "topic": e.topic, "payload": base64.b64encode(e.payload).decode("ascii")}
                 for e in self._entries.values()]}).encode()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_durably(path, data)
             self._on_disk = True
         except OSError as exc:
             log.error("%s: cannot save the telemetry outbox to %s: %s", self.name, path, exc)
