@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from controller.demand import DetectorTotals
+from controller.demand import LIGHT_OCCUPANCY_PCT, DetectorTotals
 from controller.lifecycle import Lock, PlanEvent, PlanRecord, PlanState, allowed_moves
 from controller.safety import ensure_safe
 from traffic import messages, topics
@@ -78,7 +78,7 @@ class InProcessBus:
         self._lock = threading.Lock()
         self._handlers: dict[str, PlanHandler] = {}
         # (controller, interval start) -> detector -> (vehicles, motorcycles or None, interval_s)
-        self.counts: dict[tuple[str, datetime], dict[str, tuple[int, int | None, int]]] = {}
+        self.counts: dict[tuple[str, datetime], dict[str, tuple[int, int | None, int, float]]] = {}
         self.results: dict[str, list[messages.PlanResult]] = defaultdict(list)
         self.active: dict[str, TimingPlan] = {}
         self.status: dict[str, messages.StatusMessage] = {}
@@ -106,7 +106,8 @@ class InProcessBus:
                 report = messages.decode_counts(payload)
                 with self._lock:
                     self.counts[(report.controller_id, report.interval_start)] = {
-                        r.detector_id: (r.count, r.motorcycle_count, report.interval_s) for r in report.records}
+                        r.detector_id: (r.count, r.motorcycle_count, report.interval_s, r.occupancy_pct)
+                        for r in report.records}
             elif leaf == topics.PLAN_RESULT:
                 result = messages.decode_result(payload)
                 with self._lock:
@@ -124,16 +125,25 @@ class InProcessBus:
             self.bad_messages += 1
 
     def totals(self, controller_id: str, start: datetime, end: datetime) -> dict[str, DetectorTotals]:
-        """Per-detector totals over intervals starting in ``[start, end)`` (what the SQL in demand does)."""
-        acc: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])
+        """Per-detector totals over intervals starting in ``[start, end)``: exactly what ``demand``'s SQL sums.
+
+        Occupancy is carried too, so a non-classifying loop's vehicles are
+        estimated from its occupancy here as in production (``seen_vehicles``).
+        """
+        acc: dict[str, list[float]] = defaultdict(lambda: [0.0] * 7)
         with self._lock:
             items = [(k, v) for k, v in self.counts.items() if k[0] == controller_id and start <= k[1] < end]
         for _key, records in items:
-            for det, (count, moto, interval_s) in records.items():
+            for det, (count, moto, interval_s, occupancy_pct) in records.items():
                 a = acc[det]
                 a[0] += interval_s
                 if moto is None:
                     a[3] += count
+                    occupied_s = occupancy_pct * interval_s / 100.0
+                    a[4] += occupied_s
+                    if occupancy_pct < LIGHT_OCCUPANCY_PCT:
+                        a[5] += occupied_s
+                        a[6] += count
                 else:
                     a[1] += count
                     a[2] += moto

@@ -100,3 +100,25 @@ def test_adaptive_loop_beats_the_fixed_plan_on_a_generated_corridor(tmp_path):
     assert adaptive.mean_delay_s < static.mean_delay_s
     assert report["fallbacks"] == 0 and report["plans_rejected"] == 0 and report["plans_applied"] >= 2
     assert report["flashed"] == []  # the conflict monitor never saw an unsafe state
+
+
+def test_bus_estimates_unclassified_loops_from_occupancy_as_the_sql_does():
+    """A loop without classes: pulses, occupied seconds and the lightly occupied share, as demand's SQL sums them.
+
+    Two 60 s intervals of one non-classifying loop: 10 vehicles at 12 %
+    occupancy (light: they calibrate the loop's seconds per vehicle) and 14
+    vehicles at 40 % (heavy: side-by-side motorcycles merge into fewer
+    pulses). The benchmark path must see what production sees.
+    """
+    from controller.demand import seen_vehicles
+
+    bus = InProcessBus("sim")
+    for n, (count, occupancy) in enumerate(((10, 12.0), (14, 40.0))):
+        start = CLOCK_ORIGIN + timedelta(seconds=60 * n)
+        report = messages.CountReport("c0", n, start, 60, (messages.CountRecord("d1", count, occupancy),))
+        bus.deliver(topics.topic("sim", "c0", topics.COUNTS), report.to_json())
+    totals = bus.totals("c0", CLOCK_ORIGIN, CLOCK_ORIGIN + timedelta(seconds=120))["d1"]
+    assert totals.unclassified_vehicles == 24 and totals.classified_vehicles == 0
+    assert totals.unclassified_occupied_s == pytest.approx(7.2 + 24.0)
+    assert totals.light_occupied_s == pytest.approx(7.2) and totals.light_vehicles == 10
+    assert seen_vehicles(totals, 2.0) >= 24  # occupancy never lowers what the pulses already show
