@@ -54,7 +54,7 @@ def _one(cfg: str, control: str, seed: int, workdir: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, required=True, help="folder built by bench/corpus.py")
+    parser.add_argument("--corpus", type=Path, default=None, help="folder built by bench/corpus.py")
     parser.add_argument("--controls", default=",".join(CONTROLS))
     parser.add_argument("--seeds", default="1")
     parser.add_argument("--only", default="")
@@ -62,14 +62,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--merge", type=Path, nargs="+", default=None,
+                        help="reprint the tables from earlier --json outputs (later files replace a network's "
+                             "runs of the same control); runs nothing")
     args = parser.parse_args(argv)
+    controls = [c for c in args.controls.split(",") if c]
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    if args.merge:
+        merged = merge_results([json.loads(p.read_text()) for p in args.merge])
+        sys.stdout.write(table(merged, controls) + "\n")
+        goals = goals14(merged, seeds)
+        if goals:
+            sys.stdout.write("\n" + goals + "\n")
+        return 0
     entries = json.loads((args.corpus / "corpus.json").read_text())
     only = {n for n in args.only.split(",") if n}
     levels = {lv for lv in args.levels.split(",") if lv}
     entries = [e for e in entries if (not only or e["name"] in only) and (not levels or e["level"] in levels
                                                                           or e["level"] == "own")]
-    controls = [c for c in args.controls.split(",") if c]
-    seeds = [int(s) for s in args.seeds.split(",") if s]
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="traffic-robustness-"))
     jobs = []
     for e in entries:
@@ -97,6 +107,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
     return 0
+
+
+def merge_results(docs: list[dict[str, list[dict[str, Any]]]]) -> dict[str, list[dict[str, Any]]]:
+    """Several runs' results as one: for each network, a later document's runs of a control replace earlier ones."""
+    merged: dict[str, list[dict[str, Any]]] = {}
+    for doc in docs:
+        for label, runs in doc.items():
+            replaced = {r.get("control") for r in runs}
+            kept = [r for r in merged.get(label, []) if r.get("control") not in replaced]
+            merged[label] = kept + list(runs)
+    return merged
 
 
 def goals14(results: dict[str, list[dict[str, Any]]], seeds: list[int]) -> str:
