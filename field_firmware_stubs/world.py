@@ -17,8 +17,8 @@ Adapters:
   lock step, real time or accelerated (``--speed``);
 * synthetic arrivals (``SyntheticAgentWorld`` in ``app.field_agent``): no
   SUMO, Poisson arrivals, for bench tests of a cabinet;
-* a real controller: :class:`RealControllerWorld` below is the documented
-  place for an NTCIP 1202 (SNMP) or vendor adapter. It is not implemented.
+* a real controller: an NTCIP 1202 (SNMP) or vendor adapter implements
+  :class:`World` (none ships yet; what it maps is below).
 
 Contract (what every adapter must do):
 
@@ -33,6 +33,23 @@ Contract (what every adapter must do):
   conflict monitor has already judged it; an adapter must never change it
   except to a dark/flash state when it loses the agent;
 * ``close()`` releases the world (idempotent).
+
+A real-controller adapter (NTCIP 1202 or vendor) maps, with the emulator's
+program becoming the *supervisor* of the cabinet rather than the cabinet:
+
+* ``read_detectors``: NTCIP 1202 ``volumeOccupancyTable``
+  (``detectorVolume``, ``detectorOccupancy`` per ``volumeOccupancyPeriod``)
+  or the vendor's high-resolution log, into per-step ``DetectorReading``;
+* ``drive_signals``: phase control (``phaseControlGroupHold`` / ``ForceOff``
+  / ``VehCall`` in ``phaseControlGroupTable``), or, for controllers that
+  only take patterns, a pattern download (``patternTable`` / ``splitTable``)
+  selected at the cycle boundary through ``unitControl`` /
+  ``systemPatternControl``, with ``phaseStatusGroupGreens`` / ``Yellows`` /
+  ``Reds`` read back for the conflict monitor;
+* ``now``: the controller's clock (``globalTime``), checked against NTP.
+
+The emulator's plan check and monitors stay in front of the adapter; the
+cabinet's own conflict monitor (MMU) stays the last line of defence.
 """
 
 from __future__ import annotations
@@ -43,7 +60,7 @@ from typing import Protocol, runtime_checkable
 
 from field_firmware_stubs.emulator import DetectorReading
 
-__all__ = ["World", "RealControllerWorld"]
+__all__ = ["World"]
 
 
 @runtime_checkable
@@ -59,30 +76,3 @@ class World(Protocol):
     def drive_signals(self, state: str) -> None: ...
 
     def close(self) -> None: ...
-
-
-class RealControllerWorld:  # pragma: no cover - the documented boundary, not an implementation
-    """Where an NTCIP 1202 or vendor adapter plugs in (not implemented).
-
-    With a real cabinet the emulator's program becomes the *supervisor* of
-    the controller rather than the controller itself. An adapter maps:
-
-    * ``read_detectors``: NTCIP 1202 ``volumeOccupancyTable``
-      (``detectorVolume``, ``detectorOccupancy``, per ``volumeOccupancyPeriod``)
-      or the vendor's high-resolution log, into per-step ``DetectorReading``;
-    * ``drive_signals``: either phase control (``phaseControlGroupHold`` /
-      ``ForceOff`` / ``VehCall`` in the ``phaseControlGroupTable``), or, for
-      controllers that only take patterns, a pattern download
-      (``patternTable`` / ``splitTable``) with ``unitControl``/``systemPatternControl``
-      selecting it at the cycle boundary, and a read back of
-      ``phaseStatusGroupGreens``/``Yellows``/``Reds`` that the conflict
-      monitor watches;
-    * ``now``: the controller's clock (``globalTime``), checked against NTP.
-
-    Keep the emulator's plan check and monitors in front of the adapter: the
-    cabinet's own conflict monitor (MMU) stays the last line of defence.
-    """
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        raise NotImplementedError("no NTCIP 1202 / vendor adapter yet: see field_firmware_stubs/world.py "
-                                  "and docs/operations.md (adapter boundary)")
