@@ -114,15 +114,15 @@ def topic_level(value: Any) -> str | None:
     return f"{value!r} is not a topic level (allowed: 1-64 of a-z, 0-9, _ and -, no / + # or spaces)"
 
 
-def mqtt_url(value: Any) -> str | None:
-    """Empty (a private broker) or ``mqtt[s]://host[:port]`` with a port 1-65535."""
+def _service_url(value: Any, schemes: tuple[str, ...], expected: str) -> str | None:
+    """Empty (the embedded default) or ``scheme://host[:port]`` with a known scheme and a port 1-65535."""
     if not isinstance(value, str):
         return f"{value!r} is not a string"
     if value == "":
         return None
     parsed = urlparse(value)
-    if parsed.scheme not in MQTT_SCHEMES or not parsed.hostname:
-        return f"{value!r} is not mqtt://host[:port] or mqtts://host[:port]"
+    if parsed.scheme not in schemes or not parsed.hostname:
+        return f"{value!r} is not {expected}"
     try:
         port = parsed.port
     except ValueError:
@@ -130,6 +130,11 @@ def mqtt_url(value: Any) -> str | None:
     if port is not None and not 1 <= port <= 65535:
         return f"{value!r} has a port outside 1-65535"
     return None
+
+
+def mqtt_url(value: Any) -> str | None:
+    """Empty (a private broker) or ``mqtt[s]://host[:port]`` with a port 1-65535."""
+    return _service_url(value, MQTT_SCHEMES, "mqtt://host[:port] or mqtts://host[:port]")
 
 
 def postgres_dsn(value: Any) -> str | None:
@@ -156,20 +161,8 @@ def postgres_dsn(value: Any) -> str | None:
 
 def scheduler_address(value: Any) -> str | None:
     """Empty (local processes) or a Dask scheduler address ``tcp://host:port`` (or tls://, ws://, wss://)."""
-    if not isinstance(value, str):
-        return f"{value!r} is not a string"
-    if value == "":
-        return None
-    parsed = urlparse(value)
-    if parsed.scheme not in DASK_SCHEMES or not parsed.hostname:
-        return f"{value!r} is not a scheduler address like tcp://host:8786 (schemes: {', '.join(DASK_SCHEMES)})"
-    try:
-        port = parsed.port
-    except ValueError:
-        return f"{value!r} has a port outside 1-65535"
-    if port is not None and not 1 <= port <= 65535:
-        return f"{value!r} has a port outside 1-65535"
-    return None
+    return _service_url(value, DASK_SCHEMES,
+                        f"a scheduler address like tcp://host:8786 (schemes: {', '.join(DASK_SCHEMES)})")
 
 
 def time_zone(value: Any) -> str | None:
