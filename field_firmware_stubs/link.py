@@ -241,13 +241,16 @@ class MqttLink:
 
     def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         try:
-            self._connected.clear()
-            level = logging.INFO if self._closing or not reason_code.is_failure else logging.WARNING
-            log.log(level, "%s: disconnected (%s)", self.client_id, reason_code)
+            # tell the owner first: whoever sees ``connected`` go false must find the link loss already
+            # recorded (the emulator's next tick falls back on it; the other order raced that tick)
             if self._on_disconnect_cb:
                 self._on_disconnect_cb()
         except Exception:  # noqa: BLE001
             log.exception("%s: on_disconnect handler failed", self.client_id)
+        finally:
+            self._connected.clear()
+        level = logging.INFO if self._closing or not reason_code.is_failure else logging.WARNING
+        log.log(level, "%s: disconnected (%s)", self.client_id, reason_code)
 
     def _handle_message(self, client, userdata, message) -> None:
         try:
