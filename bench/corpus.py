@@ -45,6 +45,7 @@ from pathlib import Path
 
 from simulation.binaries import sumo_binary, sumo_home, sumo_tool
 from simulation.corridor import add_vehicle_mix
+from simulation.scenario import write_sumocfg
 
 log = logging.getLogger("bench.corpus")
 
@@ -262,25 +263,11 @@ def build_demand(name: str, net: Path, out_dir: Path, level: str) -> Path:
           "--min-distance", "150", "--prefix", "v", "--vclass", "passenger", "--trip-attributes",
           'type="mix" departLane="best" departSpeed="max"', "--additional-file", str(types),
           "--validate", "-r", str(out_dir / f"{name}.rou.xml")], f"{name} demand")
-    cfg = out_dir / f"{name}.sumocfg"
-    root = ET.Element("configuration")
-    inp = ET.SubElement(root, "input")
-    ET.SubElement(inp, "net-file", value=net.name)
-    ET.SubElement(inp, "route-files", value=trips.name)
-    ET.SubElement(inp, "additional-files", value=types.name)
-    t = ET.SubElement(root, "time")
-    ET.SubElement(t, "begin", value="0")
-    ET.SubElement(t, "end", value=str(DURATION_S))
-    proc = ET.SubElement(root, "processing")
-    ET.SubElement(proc, "time-to-teleport", value="-1")
-    ET.SubElement(proc, "ignore-junction-blocker", value="20")
-    ET.SubElement(proc, "collision.action", value="warn")
     # a city model holds trips whose vehicle type may not use every edge of the route randomTrips drew:
-    # SUMO drops those with a warning, as the model's owner would run it
-    ET.SubElement(proc, "ignore-route-errors", value="true")
-    report = ET.SubElement(root, "report")
-    ET.SubElement(report, "no-step-log", value="true")
-    return _write(cfg, root)
+    # SUMO drops those with a warning (ignore-route-errors), as the model's owner would run it
+    return write_sumocfg(out_dir / f"{name}.sumocfg", net=net, routes=[trips], additionals=[types], end_s=DURATION_S,
+                         processing={"time-to-teleport": "-1", "ignore-junction-blocker": "20",
+                                     "collision.action": "warn", "ignore-route-errors": "true"})
 
 
 def build(out: Path, only: list[str] | None = None, levels: list[str] | None = None) -> list[dict[str, str]]:

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from simulation.binaries import sumo_binary, sumo_tool
 from simulation.corridor import add_vehicle_mix
-from simulation.scenario import Scenario, load_scenario
+from simulation.scenario import Scenario, load_scenario, write_sumocfg
 
 try:  # run as `python -m bench.networks` or as `python bench/networks.py`
     from bench.control import control_table, field_safe_table, goal_table, goals14_from_rows, markdown, policy_line
@@ -102,23 +102,9 @@ def generate(name: str, out_dir: Path, seed: int = 7) -> Path:
               "--begin", "0", "--end", str(DURATION_S - 600), "--period", "6", "--pedestrians",
               "--min-distance", "200", "--prefix", "p", "-r", str(out_dir / f"{name}.persons.rou.xml")])
         route_files.append(persons.name)
-    cfg = out_dir / f"{name}.sumocfg"
-    root = ET.Element("configuration")
-    inp = ET.SubElement(root, "input")
-    ET.SubElement(inp, "net-file", value=net.name)
-    ET.SubElement(inp, "route-files", value=",".join(route_files))
-    ET.SubElement(inp, "additional-files", value=types.name)
-    t = ET.SubElement(root, "time")
-    ET.SubElement(t, "begin", value="0")
-    ET.SubElement(t, "end", value=str(DURATION_S))
-    proc = ET.SubElement(root, "processing")
-    ET.SubElement(proc, "time-to-teleport", value="-1")
-    ET.SubElement(proc, "ignore-junction-blocker", value="20")
-    report = ET.SubElement(root, "report")
-    ET.SubElement(report, "no-step-log", value="true")
-    ET.indent(root)
-    ET.ElementTree(root).write(cfg, encoding="UTF-8", xml_declaration=True)
-    return cfg
+    return write_sumocfg(out_dir / f"{name}.sumocfg", net=net, routes=[out_dir / r for r in route_files],
+                         additionals=[types], end_s=DURATION_S,
+                         processing={"time-to-teleport": "-1", "ignore-junction-blocker": "20"})
 
 
 def scenarios(names: list[str], workdir: Path) -> dict[str, Scenario]:

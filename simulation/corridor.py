@@ -19,7 +19,7 @@ from pathlib import Path
 
 from simulation.binaries import sumo_binary
 from simulation.network import corridor_from_net, write_detectors_additional
-from simulation.scenario import Scenario, site_clearance
+from simulation.scenario import Scenario, site_clearance, write_sumocfg
 from traffic.clearance import ClearancePolicy
 from traffic.errors import SimulationError
 from traffic.topics import check_id
@@ -152,22 +152,10 @@ def _write_routes(path: Path, n: int, duration_s: int, demand_scale: float) -> P
 
 
 def _write_sumocfg(path: Path, net: Path, routes: Path, additional: Path, duration_s: int) -> Path:
-    root = ET.Element("configuration")
-    inp = ET.SubElement(root, "input")
-    ET.SubElement(inp, "net-file", value=net.name)
-    ET.SubElement(inp, "route-files", value=routes.name)
-    ET.SubElement(inp, "additional-files", value=additional.name)
-    t = ET.SubElement(root, "time")
-    ET.SubElement(t, "begin", value="0")
-    ET.SubElement(t, "end", value=str(duration_s))
-    proc = ET.SubElement(root, "processing")
-    ET.SubElement(proc, "lateral-resolution", value=str(LATERAL_RESOLUTION_M))
-    ET.SubElement(proc, "ignore-junction-blocker", value="20")
-    ET.SubElement(proc, "collision.action", value="warn")
-    ET.SubElement(proc, "time-to-teleport", value="-1")
-    report = ET.SubElement(root, "report")
-    ET.SubElement(report, "no-step-log", value="true")
-    return _indent_write(root, path)
+    return write_sumocfg(path, net=net, routes=[routes], additionals=[additional], end_s=duration_s,
+                         processing={"lateral-resolution": str(LATERAL_RESOLUTION_M),
+                                     "ignore-junction-blocker": "20", "collision.action": "warn",
+                                     "time-to-teleport": "-1"})
 
 
 def generate_corridor(out_dir: Path, *, n_intersections: int = 4, spacing_m: float = 450.0,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,3 +135,31 @@ def load_scenario(path: Path, *, site: str = "hanoi", detectors_dir: Path | None
         log.info("wrote %d detector loops for %s to %s", missing, cfg.name, det_file)
     return Scenario(sumocfg=cfg, net_file=nets[0], route_files=routes, additional_files=additionals,
                     begin=begin, end=end, corridor=corridor, sumo_options=tuple(sumo_options))
+
+
+def write_sumocfg(path: Path, *, net: Path, routes: Sequence[Path], additionals: Sequence[Path], end_s: int,
+                  processing: Mapping[str, str]) -> Path:
+    """Write a ``.sumocfg`` that runs ``net`` with ``routes`` and ``additionals`` from 0 to ``end_s``.
+
+    Files are referenced by name (they sit beside the config), ``processing``
+    holds SUMO's processing options (``time-to-teleport`` and friends), and
+    the step log is off: the one writer for the generated corridor and the
+    benchmark networks, so every generated scenario reads the same way.
+    """
+    root = ET.Element("configuration")
+    inp = ET.SubElement(root, "input")
+    ET.SubElement(inp, "net-file", value=Path(net).name)
+    ET.SubElement(inp, "route-files", value=",".join(Path(r).name for r in routes))
+    ET.SubElement(inp, "additional-files", value=",".join(Path(a).name for a in additionals))
+    t = ET.SubElement(root, "time")
+    ET.SubElement(t, "begin", value="0")
+    ET.SubElement(t, "end", value=str(end_s))
+    proc = ET.SubElement(root, "processing")
+    for key, value in processing.items():
+        ET.SubElement(proc, key, value=value)
+    report = ET.SubElement(root, "report")
+    ET.SubElement(report, "no-step-log", value="true")
+    ET.indent(root)
+    path = Path(path)
+    ET.ElementTree(root).write(path, encoding="UTF-8", xml_declaration=True)
+    return path
