@@ -47,7 +47,8 @@ Design choices (and why):
   shows its walk (and times walk + flashing don't-walk as its minimum green)
   when a push button called it (:meth:`SignalProgram.place_ped_call`) or
   when its last walk began ``PED_MAX_WAIT_S`` ago (timed pedestrian recall,
-  for crossings without push buttons: a walk at least that often, as a
+  for crossings without push buttons (``PhaseSpec.ped_push_button`` false;
+  a crossing with buttons waits for a press): a walk at least that often, as a
   fixed 90 s cycle would give; the running green still ends by gap-out or
   max-out, so the wait is at most that plus one maximum green and its
   clearance); otherwise it is served for its vehicles like any other phase,
@@ -65,6 +66,10 @@ Design choices (and why):
   has waited ``GAP_REDUCE_AFTER_S``, its passage shrinks to ``MIN_GAP_S``
   (gap reduction, volume-density operation), except on phases with a loop
   at the stop line, where gaps are discharge headways.
+  A phase that maxes out has its maximum raised one step (dynamic max,
+  ``DYNAMIC_MAX_STEP_S`` up to ``DYNAMIC_MAX_LIMIT_S``, within the site's
+  longest cycle) and lowered one step per gap-out: the field's answer to a
+  centre that under-rates a queue its loops cannot count.
 * Start-up (``startup_all_red_s`` > 0, what :class:`FieldEmulator` uses):
   the heads show all-red for that long, then the first phase of the cycle
   starts a full green and the cycle boundary is there; the bounded offset
@@ -115,6 +120,18 @@ MIN_GAP_S = 2.0
 #: a phase with a loop this close to its stop line keeps its full passage: there the gaps are the
 #: queue's own discharge headways (about 2 s), and a reduced passage would cut the queue, not the tail
 GAP_REDUCE_MIN_LOOP_M = 15.0
+
+
+#: free mode, dynamic max (NTCIP 1202 phaseDynamicMaxLimit / phaseDynamicMaxStep): every max-out raises
+#: the phase's maximum green by DYNAMIC_MAX_STEP_S and every gap-out lowers it again, never below the
+#: centre's maximum nor above DYNAMIC_MAX_LIMIT_S (or the centre's maximum if that is higher), and only
+#: while every phase at its raised maximum, with its change interval, fits the site's longest cycle. Why: a
+#: queue standing over a loop caps what the loop counts, so the centre under-rates a saturated approach
+#: and plans a maximum green it keeps hitting; the field sees the max-outs at once.
+DYNAMIC_MAX_STEP_S = 5.0
+DYNAMIC_MAX_LIMIT_S = 60.0
+#: "not due" for a push-button walk nobody asked for (tenths of a second; later than any simulated day)
+NEVER = 10**15
 
 
 def to_ds(seconds: float) -> int:
@@ -185,8 +202,11 @@ class SignalProgram:
             for d in spec.detectors}
         self._blocked_since: dict[str, int] = {}
         self._served_at: dict[int, int] = {}  # phase -> end of its last green
+        self._dyn_max: dict[int, int] = {}    # phase -> dynamic-max extension above its maximum green (tenths)
         self._walk_at: dict[int, int] = {}    # phase -> start of its last walk (free mode: timed ped recall)
         self._ped_calls: dict[int, int] = {}  # phase -> time (tenths) a push button called it
+        # crossings with push buttons: free mode serves their walk on a press only (no timed recall)
+        self._push_button = frozenset(p.phase for p in spec.phases if p.ped_push_button)
         self._walk_now = False                # the current green shows the walk (times pedestrian minimum)
         self._walk_end = 0                    # end of the current green's walk + flashing don't-walk
         self._calls: dict[int, int] = {}      # phase -> time (tenths) a phase-level call was placed
@@ -474,7 +494,13 @@ class SignalProgram:
         return max(start + floor, self._walk_end)
 
     def _ped_due_at(self, phase: _Phase, t: int) -> int:
-        """Free mode: when ``phase`` must next show its walk (push-button call, or the timed recall)."""
+        """Free mode: when ``phase`` must next show its walk (push-button call, or the timed recall).
+
+        A crossing with push buttons (``PhaseSpec.ped_push_button``) gets no
+        timed recall: its walk is due only once somebody pressed.
+        """
+        if phase.number in self._push_button:
+            return self._ped_calls.get(phase.number, NEVER)
         recall = self._walk_at.setdefault(phase.number, t) + to_ds(PED_MAX_WAIT_S)
         return min(self._ped_calls.get(phase.number, recall), recall)
 
@@ -535,7 +561,7 @@ class SignalProgram:
         conflict = self._conflicting_call_time(phase.number, start, now)
         if conflict is None:
             return now + 1, 0  # nobody else wants the junction: rest in green
-        end, code = max(start, conflict) + phase.max_green, ev.PHASE_MAX_OUT
+        end, code = max(start, conflict) + self._max_green(phase), ev.PHASE_MAX_OUT
         # reduction is timed from the conflicting call, but not before the planned green has run
         anchor = max(conflict, start + phase.green - to_ds(GAP_REDUCE_AFTER_S))
         gap = self._gap_time(phase, start, now, None if phase.number in self._full_passage else anchor)
@@ -543,6 +569,24 @@ class SignalProgram:
             end, code = gap, ev.PHASE_GAP_OUT
         # never end (and so never start the yellow) before the call that allows it arrived
         return max(end, conflict, self._min_end(phase, start)), code
+
+    def _max_green(self, phase: _Phase) -> int:
+        """Free mode: the phase's maximum green with its dynamic-max extension (tenths)."""
+        limit = max(phase.max_green, to_ds(DYNAMIC_MAX_LIMIT_S))
+        return min(limit, phase.max_green + self._dyn_max.get(phase.number, 0))
+
+    def _step_dynamic_max(self, phase: _Phase, code: int) -> None:
+        """NTCIP 1202 dynamic max: a max-out raises the phase's maximum one step, a gap-out lowers it one."""
+        step = to_ds(DYNAMIC_MAX_STEP_S)
+        extra = self._dyn_max.get(phase.number, 0)
+        if code == ev.PHASE_MAX_OUT:
+            # every phase at its raised maximum still fits the site's longest cycle (spec.max_cycle_s)
+            turns = sum(self._max_green(p) + p.yellow + p.red for p in self._order)
+            room = max(0, to_ds(self.spec.max_cycle_s) - turns)
+            extra = min(extra + min(step, room), max(0, to_ds(DYNAMIC_MAX_LIMIT_S) - phase.max_green))
+        elif code == ev.PHASE_GAP_OUT:
+            extra = max(0, extra - step)
+        self._dyn_max[phase.number] = extra
 
     @staticmethod
     def _redundant_phases(spec: IntersectionSpec) -> frozenset[int]:
@@ -683,6 +727,8 @@ class SignalProgram:
             self._marks = []
             if code:
                 self._emit(t, code, phase.number)
+            if self._free:
+                self._step_dynamic_max(phase, code)
             self._emit(t, ev.PHASE_END_GREEN, phase.number)
             if code in (ev.PHASE_MAX_OUT, ev.PHASE_FORCE_OFF) and self._actuated:
                 # its queue was not served: the lanes still arriving call again (any phase serving them will do)

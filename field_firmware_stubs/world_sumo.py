@@ -27,7 +27,11 @@ Pedestrians: where the scenario models no walking people (the generated
 corridors assume their crosswalks), ``ped_calls_per_hour`` presses each
 crosswalk's push button at random (Poisson, seeded with the run's seed), so
 the programs log calls (Indiana 90/45) and ATSPM's pedestrian actuations and
-delay have something to measure. 0 (default): no presses.
+delay have something to measure. 0 (default): no presses. Where the
+network models its crossings (``PhaseSpec.ped_push_button``), the people
+SUMO walks press the buttons themselves: a person who stands still on a
+walking area with one of the signal's crossings as the next edge calls the
+phases that time that crossing, once per person and crossing (Indiana 90).
 """
 
 from __future__ import annotations
@@ -204,6 +208,31 @@ class SumoWorld:
                 bound.append((det.detector_id, loop_id))
                 self._seen[loop_id] = set()
             self._bindings[tls] = bound
+        self._bind_push_buttons()
+
+    def _bind_push_buttons(self) -> None:
+        """Crossing edge -> phases its push button calls, and the walking areas people wait on, per signal."""
+        api = self._api
+        self._buttons: dict[str, dict[str, tuple[int, ...]]] = {}
+        self._waiting_areas: dict[str, tuple[str, ...]] = {}
+        self._pressed: set[tuple[str, str]] = set()
+        for tls, emulator in self.emulators.items():
+            phases = [p for p in emulator.spec.phases if p.ped_push_button and p.ped_crossing_m > 0]
+            if not phases:
+                continue
+            crossings: dict[str, tuple[int, ...]] = {}
+            for index, links in enumerate(api.trafficlight.getControlledLinks(tls)):
+                for _in_lane, out_lane, _via in links:
+                    edge = out_lane.rpartition("_")[0]
+                    called = tuple(p.phase for p in phases if index < len(p.greens) and p.greens[index] in "Gg")
+                    if edge.startswith(":") and "_c" in edge and called:
+                        crossings[edge] = tuple(sorted({*crossings.get(edge, ()), *called}))
+            if not crossings:
+                continue
+            nodes = {edge.rpartition("_c")[0] for edge in crossings}
+            self._buttons[tls] = crossings
+            self._waiting_areas[tls] = tuple(e for e in api.edge.getIDList()
+                                             if e.rpartition("_w")[0] in nodes and e.startswith(":"))
 
     # ------------------------------------------------------------------ stepping
     @property
@@ -286,8 +315,23 @@ class SumoWorld:
             self._vclass_by_type[type_id] = vclass
         return vclass
 
+    def _press_buttons(self, tls: str, emulator: FieldEmulator) -> None:
+        """People standing at one of ``tls``'s crossings press its button (once per person and crossing)."""
+        api, buttons = self._api, self._buttons[tls]
+        for area in self._waiting_areas[tls]:
+            for person in api.edge.getLastStepPersonIDs(area):
+                crossing = api.person.getNextEdge(person)
+                phases = buttons.get(crossing)
+                if not phases or (person, crossing) in self._pressed or api.person.getWaitingTime(person) <= 0:
+                    continue
+                self._pressed.add((person, crossing))
+                for phase in phases:
+                    emulator.program.place_ped_call(phase)
+
     def _drive(self, readings: Mapping[str, Mapping[str, DetectorReading]]) -> None:
         for tls, emulator in self.emulators.items():
+            if tls in self._buttons and emulator.program is not None:
+                self._press_buttons(tls, emulator)
             if self._ped_p > 0 and emulator.program is not None:
                 for phase in self._ped_phases[tls]:
                     if self._ped_rng.random() < self._ped_p:

@@ -496,6 +496,9 @@ def _phases(view: _TlsView, stages: list[tuple[str, float]], clearance_w: float,
             approach_speed_mps=round(max(speeds), 2),
             clearance_width_m=width,
             ped_crossing_m=crossings.get(index, 0.0),
+            # a modelled crossing has push buttons (SUMO's walking people press them, SumoWorld);
+            # an assumed one has none: nobody can call it, so it gets the timed recall
+            ped_push_button=bool(view.ped_links) and index in crossings,
             lanes=max(1, len(lanes)),
         ))
     return tuple(out)

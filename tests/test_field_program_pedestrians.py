@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from field_firmware_stubs import events as ev
-from field_firmware_stubs.program import PED_MAX_WAIT_S, SignalProgram
+from field_firmware_stubs.program import DYNAMIC_MAX_LIMIT_S, PED_MAX_WAIT_S, SignalProgram
 from field_firmware_stubs.samples import four_leg
 
 SPEC = four_leg()
@@ -53,7 +53,9 @@ def test_free_mode_walks_are_fully_timed_and_at_most_max_wait_apart():
     program = SignalProgram(SPEC, plan, start_time=0.0)
     busy = lambda t: {d.detector_id: True for d in SPEC.detectors}  # noqa: E731
     greens = _greens(_events(program, 0.0, 1800.0, busy))
-    longest_turn = max(p.phaseMaximum1 + p.phaseYellowChange + p.phaseRedClear for p in plan.phases)
+    # maxima raised by dynamic max (DYNAMIC_MAX_LIMIT_S at most)
+    longest_turn = max(max(p.phaseMaximum1, DYNAMIC_MAX_LIMIT_S) + p.phaseYellowChange + p.phaseRedClear
+                       for p in plan.phases)
     for ped in PED_PHASES:
         timing = plan.phase(ped)
         walks = [start for phase, start, _end, walk in greens if phase == ped and walk]
@@ -138,3 +140,31 @@ def test_push_button_press_logs_the_ped_detector_and_the_registered_call():
         (now, ev.PED_DETECTOR_ON, ped), (now, ev.PED_CALL_REGISTERED, ped), (now, ev.PED_DETECTOR_ON, ped)]
     after = _events(program, now + 0.5, now + PED_MAX_WAIT_S, idle)
     assert any(e.code == ev.PED_BEGIN_WALK and e.param == ped and e.time > now for e in after)
+
+
+def _push_button_spec():
+    return replace(SPEC, phases=tuple(replace(p, ped_push_button=p.ped_crossing_m > 0) for p in SPEC.phases))
+
+
+def test_push_button_crossing_gets_no_walk_without_a_press():
+    spec = _push_button_spec()
+    program = SignalProgram(spec, _free_plan(), start_time=0.0)
+    busy = lambda t: {d.detector_id: True for d in spec.detectors}  # noqa: E731
+    events = _events(program, 0.0, 1200.0, busy)
+    assert not [e for e in events if e.code == ev.PED_BEGIN_WALK]          # nobody pressed: no walk, ever
+    assert {phase for phase, *_ in _greens(events)} >= PED_PHASES          # the phases still serve vehicles
+
+
+def test_push_button_press_gets_a_fully_timed_walk_at_the_next_service():
+    spec = _push_button_spec()
+    plan = _free_plan()
+    program = SignalProgram(spec, plan, start_time=0.0)
+    busy = lambda t: {d.detector_id: True for d in spec.detectors}  # noqa: E731
+    events = _events(program, 0.0, 300.0, busy)
+    ped = min(PED_PHASES)
+    program.place_ped_call(ped)
+    events = _events(program, 300.5, 600.0, busy)
+    walks = [(phase, s, e) for phase, s, e, walk in _greens(events) if walk]
+    assert [phase for phase, _s, _e in walks] == [ped]                     # one press, one walk, its own phase
+    timing = plan.phase(ped)
+    assert walks[0][2] - walks[0][1] >= timing.phaseWalk + timing.phasePedestrianClear - 1e-6

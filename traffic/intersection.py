@@ -44,6 +44,9 @@ class PhaseSpec:
     lanes: int = 1                   # lanes (approach-lane equivalents) discharging in this phase
     saturation_flow_pcu_h_lane: float = 1900.0
     ped_clear_in_buffer: bool = True  # MUTCD 4E.06: yellow + red clearance count towards the crossing time
+    #: the crossing has push buttons (pedestrian detectors): fully actuated operation shows its walk
+    #: when somebody pressed, never on a timer; False: timed pedestrian recall (nobody can call it)
+    ped_push_button: bool = False
     #: the agency's own yellow change / red clearance for this approach (clearance policy ``agency``);
     #: None: ITE from speed, grade and width. Never below the floor (traffic.clearance).
     agency_yellow_s: float | None = None
