@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge:
         merged = merge_results([json.loads(p.read_text()) for p in args.merge])
         sys.stdout.write(table(merged, controls) + "\n")
+        seeds = sorted({int(r["seed"]) for runs in merged.values() for r in runs if "seed" in r}) or seeds
         goals = goals14(merged, seeds)
         if goals:
             sys.stdout.write("\n" + goals + "\n")
@@ -110,12 +111,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def merge_results(docs: list[dict[str, list[dict[str, Any]]]]) -> dict[str, list[dict[str, Any]]]:
-    """Several runs' results as one: for each network, a later document's runs of a control replace earlier ones."""
+    """Several runs' results as one: per network, a later document's run of a (control, seed) replaces an
+    earlier one; other seeds pool (seed 1 from one file and seeds 2-3 from another make seeds 1-3)."""
     merged: dict[str, list[dict[str, Any]]] = {}
     for doc in docs:
         for label, runs in doc.items():
-            replaced = {r.get("control") for r in runs}
-            kept = [r for r in merged.get(label, []) if r.get("control") not in replaced]
+            replaced = {(r.get("control"), r.get("seed")) for r in runs}
+            kept = [r for r in merged.get(label, []) if (r.get("control"), r.get("seed")) not in replaced]
             merged[label] = kept + list(runs)
     return merged
 

@@ -50,3 +50,28 @@ def test_field_safe_table_compares_with_the_best_baseline_that_pays_the_same_int
     assert verdicts["b"][1] == "-" and verdicts["b"][3] == "-" and verdicts["b"][5] == "+25 %"
     assert "c" not in verdicts  # no actuated-safe run: nothing to compare
     assert field_safe_table([_row("a", "actuated", 20.0, [0])]) == ""
+
+
+def test_goals14_counts_signal_insensitive_networks_apart():
+    from bench.control import goals14_table
+
+    delays = {"ramp": {"static": 6.4, "actuated-safe": 6.4, "max-pressure": 6.45, "adaptive": 6.4},
+              "town": {"static": 40.0, "actuated-safe": 30.0, "max-pressure": 32.0, "adaptive": 26.0}}
+    table = goals14_table(delays, seeds="1")
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
+    assert "ramp (insensitive)" in rows and "town" in rows
+    assert "FAIL / FAIL" in rows["ramp (insensitive)"] and "pass / pass" in rows["town"]
+    assert "| **passed** | | | | 1/2 | 1/2 |" in table                     # counted with the rest ...
+    assert "| **passed where the signals decide** | | | | 1/1 | 1/1 |" in table  # ... and apart
+
+
+def test_corpus_merge_pools_seeds_and_a_later_run_replaces_the_same_seed():
+    from bench.robustness import merge_results
+
+    first = {"net/moderate": [{"control": "adaptive", "seed": 1, "ok": True, "delay": 30.0},
+                              {"control": "static", "seed": 1, "ok": True, "delay": 50.0}]}
+    later = {"net/moderate": [{"control": "adaptive", "seed": 2, "ok": True, "delay": 32.0},
+                              {"control": "static", "seed": 1, "ok": True, "delay": 51.0}]}
+    runs = merge_results([first, later])["net/moderate"]
+    assert sorted((r["control"], r["seed"], r["delay"]) for r in runs) == [
+        ("adaptive", 1, 30.0), ("adaptive", 2, 32.0), ("static", 1, 51.0)]
