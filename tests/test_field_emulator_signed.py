@@ -17,8 +17,16 @@ from traffic.security.signing import PlanSigner, generate_signing_key
 
 SIGNER = PlanSigner(generate_signing_key())
 SPEC = four_leg("c1")
-EXPIRES = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()  # within the field's 900 s bound
-GOOD = SIGNER.sign(replace(SPEC.plan_from_splits([30.0, 12.0, 26.0, 12.0], version=2), expires_at=EXPIRES))
+PLAN = SPEC.plan_from_splits([30.0, 12.0, 26.0, 12.0], version=2)
+
+
+def good():
+    """The genuine signed plan, valid for 10 minutes from now (within the field's 900 s bound).
+
+    Signed at each use, not at import: a suite that reaches these tests more
+    than 10 minutes after collection would otherwise send an expired plan.
+    """
+    return SIGNER.sign(replace(PLAN, expires_at=(datetime.now(UTC) + timedelta(minutes=10)).isoformat()))
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
                            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
@@ -35,7 +43,7 @@ def emulator() -> FieldEmulator:
 @st.composite
 def altered(draw) -> bytes:
     """The genuine signed plan with one field replaced, removed or added (signature kept)."""
-    data = json.loads(GOOD.to_json())
+    data = json.loads(good().to_json())
     target = data if draw(st.booleans()) else data["phases"][draw(st.integers(0, 3))]
     key = draw(st.sampled_from(sorted(target)))
     action = draw(st.sampled_from(["set", "del", "add"]))
@@ -58,15 +66,16 @@ def test_nothing_but_the_signed_plan_is_taken_and_nothing_forces_a_fallback(payl
     assert emu.stats.rejected_rules[0] in (MALFORMED, SIGNATURE)
     assert emu.stats.fallbacks == 0 and not emu.monitor.tripped and state == emu.program.state
     # and the genuine plan still goes through afterwards
-    emu._on_plan_message(GOOD.to_json(), None, b"c")  # noqa: SLF001
+    emu._on_plan_message(good().to_json(), None, b"c")  # noqa: SLF001
     assert emu.stats.plans_accepted == 1
 
 
 def test_the_genuine_signed_plan_is_applied():
     emu = emulator()
-    emu._on_plan_message(GOOD.to_json(), None, b"c")  # noqa: SLF001
+    genuine = good()
+    emu._on_plan_message(genuine.to_json(), None, b"c")  # noqa: SLF001
     t = 1.0
     while emu.mode != msg.MODE_CENTRAL and t < 400:
         t += 1.0
         emu.tick(t, {})
-    assert emu.plan.plan_id == GOOD.plan_id and emu.plan.signature == GOOD.signature
+    assert emu.plan.plan_id == genuine.plan_id and emu.plan.signature == genuine.signature
