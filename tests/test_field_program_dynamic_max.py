@@ -8,10 +8,14 @@ the centre's maximum nor above the limit.
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from field_firmware_stubs import events as ev
-from field_firmware_stubs.program import DYNAMIC_MAX_LIMIT_S, DYNAMIC_MAX_STEP_S, SignalProgram
+from field_firmware_stubs.program import DYNAMIC_MAX_LIMIT_S, DYNAMIC_MAX_STEP_S, SignalProgram, to_ds
 from field_firmware_stubs.samples import four_leg
 
 SPEC = replace(four_leg(), phases=tuple(replace(p, ped_crossing_m=0.0) for p in four_leg().phases))
@@ -88,3 +92,29 @@ def test_raised_maxima_together_never_exceed_the_longest_cycle():
         if {p for p, _g, _c in window} == set(change):
             assert sum(g + change[p] for p, g, _c in window) <= spec.max_cycle_s + n * 1.0
     assert max(g for _p, g, _c in greens) > MAX_S + 1.0                    # it did raise them
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31), st.lists(st.floats(0.0, 1.0), min_size=4, max_size=4),
+       st.floats(120.0, 300.0), st.floats(8.0, 50.0))
+def test_dynamic_maxima_stay_within_their_bounds_whatever_the_traffic(seed, density, max_cycle_s, maximum_s):
+    """Any arrivals: every maximum between the centre's and the limit, all of them within the longest cycle."""
+    spec = replace(SPEC, max_cycle_s=max_cycle_s)
+    plan = _plan()
+    plan = replace(plan, phases=tuple(replace(p, phaseMaximum1=max(maximum_s, p.phaseMinimumGreen))
+                                      for p in plan.phases))
+    program = SignalProgram(spec, plan, start_time=0.0)
+    rng = random.Random(seed)
+    share = {d.detector_id: density[i % 4] for i, d in enumerate(spec.detectors)}
+    t = 0.0
+    while t <= 1200.0:
+        program.step(t, {d: rng.random() < p for d, p in share.items()})
+        program.drain_events()
+        t = round(t + 1.0, 1)
+    phases = program._order  # noqa: SLF001 - the running maxima are the program's own state
+    fits = sum(p.max_green + p.yellow + p.red for p in phases) <= to_ds(max_cycle_s)
+    for p in phases:
+        current = program._max_green(p)  # noqa: SLF001
+        assert p.max_green <= current <= max(p.max_green, to_ds(DYNAMIC_MAX_LIMIT_S))
+    if fits:  # raised only while every phase at its maximum still fits the longest cycle
+        assert sum(program._max_green(p) + p.yellow + p.red for p in phases) <= to_ds(max_cycle_s)  # noqa: SLF001
