@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             results.setdefault(label, []).append(r)
             state = f"{r['delay']:.1f} s" if r.get("ok") else r.get("error", "")[:120]
             sys.stderr.write(f"[{n}/{len(jobs)}] {label} {r.get('control')} seed {r.get('seed')}: {state}\n")
+            if args.json:  # after every run: a long corpus run stopped early keeps what it measured
+                args.json.write_text(json.dumps(results, indent=1) + "\n")
     sys.stdout.write(table(results, controls) + "\n")
     goals = goals14(results, seeds)
     if goals:
