@@ -309,7 +309,8 @@ class CentralService:
             locked_plan = book.active_plan(cid)
             if locked_plan is not None:
                 incumbents[cid] = locked_plan
-        start = now - timedelta(seconds=window_s)
+        # demand from at least demand_window_min_s of counts, however short the epoch (one minute is noise)
+        start = now - timedelta(seconds=max(window_s, self.settings.control.demand_window_min_s))
         totals = self._counts.totals(free, start, now)
         failed = self._counts.failed(free, now)
         demands = {cid: estimate(self.specs[cid], totals.get(cid, {}), self.settings.optimizer,

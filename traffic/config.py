@@ -326,6 +326,10 @@ class ControlSettings(_Section):
     SECTION = "control"
 
     epoch_s: int = 600
+    #: the centre sizes plans on at least this much recent counting, however often it re-plans: a
+    #: one-minute window is mostly noise (re-planning every 60 s on 60 s of counts gridlocked cologne3
+    #: on one seed in three, bench/cadence.py); 0: the epoch alone
+    demand_window_min_s: int = 300
     count_interval_s: int = 60
     gate_margin: float = 0.02
     gate_seeds: tuple[int, ...] = (1, 2)
@@ -482,6 +486,7 @@ _CHECKS: dict[type, dict[str, Check]] = {
     },
     ControlSettings: {
         "epoch_s": in_range(1, DAY_S, unit="s"),
+        "demand_window_min_s": in_range(0, DAY_S, unit="s"),
         "count_interval_s": in_range(1, 3600, unit="s"),
         "gate_margin": in_range(0, 1),
         "gate_seeds": seed_list,
