@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from test_field_world_sumo import NODES  # the same four-arm junction, here with sidewalks and crossings
 
 from field_firmware_stubs import events as ev
 from field_firmware_stubs.emulator import FieldEmulator
@@ -23,11 +24,6 @@ from traffic.config import FieldSettings, MqttSettings
 
 pytestmark = pytest.mark.sumo
 
-NODES = """<nodes>
- <node id="C" x="0" y="0" type="traffic_light"/>
- <node id="N" x="0" y="150"/> <node id="S" x="0" y="-150"/>
- <node id="E" x="150" y="0"/> <node id="W" x="-150" y="0"/>
-</nodes>"""
 EDGES = "<edges>" + "".join(
     f'<edge id="{a}_in" from="{a.upper()}" to="C" numLanes="2" speed="13.0"/>'
     f'<edge id="{a}_out" from="C" to="{a.upper()}" numLanes="2" speed="13.0"/>' for a in "nsew") + "</edges>"
