@@ -33,7 +33,9 @@ CONTROLLERS = ("j1", "j2", "j3")
 FAST_SETTINGS = {
     "epoch_s = 300 ": "epoch_s = 60 ", "count_interval_s = 60 ": "count_interval_s = 10 ",
     "gate_seeds = [1, 2]": "gate_seeds = [1]", "gate_horizon_s = 900": "gate_horizon_s = 300",
-    "central_silence_timeout_s = 900.0": "central_silence_timeout_s = 60.0",
+    # two epochs of silence, as production keeps 900 s against 300 s epochs: with the timeout equal to the
+    # epoch, an epoch whose gate ran a few seconds long let the fields fall back between heartbeats
+    "central_silence_timeout_s = 900.0": "central_silence_timeout_s = 120.0",
 }
 
 
