@@ -93,6 +93,7 @@ from dataclasses import dataclass
 from field_firmware_stubs import events as ev
 from field_firmware_stubs.events import HiResEvent
 from field_firmware_stubs.plan_check import check_plan
+from traffic.clearance import PED_RECALL_PERIOD_S
 from traffic.errors import PlanError, UnsafePlanError
 from traffic.intersection import IntersectionSpec
 from traffic.plan import PhaseTiming, PlanMode, TimingPlan
@@ -107,7 +108,7 @@ BLOCKED_S = 12.0
 #: free mode picks the next phase by demand: one waiting lane counts as much as this many seconds of waiting
 AGE_WEIGHT_S = 20.0
 #: free mode: a phase timing pedestrians shows its walk at least this often (s), whatever the vehicles want
-PED_MAX_WAIT_S = 90.0
+PED_MAX_WAIT_S = PED_RECALL_PERIOD_S
 #: free mode, gap reduction (volume-density operation, NTCIP 1202 phaseTimeBeforeReduction,
 #: phaseTimeToReduce, phaseMinimumGap): once a conflicting call has waited GAP_REDUCE_AFTER_S and the
 #: phase has had the green the centre planned for it (its split less yellow and red clearance: the

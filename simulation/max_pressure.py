@@ -62,11 +62,15 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from traffic.clearance import PED_RECALL_PERIOD_S
 from traffic.errors import SimulationError
 from traffic.intersection import IntersectionSpec
 from traffic.signals import GREEN_CHARS, red_clear_state, yellow_state
 
 log = logging.getLogger(__name__)
+
+#: values of ``MaxPressureSettings.pedestrian_timing``
+PEDESTRIAN_TIMINGS = ("auto", "on", "recall", "off")
 
 #: SUMO's halting threshold (``getLastStepHaltingNumber`` counts speed < 0.1 m/s).
 HALTING_SPEED_MPS = 0.1
@@ -88,8 +92,11 @@ class MaxPressureSettings:
     max_green_s: float | None = None
     #: None: no starvation guard. A number: a link with halting vehicles red that long forces its phase.
     max_red_s: float | None = 120.0
-    #: "auto": walk + pedestrian clearance bound the minimum green only where the
-    #: network models crossings (elsewhere no pedestrian walks in SUMO); "on"/"off" force it.
+    #: "auto": where the network models crossings, walk + pedestrian clearance bound every green of a
+    #: phase that times them ("on"); where the spec only assumes its crosswalks (no crossing in SUMO,
+    #: nobody to press a button), the timed pedestrian recall ("recall"): each such phase shows its walk
+    #: at least every ``PED_RECALL_PERIOD_S``, as the field's free mode does. "off": no pedestrian timing
+    #: (not field-safe where people cross; the published RESCO baseline and the no-crosswalk variants).
     pedestrian_timing: str = "auto"
     #: None: each phase's ITE yellow and all-red (field-safe). A number: that fixed
     #: yellow and no all-red, *only* to reproduce published baselines (see :func:`resco`).
@@ -119,8 +126,9 @@ class MaxPressureSettings:
             raise SimulationError(f"ped_max_wait_s must be positive: {self}")
         if self.starvation_basis not in ("vehicle", "link"):
             raise SimulationError(f"starvation_basis must be vehicle or link, got {self.starvation_basis!r}")
-        if self.pedestrian_timing not in ("auto", "on", "off"):
-            raise SimulationError(f"pedestrian_timing must be auto, on or off, got {self.pedestrian_timing!r}")
+        if self.pedestrian_timing not in PEDESTRIAN_TIMINGS:
+            raise SimulationError(f"pedestrian_timing must be one of {', '.join(PEDESTRIAN_TIMINGS)}, "
+                                  f"got {self.pedestrian_timing!r}")
         if self.fixed_yellow_s is not None and not self.fixed_yellow_s > 0:
             raise SimulationError("fixed_yellow_s must be positive")
         if not (self.min_green_s >= 0 and self.queue_range_m > 0):
@@ -262,6 +270,10 @@ class MaxPressureController:
         self.stop_go: frozenset[int] = frozenset()
         self._ped_green_end: dict[int, float] = {}
         self._started = 0.0
+        #: per phase: walk + pedestrian clearance of a crosswalk on timed recall (0: none)
+        self.ped_recall: list[float] = [0.0] * len(spec.phases)
+        self._last_walk: dict[int, float] = {}  # recall phase -> start of its last walk
+        self._walk_end = 0.0                     # end of the walk (+ flashing don't-walk) the green now times
 
     # ---- wiring ------------------------------------------------------
     def start(self, api, now: float) -> float:
@@ -277,6 +289,9 @@ class MaxPressureController:
         if ped == "on" or (ped == "auto" and crossings):
             self.min_green = [max(m, p.walk_s + p.ped_clear_s) if p.ped_crossing_m > 0 else m
                               for m, p in zip(self.min_green, self.spec.phases, strict=False)]
+        elif ped == "recall" or (ped == "auto" and not crossings):
+            self.ped_recall = [p.walk_s + p.ped_clear_s if p.ped_crossing_m > 0 else 0.0 for p in self.spec.phases]
+            self._last_walk = {k: now for k, d in enumerate(self.ped_recall) if d > 0}
         road: dict[str, bool] = {}
 
         def is_road(lane_id: str) -> bool:
@@ -341,11 +356,18 @@ class MaxPressureController:
         """Act at ``now``: continue a change interval, or take the decision at the end of a green block."""
         if self.transition is not None:
             return self._advance(api, now)
+        if self._walk_due(self.current, now):  # pedestrian recycle: the walk falls due in its own green
+            self._begin_walk(now)
+        if now + 1e-6 < self._walk_end:
+            return max(self._walk_end, self._next_decision(now))
         green_s = now - self.green_start
         if green_s + 1e-6 < self.min_green[self.current]:
             return self._next_decision(now)
         pressures, demand, waited = self.measure(api, now)
         chosen = choose_phase(self.current, pressures, demand, waited, green_s, self.settings)
+        overdue = [k for k in self._last_walk if k != self.current and self._walk_due(k, now)]
+        if overdue:  # a crosswalk on timed recall goes first, the longest overdue first (as in the field)
+            chosen = min(overdue, key=lambda k: (self._last_walk[k], k))
         if chosen == self.current:
             return self._next_decision(now)
         for i in self.phase_serves[self.current]:
@@ -470,8 +492,21 @@ class MaxPressureController:
 
     def _begin_green(self, api, now: float) -> float:
         self.green_start = now
+        self._walk_end = now
+        if self._walk_due(self.current, now):
+            self._begin_walk(now)
         self._show(api, now, self.greens[self.current], self.current, "green")
-        return self._next_decision(now)
+        return max(self._walk_end, self._next_decision(now))
+
+    def _walk_due(self, phase: int, now: float) -> bool:
+        """Whether ``phase``'s crosswalk on timed recall must show its walk now (not while it already does)."""
+        last = self._last_walk.get(phase)
+        return last is not None and now + 1e-6 >= last + PED_RECALL_PERIOD_S and now + 1e-6 >= self._walk_end
+
+    def _begin_walk(self, now: float) -> None:
+        """The current green shows its walk from ``now``: it lasts at least walk + pedestrian clearance more."""
+        self._last_walk[self.current] = now
+        self._walk_end = now + self.ped_recall[self.current]
 
     def _plan_transition(self, shown: str, target: int, *, leaving: int | None) -> _Transition:
         following = self.greens[target]

@@ -30,6 +30,7 @@ from simulation.max_pressure import (
     phase_pressures,
 )
 from simulation.scenario import load_scenario
+from traffic.clearance import PED_RECALL_PERIOD_S
 from traffic.errors import SimulationError
 from traffic.intersection import IntersectionSpec, PhaseSpec
 from traffic.signals import red_clear_state, yellow_state
@@ -361,3 +362,56 @@ def test_max_pressure_runs_a_joined_cluster_network_to_the_end(joined) -> None:
         for a, b in zip(entries, entries[1:], strict=False):
             for x, y in zip(a.state, b.state, strict=False):
                 assert not (x in GREEN and y in "rs"), (a, b)
+
+
+# ---- timed pedestrian recall on assumed crosswalks ------------------------------------------------------
+
+def _recall_spec() -> IntersectionSpec:
+    """N-S through (phase 1) and E-W through with an assumed 19 m crosswalk (phase 2): no crossing in SUMO."""
+    return IntersectionSpec("c1", "t1", 4, (PhaseSpec(1, "GrGr", 13.89, clearance_width_m=20.0),
+                                            PhaseSpec(2, "rGrG", 13.89, clearance_width_m=20.0,
+                                                      ped_crossing_m=19.0)))
+
+
+def _greens_of(trace: list[TraceEntry], end: float) -> list[tuple[int, float, float]]:
+    """(phase index, start, length) of every green in the trace."""
+    return [(e.phase, e.time, d) for e, d in _intervals(trace, end) if e.kind == "green"]
+
+
+@pytest.mark.parametrize("timing", ["auto", "recall"])
+def test_assumed_crosswalk_gets_its_walk_at_least_every_recall_period(timing) -> None:
+    spec = _recall_spec()
+    walk = spec.phases[1].walk_s + spec.phases[1].ped_clear_s
+    turn = max(p.yellow_s + p.red_clear_s for p in spec.phases) + 10.0  # a change interval and one decision block
+    trace: list[TraceEntry] = []
+    ctl = MaxPressureController(spec, MaxPressureSettings(pedestrian_timing=timing, max_red_s=None), trace=trace)
+    api = FakeApi("t1", LINKS[:4], initial="GrGr")
+    end = 1800.0
+    # vehicles only ever queue on phase 1's lanes: pressure alone would never leave it
+    _drive(ctl, api, lambda now: {"i0_0": 9, "i2_0": 9}, end)
+    served = [(s, d) for k, s, d in _greens_of(trace, end) if k == 1]
+    assert len(served) >= end / (PED_RECALL_PERIOD_S + turn) - 1
+    for start, length in served:
+        assert length >= walk - 1e-9, f"the walk green at {start} lasted {length} s, walk + clearance is {walk}"
+    starts = [0.0] + [s for s, _ in served]
+    assert max(b - a for a, b in zip(starts, starts[1:], strict=False)) <= PED_RECALL_PERIOD_S + turn
+
+
+def test_pedestrian_timing_off_never_serves_an_empty_crosswalk_phase() -> None:
+    spec = _recall_spec()
+    trace: list[TraceEntry] = []
+    ctl = MaxPressureController(spec, MaxPressureSettings(pedestrian_timing="off", max_red_s=None), trace=trace)
+    _drive(ctl, FakeApi("t1", LINKS[:4], initial="GrGr"), lambda now: {"i0_0": 9, "i2_0": 9}, 900.0)
+    assert [k for k, _s, _d in _greens_of(trace, 900.0)] == [0]
+
+
+def test_the_walk_falling_due_in_its_own_green_holds_that_green() -> None:
+    spec = _recall_spec()
+    walk = spec.phases[1].walk_s + spec.phases[1].ped_clear_s
+    trace: list[TraceEntry] = []
+    ctl = MaxPressureController(spec, MaxPressureSettings(pedestrian_timing="recall", max_red_s=None), trace=trace)
+    # phase 2 has the queue from the start, then (after 95 s, its walk due at 90 s) phase 1 takes over
+    _drive(ctl, FakeApi("t1", LINKS[:4], initial="rGrG"),
+           lambda now: {"i1_0": 9, "i3_0": 9} if now < 95.0 else {"i0_0": 30, "i2_0": 30}, 300.0)
+    first = _greens_of(trace, 300.0)[0]
+    assert first[0] == 1 and first[2] >= PED_RECALL_PERIOD_S + walk - 1e-9  # recycled: the walk ran in full

@@ -76,6 +76,9 @@ WALKING_SPEED_MPS = 1.07
 MIN_YELLOW_S = 3.0        # common policy floor (MUTCD: 3 to 6 s)
 MAX_YELLOW_S = 6.0
 MIN_WALK_S = 7.0          # MUTCD minimum walk interval
+#: a crosswalk without push buttons shows its walk at least this often (timed pedestrian recall, s):
+#: what a fixed 90 s cycle gives. The field's free mode and the field-safe baselines use the same period.
+PED_RECALL_PERIOD_S = 90.0
 MIN_BUFFER_S = 3.0        # MUTCD 4E.06: buffer (steady don't-walk before conflicting release) >= 3 s
 MIN_PED_CHANGE_S = 3.0    # policy floor of the flashing don't-walk when the buffer covers most of the crossing
 TOLERANCE_S = 0.05        # plans carry 0.1 s resolution; compare with this slack
