@@ -41,6 +41,15 @@ Robustness on real networks:
   its minimum green;
 * minimum green = max(``min_green_s`` (5 s), the spec's minimum green, walk +
   pedestrian clearance where the network models crossings);
+* crosswalks the spec only assumes (``pedestrians="assume"``: people cross,
+  SUMO does not walk them, nobody can press a button) get the field's timed
+  pedestrian recall: each such phase shows its walk at least every
+  ``PED_RECALL_PERIOD_S`` (90 s), the longest overdue first, holding that
+  green for walk + pedestrian clearance (and a walk falling due in its own
+  green starts there and holds it). Before, this baseline timed no
+  pedestrian there while ``adaptive`` and ``actuated-safe`` did, which made
+  it look 7-8 s a vehicle better than it is on the motorcycle corridor;
+  ``pedestrian_timing="off"`` keeps that pedestrian-blind variant;
 * no starvation: a vehicle link with halting vehicles that has been red for
   ``max_red_s`` forces the phase serving it (longest wait first). ``None``
   switches the guard off;
