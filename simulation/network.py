@@ -163,14 +163,49 @@ def _read_net(net_file: Path):
         raise ScenarioError(f"cannot read network {net_file}: {exc}") from exc
 
 
-def _program(tls) -> list[tuple[float, str]]:
+def _programs(tls) -> list[list[tuple[float, str]]]:
+    """The network's own program first (the first static one by programID: netconvert writes "0"), then the
+    TLS's other static programs (an external controller may switch between them)."""
     programs = tls.getPrograms()
     if not programs:
         raise ScenarioError(f"TLS {tls.getID()} has no program in the network")
-    # The network's own program: the first static one by programID (netconvert writes "0").
     static = [programs[pid] for pid in sorted(programs) if programs[pid].getType() == "static"]
     chosen = static[0] if static else programs[sorted(programs)[0]]
-    return [(float(p.duration), p.state) for p in chosen.getPhases()]
+    others = [prog for prog in static if prog is not chosen]
+    return [[(float(p.duration), p.state) for p in prog.getPhases()] for prog in (chosen, *others)]
+
+
+def stages_over_programs(programs: Sequence[Sequence[tuple[float, str]]], ped_links: frozenset[int],
+                         vehicle_links: frozenset[int]) -> tuple[list[tuple[str, float]], int]:
+    """Green stages of the signal's design: its own program's, completed from its other programs.
+
+    Some networks run each stage as a program of its own and switch programs
+    from outside (one long phase per program, e.g. Braunschweig's
+    ``cluster_104171179_...``: four programs of one 1000 s stage). The first
+    program alone then leaves movements red for ever, under every control.
+    When the first program never releases a vehicle link that another static
+    program of the same signal releases, the other programs' distinct stages
+    join the design (in programID order); otherwise the first program is the
+    design, as before. Returns the stages and how many programs they came from.
+    """
+    if not programs:
+        return [], 0
+    stages = green_stages(programs[0], ped_links)
+    served = {i for greens, _ in stages for i, c in enumerate(greens) if c in _GREEN}
+    if not (vehicle_links - served) or len(programs) < 2:
+        return stages, 1
+    used = 1
+    length = len(programs[0][0][1]) if programs[0] else 0
+    for other in programs[1:]:
+        if any(len(state) != length for _, state in other):
+            continue
+        added = False
+        for greens, duration in green_stages(other, ped_links):
+            if all(greens != g for g, _ in stages):
+                stages.append((greens, duration))
+                added = True
+        used += int(added)
+    return stages, used
 
 
 def _normalise(state: str) -> str:
@@ -809,7 +844,8 @@ def _map_signal(view: _TlsView, cid: str, site: str, pedestrians: str, loops: li
     """One TLS as an :class:`IntersectionSpec`, or the findings that keep it on its own program."""
     tls_id = view.tls_id
     try:
-        program = _program(view.tls)
+        programs = _programs(view.tls)
+        program = programs[0]
     except ScenarioError as exc:
         return [SignalFinding(tls_id, FindingLevel.UNCONTROLLED, "NO_PROGRAM", str(exc),
                               "give the signal a static program in the network")]
@@ -817,7 +853,8 @@ def _map_signal(view: _TlsView, cid: str, site: str, pedestrians: str, loops: li
         return [SignalFinding(tls_id, FindingLevel.UNCONTROLLED, "STATE_LENGTH",
                               f"program state length differs from its {view.link_count} links",
                               "rebuild the program with netconvert or netedit")]
-    stages = green_stages(program, frozenset(view.ped_links))
+    vehicle = frozenset(i for i in view.links if view.vehicle_links(i))
+    stages, _used = stages_over_programs(programs, frozenset(view.ped_links), vehicle)
     if not stages:
         return [SignalFinding(tls_id, FindingLevel.UNCONTROLLED, "NO_GREEN_STAGE", "its program has no green stage",
                               "a program that never shows green cannot be timed")]
@@ -879,6 +916,17 @@ def _info_findings(view: _TlsView, spec: IntersectionSpec) -> list[SignalFinding
                                  "Plans may keep these pairs together, never others",
                                  "confirm each merge is a lane the streams may share and each give-way movement "
                                  "is signed as such"))
+    try:
+        programs = _programs(view.tls)
+    except ScenarioError:
+        programs = []
+    vehicle = frozenset(i for i in view.links if view.vehicle_links(i))
+    _stages, used = stages_over_programs(programs, frozenset(view.ped_links), vehicle)
+    if used > 1:
+        out.append(SignalFinding(spec.tls_id, FindingLevel.WARNING, "STAGES_FROM_PROGRAMS",
+                                 f"its first program never releases some movements; the design takes the stages "
+                                 f"of {used} of its {len(programs)} programs ({len(spec.phases)} phases)",
+                                 "confirm the stages: the network switches programs from outside"))
     if len(view.nodes) > 1:
         out.append(SignalFinding(spec.tls_id, FindingLevel.INFO, "JOINED",
                                  f"one program over {len(view.nodes)} junctions "

@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 
 from simulation.binaries import sumo_binary
 from simulation.corridor import generate_corridor
-from simulation.network import corridor_from_net, green_stages, loop_id, missing_loops, sanitize_id
+from simulation.network import (
+    corridor_from_net,
+    green_stages,
+    loop_id,
+    missing_loops,
+    sanitize_id,
+    stages_over_programs,
+)
 from simulation.scenario import load_scenario
 from traffic.errors import MessageError, ScenarioError
 from traffic.intersection import IntersectionSpec
@@ -234,3 +241,56 @@ def test_load_generated_corridor(corridor_scenario) -> None:
     assert (loaded.begin, loaded.end) == (0, 300)
     with pytest.raises(ScenarioError):
         load_scenario(corridor_scenario.sumocfg.parent / "nope")
+
+
+# ---- a design spread over several programs (switched from outside) -------------------------------------
+
+def test_stages_over_programs_completes_a_first_program_that_leaves_movements_red() -> None:
+    vehicle = frozenset(range(6))
+    first = [(1000.0, "GGGrrr")]
+    second = [(4.0, "yyyrrr"), (1000.0, "rrrGGg")]
+    stages, used = stages_over_programs([first, second], frozenset(), vehicle)
+    assert [g for g, _ in stages] == ["GGGrrr", "rrrGGg"] and used == 2
+    # a first program that serves every vehicle link is the design on its own, whatever else exists
+    full = [(30.0, "GGGrrr"), (3.0, "yyyrrr"), (30.0, "rrrGGg"), (3.0, "rrryyy")]
+    stages, used = stages_over_programs([full, [(60.0, "GrrGrr")]], frozenset(), vehicle)
+    assert [g for g, _ in stages] == ["GGGrrr", "rrrGGg"] and used == 1
+    # a program with another state length (a different signal layout) and repeats of known stages add nothing
+    stages, used = stages_over_programs([first, [(9.0, "GGGG")], [(9.0, "GGGrrr")]], frozenset(), vehicle)
+    assert [g for g, _ in stages] == ["GGGrrr"] and used == 1
+    # a link no program releases stays unserved: the mapping never invents a green
+    stages, _ = stages_over_programs([first, second], frozenset(), frozenset(range(7)))
+    assert all(len(g) == 6 for g, _ in stages)
+    assert stages_over_programs([], frozenset(), vehicle) == ([], 0)
+
+
+def test_a_signal_whose_stages_are_separate_programs_maps_to_all_of_them(tmp_path: Path) -> None:
+    net = tmp_path / "one.net.xml"
+    subprocess.run([sumo_binary("netgenerate"), "--grid", "--grid.number", "1", "--grid.attach-length", "150",
+                    "-j", "traffic_light", "--tls.default-type", "static", "--no-turnarounds", "true",
+                    "--no-warnings", "-o", str(net)], check=True, capture_output=True)
+    tree = ET.parse(net)
+    root = tree.getroot()
+    logic = root.find("tlLogic")
+    states = [p.get("state") for p in logic.findall("phase")]
+    greens = [s for s in states if "G" in s or "g" in s]
+    assert len(greens) == 2
+    # one program per stage, as an external controller switching programs would run it
+    for phase in list(logic):
+        logic.remove(phase)
+    ET.SubElement(logic, "phase", duration="1000", state=greens[0])
+    second = ET.SubElement(root, "tlLogic", id=logic.get("id"), type="static", programID="1", offset="0")
+    ET.SubElement(second, "phase", duration="1000", state=greens[1])
+    root.remove(second)
+    root.insert(list(root).index(logic) + 1, second)
+    tree.write(net)
+    corridor = corridor_from_net(net, site="t")
+    (spec,) = corridor.intersections
+    assert [p.greens for p in spec.phases] == greens
+    _assert_consistent(spec)  # every link is served by some phase
+    assert any(f.rule == "STAGES_FROM_PROGRAMS" for f in corridor.findings)
+    # the first program alone (nothing to complete it from) leaves the other approaches red, as before
+    root.remove(second)
+    tree.write(net)
+    (alone,) = corridor_from_net(net, site="t").intersections
+    assert [p.greens for p in alone.phases] == greens[:1]
