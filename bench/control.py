@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import app.sim_adaptive  # noqa: F401 - the composition root: registers ``adaptive``, installs the safety check
@@ -258,18 +259,22 @@ def policy_line() -> str:
 
 
 def goals14_table(delays: dict[str, dict[str, float]], undeparted: dict[str, dict[str, list[int]]] | None = None,
-                  *, seeds: str = "") -> str:
+                  *, seeds: str = "", no_decision: Collection[str] = ()) -> str:
     """Issue #14's goals per network from mean delays ``{network: {control: delay}}`` ("" without adaptive).
 
     Goal 1: adaptive <= 0.9 x the best of ``actuated-safe`` and field-safe ``max-pressure`` (same policy);
     goal 2: adaptive <= 0.75 x ``static``; goal 3 (moonshot): adaptive <= the best of ``actuated`` and
     ``max-pressure-resco`` (3 s yellows, no all-red). ``n/a`` where a control was not run. Undeparted:
     adaptive's per seed (a goal fails when adaptive leaves vehicles the best field-safe baseline does not).
+    ``no_decision``: networks whose every controlled signal has a single green stage (a closure or
+    metering signal mapped to "always green"): every field-safe control runs the same, so goal 1 cannot
+    be met there by anybody; marked and, like signal-insensitive networks, also counted apart.
     """
     undeparted = undeparted or {}
     lines = [f"Goals of issue #14 ({policy_line()}; seeds {seeds or '?'}; mean delay s, RESCO definition; "
              f"networks marked '(insensitive)' give every control within {INSENSITIVE_SPREAD:.0%} of the same "
-             "delay: their signals are not what limits them)", "",
+             "delay: their signals are not what limits them; '(no signal decision)': every signal has one "
+             "green stage, so every field-safe control shows the same)", "",
              "| network | fixed time | best field-safe | adaptive | / field-safe (<= 0.9) | / fixed (<= 0.75) | "
              "best 3 s-yellow | / 3 s-yellow (<= 1, moonshot) | undeparted adaptive | goals 1 / 2 / 3 |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -282,6 +287,7 @@ def goals14_table(delays: dict[str, dict[str, float]], undeparted: dict[str, dic
         if ours is None:
             continue
         insensitive = signal_insensitive(by)
+        undecided = name in no_decision
         safe = {c: by[c] for c in FIELD_SAFE_BASELINES if c in by}
         own = {c: by[c] for c in OWN_INTERVAL_BASELINES if c in by}
         static = by.get("static")
@@ -316,10 +322,11 @@ def goals14_table(delays: dict[str, dict[str, float]], undeparted: dict[str, dic
             if v is not None:
                 counted[i] += 1
                 passed[i] += int(v)
-                if not insensitive:
+                if not (insensitive or undecided):
                     decisive_counted[i] += 1
                     decisive[i] += int(v)
         name = f"{name} (insensitive)" if insensitive else name
+        name = f"{name} (no signal decision)" if undecided else name
         und_cell = "/".join(str(n) for n in und.get("adaptive", [])) or "-"
         verdict = " / ".join("n/a" if v is None else ("pass" if v else "FAIL") for v in verdicts)
         lines.append(f"| {name} | {'-' if static is None else f'{static:.1f}'} | {cells[0]} | {ours:.1f} | "

@@ -42,6 +42,8 @@ def _one(cfg: str, control: str, seed: int, workdir: str) -> dict[str, Any]:
         work = Path(workdir)
         scenario = load_scenario(Path(cfg), detectors_dir=work / "detectors")
         out["signals"] = len(scenario.corridor.intersections)
+        # signals with a choice to make (two green stages or more): none, and every field-safe control is the same
+        out["deciding_signals"] = sum(1 for spec in scenario.corridor.intersections if len(spec.phases) >= 2)
         out["own_program"] = list(scenario.corridor.uncontrolled)
         kpis = control_fn(control)(scenario, seed, scenario.begin, scenario.end, work / f"{control}-seed{seed}")
         out.update(ok=True, delay=kpis.mean_delay_s, undeparted=kpis.undeparted, vehicles=kpis.vehicles)
@@ -141,7 +143,9 @@ def goals14(results: dict[str, list[dict[str, Any]]], seeds: list[int]) -> str:
                 runs = sorted(runs, key=lambda r: r.get("seed", 0))
                 delays.setdefault(label, {})[control] = sum(r["delay"] for r in runs) / len(runs)
                 undeparted.setdefault(label, {})[control] = [int(r.get("undeparted", 0)) for r in runs]
-    return goals14_table(delays, undeparted, seeds=",".join(map(str, seeds)))
+    no_decision = {label for label, runs in results.items()
+                   if any(r.get("deciding_signals") == 0 for r in runs)}
+    return goals14_table(delays, undeparted, seeds=",".join(map(str, seeds)), no_decision=no_decision)
 
 
 def table(results: dict[str, list[dict[str, Any]]], controls: list[str]) -> str:

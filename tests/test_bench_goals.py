@@ -75,3 +75,33 @@ def test_corpus_merge_pools_seeds_and_a_later_run_replaces_the_same_seed():
     runs = merge_results([first, later])["net/moderate"]
     assert sorted((r["control"], r["seed"], r["delay"]) for r in runs) == [
         ("adaptive", 1, 30.0), ("adaptive", 2, 32.0), ("static", 1, 51.0)]
+
+
+def test_goals14_counts_networks_without_a_signal_decision_apart():
+    from bench.control import goals14_table
+
+    # a closure signal mapped to "always green": the field-safe controls all show the same, fixed time does not
+    delays = {"closure": {"static": 300.0, "actuated-safe": 7.1, "max-pressure": 7.1, "adaptive": 7.1},
+              "town": {"static": 40.0, "actuated-safe": 30.0, "max-pressure": 32.0, "adaptive": 26.0}}
+    table = goals14_table(delays, seeds="1", no_decision={"closure"})
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
+    assert "closure (no signal decision)" in rows and "town" in rows
+    assert "FAIL / pass" in rows["closure (no signal decision)"]
+    assert "| **passed** | | | | 1/2 | 2/2 |" in table
+    assert "| **passed where the signals decide** | | | | 1/1 | 1/1 |" in table
+    # without the mark it is an ordinary network (fixed time differs: not signal-insensitive)
+    assert "passed where the signals decide" not in goals14_table(delays, seeds="1")
+
+
+def test_robustness_marks_a_network_whose_runs_report_no_deciding_signal():
+    from bench.robustness import goals14
+
+    def run(control: str, delay: float, deciding: int) -> dict:
+        return {"control": control, "seed": 1, "ok": True, "delay": delay, "undeparted": 0,
+                "deciding_signals": deciding}
+    results = {"closure/moderate": [run(c, d, 0) for c, d in (("static", 300.0), ("actuated-safe", 7.1),
+                                                                 ("adaptive", 7.1))],
+               "town/moderate": [run(c, d, 3) for c, d in (("static", 40.0), ("actuated-safe", 30.0),
+                                                              ("adaptive", 26.0))]}
+    table = goals14(results, [1])
+    assert "closure/moderate (no signal decision)" in table and "town/moderate (no signal decision)" not in table
