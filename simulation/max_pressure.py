@@ -283,6 +283,8 @@ class MaxPressureController:
         self.ped_recall: list[float] = [0.0] * len(spec.phases)
         self._last_walk: dict[int, float] = {}  # recall phase -> start of its last walk
         self._walk_end = 0.0                     # end of the walk (+ flashing don't-walk) the green now times
+        #: (phase index, start) of every recall walk shown, for audits and tests
+        self.walks: list[tuple[int, float]] = []
 
     # ---- wiring ------------------------------------------------------
     def start(self, api, now: float) -> float:
@@ -516,6 +518,7 @@ class MaxPressureController:
         """The current green shows its walk from ``now``: it lasts at least walk + pedestrian clearance more."""
         self._last_walk[self.current] = now
         self._walk_end = now + self.ped_recall[self.current]
+        self.walks.append((self.current, now))
 
     def _plan_transition(self, shown: str, target: int, *, leaving: int | None) -> _Transition:
         following = self.greens[target]

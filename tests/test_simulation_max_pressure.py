@@ -415,3 +415,29 @@ def test_the_walk_falling_due_in_its_own_green_holds_that_green() -> None:
            lambda now: {"i1_0": 9, "i3_0": 9} if now < 95.0 else {"i0_0": 30, "i2_0": 30}, 300.0)
     first = _greens_of(trace, 300.0)[0]
     assert first[0] == 1 and first[2] >= PED_RECALL_PERIOD_S + walk - 1e-9  # recycled: the walk ran in full
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.integers(min_value=0, max_value=15), min_size=4, max_size=4), min_size=1, max_size=30))
+def test_any_queues_the_crosswalk_walks_within_the_recall_period(queue_rows) -> None:
+    spec = _recall_spec()
+    walk = spec.phases[1].walk_s + spec.phases[1].ped_clear_s
+    change = max(p.yellow_s + p.red_clear_s for p in spec.phases)
+    settings = MaxPressureSettings(pedestrian_timing="recall")
+    trace: list[TraceEntry] = []
+    ctl = MaxPressureController(spec, settings, trace=trace)
+    end = 1200.0
+
+    def draws(now: float) -> dict[str, int]:
+        row = queue_rows[int(now // 7) % len(queue_rows)]
+        return {f"i{k}_0": n for k, n in enumerate(row)}
+    _drive(ctl, FakeApi("t1", LINKS[:4], initial="GrGr"), draws, end)
+    starts = [t for k, t in ctl.walks]
+    assert {k for k, _ in ctl.walks} <= {1}
+    # a walk at least every period, late by at most a decision block, a minimum green and two changes
+    bound = PED_RECALL_PERIOD_S + settings.decision_s + settings.min_green_s + 2 * change + 1.0
+    assert max(b - a for a, b in zip([0.0, *starts], [*starts, end], strict=False)) <= bound
+    greens = _greens_of(trace, end)
+    for t in starts:  # each walk is shown in a green of its phase that lasts the walk + clearance
+        k, start, length = next(g for g in greens if g[1] <= t + 1e-6 and t < g[1] + g[2] + 1e-6)
+        assert k == 1 and (start + length >= t + walk - 1e-6 or start + length >= end - 1e-6)
