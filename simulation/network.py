@@ -208,6 +208,19 @@ def stages_over_programs(programs: Sequence[Sequence[tuple[float, str]]], ped_li
     return stages, used
 
 
+def all_red_seconds(program: Sequence[tuple[float, str]], vehicle_links: frozenset[int]) -> float:
+    """Seconds per program cycle in which every vehicle signal shows red (closure, metering, a scramble).
+
+    Yellow intervals do not count (they are the change into that red).
+    """
+    total = 0.0
+    for duration, state in program:
+        signals = [state[i] for i in vehicle_links if i < len(state)]
+        if signals and all(c in "rs" for c in signals):
+            total += duration
+    return total
+
+
 def _normalise(state: str) -> str:
     return "".join(c if c in _RANK else "r" for c in state)
 
@@ -922,6 +935,14 @@ def _info_findings(view: _TlsView, spec: IntersectionSpec) -> list[SignalFinding
         programs = []
     vehicle = frozenset(i for i in view.links if view.vehicle_links(i))
     _stages, used = stages_over_programs(programs, frozenset(view.ped_links), vehicle)
+    stopped = all_red_seconds(programs[0], vehicle) if programs else 0.0
+    if len(spec.phases) == 1 and stopped > 0:
+        cycle = sum(d for d, _ in programs[0])
+        out.append(SignalFinding(spec.tls_id, FindingLevel.WARNING, "ONE_STAGE_HELD_GREEN",
+                                 f"the design has one green stage, which the project holds; the network's program "
+                                 f"stops every vehicle movement for {stopped:.0f} s of its {cycle:.0f} s cycle "
+                                 "(a closure, ramp metering or an unmodelled pedestrian stage)",
+                                 "confirm nobody needs that red; if pedestrians cross there, model the crossing"))
     if used > 1:
         out.append(SignalFinding(spec.tls_id, FindingLevel.WARNING, "STAGES_FROM_PROGRAMS",
                                  f"its first program never releases some movements; the design takes the stages "

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from simulation.binaries import sumo_binary
 from simulation.corridor import generate_corridor
 from simulation.network import (
+    all_red_seconds,
     corridor_from_net,
     green_stages,
     loop_id,
@@ -294,3 +295,40 @@ def test_a_signal_whose_stages_are_separate_programs_maps_to_all_of_them(tmp_pat
     tree.write(net)
     (alone,) = corridor_from_net(net, site="t").intersections
     assert [p.greens for p in alone.phases] == greens[:1]
+
+
+def test_all_red_seconds_counts_only_states_that_stop_every_vehicle_movement() -> None:
+    vehicle = frozenset({0, 1, 2})
+    # green, its yellow, a 5 s all-red pulse (pedestrian links 3 may be green meanwhile), a partial red
+    program = [(82.0, "GGgr"), (3.0, "yyyr"), (5.0, "rrrG"), (10.0, "rGrr")]
+    assert all_red_seconds(program, vehicle) == 5.0
+    assert all_red_seconds([(30.0, "GGGr"), (3.0, "yyyr")], vehicle) == 0.0
+    assert all_red_seconds([(10000.0, "sss"), (10000.0, "ggg")], vehicle) == 10000.0  # "s" stops too
+    assert all_red_seconds(program, frozenset()) == 0.0
+
+
+def test_a_one_stage_signal_whose_program_stops_traffic_is_flagged(tmp_path: Path) -> None:
+    net = tmp_path / "one.net.xml"
+    subprocess.run([sumo_binary("netgenerate"), "--grid", "--grid.number", "1", "--grid.attach-length", "150",
+                    "-j", "traffic_light", "--tls.default-type", "static", "--no-turnarounds", "true",
+                    "--no-warnings", "-o", str(net)], check=True, capture_output=True)
+    tree = ET.parse(net)
+    logic = tree.getroot().find("tlLogic")
+    green = logic.find("phase").get("state")  # the north-south stage of netgenerate's program
+    for phase in list(logic):
+        logic.remove(phase)
+    # one stage with a metering pulse: its green, its yellow, then 6 s of red for everybody
+    yellow = "".join("y" if c in "Gg" else "r" for c in green)
+    for duration, state in ((80, green), (3, yellow), (6, "r" * len(green))):
+        ET.SubElement(logic, "phase", duration=str(duration), state=state)
+    tree.write(net)
+    corridor = corridor_from_net(net, site="t")
+    (spec,) = corridor.intersections
+    assert len(spec.phases) == 1
+    flagged = [f for f in corridor.findings if f.rule == "ONE_STAGE_HELD_GREEN"]
+    assert len(flagged) == 1 and "6 s of its 89 s cycle" in flagged[0].message
+    # the same junction with one stage and no red in its program is held green without a finding
+    for phase in list(logic)[1:]:
+        logic.remove(phase)
+    tree.write(net)
+    assert not any(f.rule == "ONE_STAGE_HELD_GREEN" for f in corridor_from_net(net, site="t").findings)
