@@ -265,12 +265,17 @@ def test_stages_over_programs_completes_a_first_program_that_leaves_movements_re
     assert stages_over_programs([], frozenset(), vehicle) == ([], 0)
 
 
-def test_a_signal_whose_stages_are_separate_programs_maps_to_all_of_them(tmp_path: Path) -> None:
-    net = tmp_path / "one.net.xml"
+def _one_junction(folder: Path) -> tuple[Path, ET.ElementTree]:
+    """A single four-arm signalised junction (netgenerate's two-stage program), and its parsed network."""
+    net = folder / "one.net.xml"
     subprocess.run([sumo_binary("netgenerate"), "--grid", "--grid.number", "1", "--grid.attach-length", "150",
                     "-j", "traffic_light", "--tls.default-type", "static", "--no-turnarounds", "true",
                     "--no-warnings", "-o", str(net)], check=True, capture_output=True)
-    tree = ET.parse(net)
+    return net, ET.parse(net)
+
+
+def test_a_signal_whose_stages_are_separate_programs_maps_to_all_of_them(tmp_path: Path) -> None:
+    net, tree = _one_junction(tmp_path)
     root = tree.getroot()
     logic = root.find("tlLogic")
     states = [p.get("state") for p in logic.findall("phase")]
@@ -308,11 +313,7 @@ def test_all_red_seconds_counts_only_states_that_stop_every_vehicle_movement() -
 
 
 def test_a_one_stage_signal_whose_program_stops_traffic_is_flagged(tmp_path: Path) -> None:
-    net = tmp_path / "one.net.xml"
-    subprocess.run([sumo_binary("netgenerate"), "--grid", "--grid.number", "1", "--grid.attach-length", "150",
-                    "-j", "traffic_light", "--tls.default-type", "static", "--no-turnarounds", "true",
-                    "--no-warnings", "-o", str(net)], check=True, capture_output=True)
-    tree = ET.parse(net)
+    net, tree = _one_junction(tmp_path)
     logic = tree.getroot().find("tlLogic")
     green = logic.find("phase").get("state")  # the north-south stage of netgenerate's program
     for phase in list(logic):
