@@ -173,7 +173,7 @@ def run_adaptive(scenario: Scenario, *, seed: int, begin: int | None = None, end
         options += ["--route-files", ",".join(str(p) for p in scenario.route_files)]
     started = time.perf_counter()
     world = SumoWorld(scenario.sumocfg, emulators=emulators, seed=seed, begin=begin, end=end, options=options,
-                      tripinfo=tripinfo)
+                      tripinfo=tripinfo, approach_range_m=settings.field_.approach_range_m)
     try:
         decide(float(begin))  # bootstrap: actuated from the start
         t = begin

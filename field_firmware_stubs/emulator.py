@@ -57,13 +57,14 @@ import logging
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from field_firmware_stubs import events as ev
+from field_firmware_stubs.approach_schedule import ApproachVehicle
 from field_firmware_stubs.clearance_monitor import ClearanceMonitor
 from field_firmware_stubs.conflict_monitor import ConflictMonitor
 from field_firmware_stubs.durable import write_durably
@@ -366,8 +367,13 @@ class FieldEmulator:
         return True
 
     # ------------------------------------------------------------------ the step
-    def tick(self, now_s: float, detector_readings: Mapping[str, DetectorReading]) -> str:
-        """Advance to simulation second ``now_s`` with this step's readings; return the state to drive."""
+    def tick(self, now_s: float, detector_readings: Mapping[str, DetectorReading],
+             approach: Sequence[ApproachVehicle] | None = None) -> str:
+        """Advance to simulation second ``now_s`` with this step's readings; return the state to drive.
+
+        ``approach``: the vehicles the approach sensor sees now, when the
+        site has one (see :mod:`field_firmware_stubs.approach_schedule`).
+        """
         if self._program is None:
             self._program = SignalProgram(self.spec, self.tod_plan, start_time=now_s,
                                           transition_max_step_s=self.settings.transition_max_step_s,
@@ -378,7 +384,8 @@ class FieldEmulator:
         self._take_inbox(now_s)
         self._check_fallback(now_s)
         presence = {d: r.occupied for d, r in detector_readings.items()}
-        state = self._program.step(now_s, presence)
+        state = (self._program.step(now_s, presence) if approach is None else
+                 self._program.step(now_s, presence, approach))
         if self._detail == "start-up all-red" and not self._program.starting_up:
             self._detail = "local time-of-day plan"
         driven = self._monitor.observe(now_s, state)

@@ -87,10 +87,12 @@ Design choices (and why):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from field_firmware_stubs import approach_schedule as sched
 from field_firmware_stubs import events as ev
+from field_firmware_stubs.approach_schedule import ApproachVehicle
 from field_firmware_stubs.events import HiResEvent
 from field_firmware_stubs.plan_check import check_plan
 from traffic.clearance import PED_RECALL_PERIOD_S
@@ -225,6 +227,11 @@ class SignalProgram:
         self._coord_state = -1
         self._recording = False
         self._in_startup = False
+        # free mode with an approach sensor: this tick's vehicles, and the decision taken on them
+        self._approach: tuple[int, tuple[ApproachVehicle, ...]] | None = None
+        self._decision: tuple[tuple[int, int, int], sched.Decision] | None = None
+        self._scheduled_next: tuple[int, int] | None = None  # (time, phase) the schedule serves next
+        self.schedule_stats = {"hold": 0, "end": 0, "next_phase": 0}
 
         self._set_plan(plan)
         start = to_ds(start_time)
@@ -318,15 +325,21 @@ class SignalProgram:
                 self._emit(self._now, ev.PED_CALL_REGISTERED, phase)
             self._ped_calls.setdefault(phase, self._now)
 
-    def step(self, now: float, detector_presence: Mapping[str, bool] | None = None) -> str:
+    def step(self, now: float, detector_presence: Mapping[str, bool] | None = None,
+             approach: Sequence[ApproachVehicle] | None = None) -> str:
         """Advance to ``now`` (s) and return the state to drive.
 
         ``detector_presence`` maps detector ids to presence during the step that
         ends at ``now``; phases without reported detectors are not gapped out.
+        ``approach``: what the approach sensor sees now (None: no sensor, or it
+        failed this step). In free mode a green past its minimum then ends
+        by :func:`approach_schedule.decide` instead of by gap-out, within its
+        maximum; without it the loops decide as before.
         """
         now_ds = to_ds(now)
         if now_ds < self._now:
             raise PlanError(f"time went backwards: {now} s after {self._now / 10.0} s")
+        self._approach = None if approach is None else (now_ds, tuple(approach))
         if detector_presence:
             self._update_detectors(now_ds, detector_presence)
         self._advance(now_ds)
@@ -563,6 +576,9 @@ class SignalProgram:
         if conflict is None:
             return now + 1, 0  # nobody else wants the junction: rest in green
         end, code = max(start, conflict) + self._max_green(phase), ev.PHASE_MAX_OUT
+        scheduled = self._scheduled_end(phase, start, now, end)
+        if scheduled is not None:
+            return scheduled
         # reduction is timed from the conflicting call, but not before the planned green has run
         anchor = max(conflict, start + phase.green - to_ds(GAP_REDUCE_AFTER_S))
         gap = self._gap_time(phase, start, now, None if phase.number in self._full_passage else anchor)
@@ -570,6 +586,31 @@ class SignalProgram:
             end, code = gap, ev.PHASE_GAP_OUT
         # never end (and so never start the yellow) before the call that allows it arrived
         return max(end, conflict, self._min_end(phase, start)), code
+
+    def _scheduled_end(self, phase: _Phase, start: int, now: int, max_end: int) -> tuple[int, int] | None:
+        """Free mode with an approach sensor: hold this second or end now (None: the loops decide).
+
+        Only between the green's minimum (walk included) and its maximum,
+        and only on a reading taken this tick.
+        """
+        if self._approach is None or self._approach[0] != now:
+            return None
+        min_end = self._min_end(phase, start)
+        if now < min_end or max_end <= now:
+            return None
+        key = (now, phase.number, start)
+        if self._decision is None or self._decision[0] != key:
+            phases = [sched.SchedulePhase(p.number, p.greens, p.veh_min_green / 10.0, self._max_green(p) / 10.0,
+                                          (p.yellow + p.red) / 10.0) for p in self._order]
+            decision = sched.decide(phases, self._idx, self._approach[1], (max_end - now) / 10.0)
+            self._decision = (key, decision)
+            self.schedule_stats["hold" if decision.hold else "end"] += 1
+            if not decision.hold and decision.next_phase is not None:
+                self._scheduled_next = (now, decision.next_phase)
+        decision = self._decision[1]
+        if decision.hold:
+            return min(max_end, now + 10), ev.PHASE_MAX_OUT if max_end <= now + 10 else ev.PHASE_GAP_OUT
+        return now, ev.PHASE_GAP_OUT
 
     def _max_green(self, phase: _Phase) -> int:
         """Free mode: the phase's maximum green with its dynamic-max extension (tenths)."""
@@ -671,7 +712,23 @@ class SignalProgram:
             if best is None or score > best[0] + 1e-9:
                 best = (score, j)
         self._next_idx = best[1] if best is not None else (start + 1) % n
+        self._take_scheduled_next(order, t)
         self._wrap = self._committed is not None or self._next_idx <= self._idx
+
+    def _take_scheduled_next(self, order: list[_Phase], t: int) -> None:
+        """The approach schedule that ended this green names the next phase, unless a walk is due."""
+        planned, self._scheduled_next = self._scheduled_next, None
+        if planned is None or planned[0] != t:
+            return
+        chosen = order[self._next_idx]
+        if _times_peds(chosen) and self._ped_due_at(chosen, t) <= t:
+            return  # pedestrians first
+        for j, phase in enumerate(order):
+            if phase.number == planned[1] and phase.number != self._order[self._idx].number and self._serve(phase, t):
+                if j != self._next_idx:
+                    self.schedule_stats["next_phase"] += 1
+                self._next_idx = j
+                return
 
     def _choose_next(self, t: int) -> None:
         """Decide, as the current green ends, which phase comes next (skipping those without a call).

@@ -44,6 +44,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from field_firmware_stubs.approach_schedule import ApproachVehicle
 from field_firmware_stubs.emulator import DetectorReading, FieldEmulator
 from traffic.errors import ScenarioError, SimulationError
 
@@ -52,6 +53,8 @@ __all__ = ["SumoWorld", "sumo_binary"]
 log = logging.getLogger(__name__)
 
 _labels = itertools.count()
+#: an approach sensor must see at least this much of every lane feeding its signal (m), or the loops decide
+APPROACH_MIN_COVER_M = 60.0
 MOTORCYCLE = "motorcycle"
 
 
@@ -98,7 +101,7 @@ class SumoWorld:
 
     def __init__(self, scenario_cfg: Path, *, emulators: Mapping[str, FieldEmulator], seed: int, begin: int,
                  end: int, options: Sequence[str] = (), tripinfo: Path | None = None,
-                 backend: str = "auto", ped_calls_per_hour: float = 0.0) -> None:
+                 backend: str = "auto", ped_calls_per_hour: float = 0.0, approach_range_m: float = 0.0) -> None:
         if backend not in ("auto", "libsumo", "traci"):
             raise SimulationError(f"backend must be auto, libsumo or traci, got {backend!r}")
         self.scenario_cfg = Path(scenario_cfg)
@@ -111,6 +114,7 @@ class SumoWorld:
         self._ped_phases = {tls: tuple(p.phase for p in e.spec.phases if p.ped_crossing_m > 0)
                             for tls, e in self.emulators.items()}
         self._errors = _sumo_errors()
+        self.approach_range_m = max(0.0, float(approach_range_m))
         cmd = [sumo_binary(), "-c", str(self.scenario_cfg), "--seed", str(seed), "--begin", str(begin),
                "--end", str(end), "--step-length", "1", "--no-step-log", "true", "--duration-log.disable", "true"]
         if tripinfo is not None:
@@ -209,6 +213,7 @@ class SumoWorld:
                 self._seen[loop_id] = set()
             self._bindings[tls] = bound
         self._bind_push_buttons()
+        self._bind_approach_zones()
 
     def _bind_push_buttons(self) -> None:
         """Crossing edge -> phases its push button calls, and the walking areas people wait on, per signal."""
@@ -285,6 +290,98 @@ class SumoWorld:
             out[tls] = readings
         return out
 
+    def _bind_approach_zones(self) -> None:
+        """Approach sensors: each lane feeding a signal, covered ``approach_range_m`` up the road.
+
+        A zone is (lane to watch, approach lane it belongs to, signal groups
+        that lane feeds, metres from the watched lane's end to the stop
+        line). Up the road a zone follows the road, not SUMO's edge splits: a
+        lane whose every successor lies on the approach edge (a segment
+        break, a lane added or dropped) is watched too, up to the range,
+        never past another signal's stop line or a real junction where the
+        road splits. A signal with an approach the zones cover for less
+        than ``APPROACH_MIN_COVER_M`` (a short segment behind a junction
+        where the road splits) gets no sensor: its queue would stand out of
+        sight and the schedule would starve it. A signal whose own movements feed each other (an inner
+        stop line of a joined cluster) gets no sensor: the schedule's
+        one-stop-line discharge model does not hold there and its loops
+        keep deciding.
+        """
+        api = self._api
+        self._zones: dict[str, list[tuple[str, str, frozenset[int], float]]] = {}
+        reach = self.approach_range_m
+        if reach <= 0:
+            return
+        controlled: set[str] = set()
+        for tls in api.trafficlight.getIDList():
+            for connections in api.trafficlight.getControlledLinks(tls):
+                controlled.update(c[0] for c in connections)
+        predecessors: dict[str, list[str]] = {}
+        successors: dict[str, list[str]] = {}
+        for lane in api.lane.getIDList():
+            if lane.startswith(":"):
+                continue
+            nexts = [str(link[0]) for link in api.lane.getLinks(lane)]
+            successors[lane] = nexts
+            for nxt in nexts:
+                predecessors.setdefault(nxt, []).append(lane)
+        for tls in self.emulators:
+            feeds: dict[str, set[int]] = {}
+            outs: set[str] = set()
+            for index, connections in enumerate(api.trafficlight.getControlledLinks(tls)):
+                for incoming, outgoing, _via in connections:
+                    feeds.setdefault(incoming, set()).add(index)
+                    outs.add(outgoing)
+            if outs & feeds.keys():
+                log.info("%s: no approach sensing (inner stop lines of a joined signal); its loops decide", tls)
+                continue
+            zones: list[tuple[str, str, frozenset[int], float]] = []
+            covered: dict[str, float] = {}
+            for lane, indices in feeds.items():
+                links = frozenset(indices)
+                zones.append((lane, lane, links, 0.0))
+                frontier, seen = [(lane, float(api.lane.getLength(lane)))], {lane}
+                while frontier:
+                    current, offset = frontier.pop()
+                    covered[lane] = max(covered.get(lane, 0.0), min(offset, reach))
+                    if offset >= reach:
+                        continue
+                    road = api.lane.getEdgeID(current)
+                    for up in predecessors.get(current, ()):
+                        if up in seen or up in controlled:
+                            continue
+                        if api.edge.getFromJunction(api.lane.getEdgeID(up)) == api.edge.getToJunction(road):
+                            continue  # the other carriageway, turning round
+                        if not all(api.lane.getEdgeID(n) == road for n in successors[up]):
+                            continue  # a junction where the road splits: the vehicle may turn away
+                        seen.add(up)
+                        zones.append((up, lane, links, offset))
+                        frontier.append((up, offset + float(api.lane.getLength(up))))
+            short = sorted(lane for lane, metres in covered.items() if metres < APPROACH_MIN_COVER_M)
+            if short:
+                log.info("%s: no approach sensing (the road before %s is covered for less than %.0f m: the "
+                         "queue would be out of sight); its loops decide", tls, ", ".join(short),
+                         APPROACH_MIN_COVER_M)
+                continue
+            self._zones[tls] = zones
+
+    def _read_approach(self, tls: str) -> list[ApproachVehicle] | None:
+        """What ``tls``'s approach sensors see now (None: it has none)."""
+        zones = self._zones.get(tls)
+        if zones is None:
+            return None
+        vehicle, lanes, reach = self._api.vehicle, self._api.lane, self.approach_range_m
+        seen = []
+        for watched, approach_lane, links, offset in zones:
+            length = float(lanes.getLength(watched))
+            for vid in lanes.getLastStepVehicleIDs(watched):
+                distance = offset + length - float(vehicle.getLanePosition(vid))
+                if distance > reach:
+                    continue
+                seen.append(ApproachVehicle(approach_lane, links, distance, float(vehicle.getSpeed(vid)),
+                                            self._vclass(str(vehicle.getTypeID(vid))) == MOTORCYCLE))
+        return seen
+
     def _loop_types(self, loop_id: str) -> dict[str, str]:
         """Vehicle id -> type id of every vehicle on ``loop_id`` in the last step, from the loop's own data.
 
@@ -336,7 +433,9 @@ class SumoWorld:
                 for phase in self._ped_phases[tls]:
                     if self._ped_rng.random() < self._ped_p:
                         emulator.program.place_ped_call(phase)
-            state = emulator.tick(self._now, readings.get(tls, {}))
+            approach = self._read_approach(tls)
+            state = (emulator.tick(self._now, readings.get(tls, {})) if approach is None else
+                     emulator.tick(self._now, readings.get(tls, {}), approach))
             if state != self._last_state.get(tls):
                 self._api.trafficlight.setRedYellowGreenState(tls, state)
                 self._last_state[tls] = state

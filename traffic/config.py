@@ -384,6 +384,10 @@ class FieldSettings(_Section):
     startup_all_red_s: float = 0.0
     #: where a field agent keeps its replay memory and active plan across restarts ("" = in memory only)
     state_dir: str = ""
+    #: reach of the approach sensors (radar or video zones on every lane feeding a signal, m before the
+    #: stop line): free-mode greens then end by arrival scheduling (field_firmware_stubs.approach_schedule);
+    #: 0 = the site has none, the loops' gap-out decides (what the simulated worlds honour)
+    approach_range_m: float = 200.0
 
 
 @dataclass(frozen=True)
@@ -509,6 +513,7 @@ _CHECKS: dict[type, dict[str, Check]] = {
         "max_plan_expiry_s": positive_duration(DAY_S),
         "startup_all_red_s": in_range(0, 60, unit="s (0 = automatic)"),
         "state_dir": any_text,
+        "approach_range_m": in_range(0, 1000, unit="m (0 = no approach sensors)"),
     },
     ExecutorSettings: {
         "kind": one_of(EXECUTOR_KINDS),
