@@ -1,0 +1,193 @@
+"""Arrival scheduling from approach sensors (issue #14): the pure decision and the program applying it.
+
+Phase 1 releases links 0-1 (lane ``a``), phase 2 links 2-3 (lane ``b``), as
+in :func:`field_firmware_stubs.samples.two_phase`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from field_firmware_stubs import approach_schedule as sched
+from field_firmware_stubs.approach_schedule import ApproachVehicle, SchedulePhase
+from field_firmware_stubs.program import SignalProgram
+from field_firmware_stubs.samples import two_phase
+
+PHASES = (SchedulePhase(1, "GGrr", 5.0, 40.0, 6.0), SchedulePhase(2, "rrGG", 5.0, 40.0, 6.0))
+A, B = frozenset({0, 1}), frozenset({2, 3})
+
+
+def _car(lane: str, links: frozenset[int], distance: float, speed: float = 0.0) -> ApproachVehicle:
+    return ApproachVehicle(lane, links, distance, speed)
+
+
+def test_a_lane_is_served_by_the_phases_that_show_all_its_signal_groups():
+    phases = (SchedulePhase(1, "GGr", 5, 40, 6), SchedulePhase(2, "rGG", 5, 40, 6), SchedulePhase(3, "GGG", 5, 40, 6))
+    assert sched.serving_phases(phases, {0, 1}) == {1, 3}
+    assert sched.serving_phases(phases, {1}) == {1, 2, 3}
+    # no phase shows both 0 and 2 green: those showing most of them (one each)
+    split = (SchedulePhase(1, "Gr", 5, 40, 6), SchedulePhase(2, "rG", 5, 40, 6))
+    assert sched.serving_phases(split, {0, 1}) == {1, 2}
+    assert sched.serving_phases(split, set()) == frozenset()
+
+
+def test_a_platoon_arriving_on_the_green_holds_it_against_one_waiting_car():
+    platoon = [_car("a", A, 20.0 + 15.0 * i, 12.0) for i in range(6)]
+    waiting = [_car("b", B, 2.0)]
+    decision = sched.decide(PHASES, 0, platoon + waiting, room_s=30.0)
+    assert decision.hold
+    assert decision.cost_best < decision.cost_now
+
+
+def test_an_empty_green_ends_for_a_queue_and_names_its_phase_next():
+    queue = [_car("b", B, 2.0 + 7.0 * i) for i in range(5)]
+    decision = sched.decide(PHASES, 0, queue, room_s=30.0)
+    assert not decision.hold
+    assert decision.next_phase == 2
+
+
+def test_no_room_left_means_no_hold():
+    platoon = [_car("a", A, 10.0 + 10.0 * i, 12.0) for i in range(6)]
+    assert not sched.decide(PHASES, 0, platoon + [_car("b", B, 2.0)], room_s=0.0).hold
+
+
+def test_a_queue_the_green_cannot_serve_is_charged_until_the_horizon():
+    """Vehicles waiting on a lane no phase releases are never discharged: they wait the whole horizon."""
+    stuck = [_car("x", frozenset({9}), 5.0)]
+    assert sched.schedule_cost(PHASES, 0, stuck, 0.0)[0] == 0.0  # link 9 is served by no phase: not counted
+    phases = (*PHASES, SchedulePhase(3, "rrrrrrrrrG", 5.0, 40.0, 6.0))
+    cost, _ = sched.schedule_cost(phases, 0, stuck, 0.0, horizon_s=60.0)
+    assert 0.0 < cost <= 60.0
+
+
+_vehicles = st.lists(st.tuples(st.sampled_from(["a", "b"]), st.floats(0.0, 200.0), st.floats(0.0, 15.0),
+                               st.booleans()), max_size=25)
+
+
+def _fleet(raw) -> list[ApproachVehicle]:
+    return [ApproachVehicle(lane, A if lane == "a" else B, d, v, moto) for lane, d, v, moto in raw]
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=_vehicles, end_in=st.sampled_from(sched.EXTENSIONS_S))
+def test_the_cost_is_bounded_by_every_vehicle_waiting_the_whole_horizon(raw, end_in):
+    """(The continuation is a greedy policy, so one more vehicle may reorder the phases and lower the
+    total: no monotonicity is claimed.)"""
+    fleet = _fleet(raw)
+    cost, following = sched.schedule_cost(PHASES, 0, fleet, end_in)
+    assert 0.0 <= cost <= len(fleet) * sched.HORIZON_S + 1e-6
+    assert following == 2
+    n = len(fleet)
+    if fleet and all(v.lane == "a" and v.speed_mps < sched.QUEUED_SPEED_MPS and not v.motorcycle for v in fleet) \
+            and end_in >= sched.CAR_HEADWAY_S * n:
+        # a standing queue of cars on the green, given the time to leave: each waits only for those ahead
+        assert abs(cost - sched.CAR_HEADWAY_S * n * (n - 1) / 2) < 1e-6
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=_vehicles, room=st.floats(0.0, 60.0))
+def test_a_hold_is_only_ever_chosen_for_a_real_saving(raw, room):
+    decision = sched.decide(PHASES, 0, _fleet(raw), room_s=room)
+    assert decision.cost_best <= decision.cost_now
+    assert decision.hold == (decision.cost_best < decision.cost_now - sched.HOLD_MARGIN_VEH_S)
+    if not raw:
+        assert not decision.hold  # nobody seen: nothing to hold for
+
+
+def _free_program() -> tuple[SignalProgram, object]:
+    spec = two_phase()
+    spec = replace(spec, phases=tuple(replace(p, ped_crossing_m=0.0) for p in spec.phases))
+    plan = spec.plan_from_splits([30.0, 30.0], mode="free", coord_phase=2)
+    plan = replace(plan, phases=tuple(replace(p, phaseMaximum1=40.0, phasePassage=2.0) for p in plan.phases))
+    return SignalProgram(spec, plan, start_time=0.0), plan
+
+
+def _green_end_after(program: SignalProgram, phase: int, since: float, until: float, presence, approach) -> float:
+    """Step each second from ``since``; the time ``phase``'s green ended (``until`` if it did not)."""
+    t = since
+    while t <= until:
+        program.step(t, presence(t), approach(t))
+        if not (program.phase == phase and program.interval == "green"):
+            return t
+        t += 1.0
+    return until
+
+
+def _settle_in_phase_1(program: SignalProgram) -> float:
+    """Run until phase 1 shows green with nobody calling anywhere; returns the time."""
+    t = 0.0
+    while not (program.phase == 1 and program.interval == "green") or t < 30.0:
+        program.step(t, {"d1": False, "d2": False})
+        t += 1.0
+    return t
+
+
+def test_the_program_holds_a_green_past_its_gap_out_for_a_platoon_the_sensor_sees():
+    """The loop on lane a sees nothing (a gap-out at once), but a platoon is 60-150 m away: with the
+    approach sensor the green is held for it; without, it ends at the call."""
+    results = {}
+    for sensed in (False, True):
+        program, _ = _free_program()
+        t0 = _settle_in_phase_1(program)
+
+        def approach(t: float, t0: float = t0, sensed: bool = sensed):
+            if not sensed:
+                return None
+            ahead = [_car("a_0", A, 60.0 + 15.0 * i - 12.0 * (t - t0), 12.0) for i in range(7)]
+            return [v for v in ahead if v.distance_m > 0.0] + [_car("b_0", B, 3.0)]
+
+        results[sensed] = _green_end_after(program, 1, t0, t0 + 60.0,
+                                           lambda t, t0=t0: {"d1": False, "d2": t >= t0}, approach) - t0
+    assert results[False] <= 8.0          # the call came at t0: minimum green, then gap-out
+    assert results[True] >= 8.0 + 4.0     # held for the platoon
+    assert results[True] <= 40.0 + 2.0    # never past the maximum
+
+
+def test_the_program_ends_a_green_the_loops_would_extend_when_it_serves_nobody_seen():
+    """A loop stuck on (a parked vehicle) keeps extending by gap logic; the sensor sees an empty lane
+    and a queue on b: the green ends at its minimum."""
+    results = {}
+    for sensed in (False, True):
+        program, _ = _free_program()
+        t0 = _settle_in_phase_1(program)
+
+        def approach(t: float, sensed: bool = sensed):
+            return [_car("b_0", B, 2.0 + 7.0 * i) for i in range(6)] if sensed else None
+
+        results[sensed] = _green_end_after(program, 1, t0, t0 + 60.0,
+                                           lambda t, t0=t0: {"d1": True, "d2": t >= t0}, approach) - t0
+    assert results[False] >= 30.0    # held by the occupied loop up to its maximum
+    assert results[True] <= 8.0
+    program, _ = _free_program()
+    assert program.schedule_stats == {"hold": 0, "end": 0, "next_phase": 0}
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed_fleet=st.lists(st.tuples(st.sampled_from(["a_0", "b_0"]), st.floats(0.0, 200.0),
+                                     st.floats(0.0, 15.0)), max_size=20),
+       loops=st.lists(st.booleans(), min_size=8, max_size=8))
+def test_whatever_the_sensor_reports_greens_keep_their_minimum_and_maximum(seed_fleet, loops):
+    """The schedule only decides between the minimum and the maximum green: under any sensor reading
+    every green lasts at least its minimum and at most its maximum (with its dynamic extension)."""
+    program, plan = _free_program()
+    fleet = [ApproachVehicle(lane, A if lane == "a_0" else B, d, v) for lane, d, v in seed_fleet]
+    greens: list[tuple[int, float, float]] = []
+    start, last = 0.0, (program.phase, program.interval)
+    for k in range(400):
+        t = float(k)
+        # both phases call at least every 50 s, whatever else the loops show
+        program.step(t, {"d1": loops[k % 8] or k % 50 == 25, "d2": loops[(k + 3) % 8] or k % 50 == 0}, fleet)
+        key = (program.phase, program.interval)
+        if key != last:
+            if last[1] == "green":
+                greens.append((last[0], start, t))
+            start, last = t, key
+    assert greens, "the program never changed phase"
+    minimum = {p.phase: p.min_green_s for p in program.spec.phases}
+    for phase, began, ended in greens[1:]:
+        timing = next(p for p in plan.phases if p.phase == phase)
+        assert ended - began >= max(minimum[phase], timing.phaseMinimumGreen) - 1.0
+        assert ended - began <= 60.0 + 1.0  # DYNAMIC_MAX_LIMIT_S
