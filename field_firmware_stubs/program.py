@@ -70,6 +70,16 @@ Design choices (and why):
   ``DYNAMIC_MAX_STEP_S`` up to ``DYNAMIC_MAX_LIMIT_S``, within the site's
   longest cycle) and lowered one step per gap-out: the field's answer to a
   centre that under-rates a queue its loops cannot count.
+* Arrival scheduling (free mode, when the world passes what an approach
+  sensor sees to :meth:`SignalProgram.step`): once a green is past its
+  minimum (walk included) and another phase calls, it is held or ended
+  each second by :func:`approach_schedule.decide` instead of by gap-out,
+  never past its maximum, and the phase that schedule serves next goes
+  next unless a pedestrian walk is due. Why: the loops see a vehicle 3-4 s
+  before the stop line and cannot tell a platoon 100 m away from an empty
+  road, so gap-out both cuts greens a platoon is about to use and holds
+  greens for a straggler while a queue waits; the sensor sees both. A
+  step without a reading (no sensor, or it failed) falls back to gap-out.
 * Start-up (``startup_all_red_s`` > 0, what :class:`FieldEmulator` uses):
   the heads show all-red for that long, then the first phase of the cycle
   starts a full green and the cycle boundary is there; the bounded offset
