@@ -386,7 +386,8 @@ class FieldSettings(_Section):
     state_dir: str = ""
     #: reach of the approach sensors (radar or video zones on every lane feeding a signal, m before the
     #: stop line): free-mode greens then end by arrival scheduling (field_firmware_stubs.approach_schedule);
-    #: 0 = the site has none, the loops' gap-out decides (what the simulated worlds honour)
+    #: 0 = the site has none, the loops' gap-out decides. Honoured by the ``adaptive`` simulation control;
+    #: the closed-loop demo's world keeps loops only, so its before/after shows the centre's effect alone
     approach_range_m: float = 200.0
 
 
