@@ -52,3 +52,72 @@ def test_without_a_range_the_world_reports_no_sensor_and_the_loops_decide(scenar
         world.run_until(120)
         assert world._read_approach("C") is None  # noqa: SLF001
     assert emulator.program.schedule_stats == {"hold": 0, "end": 0, "next_phase": 0}
+
+
+def _split_approach(tmp_path, side_exit: bool):
+    """A signal C fed from the north by a road SUMO splits at node M, 30 m before C (the edges m_in,
+    100 m, and n_in, 30 m). With ``side_exit`` a street leaves the road at M, so a vehicle upstream of
+    M may turn away."""
+    import subprocess
+
+    from field_firmware_stubs.world_sumo import sumo_binary
+
+    nodes = ['<node id="C" x="0" y="0" type="traffic_light"/>', '<node id="M" x="0" y="30"/>',
+             '<node id="N" x="0" y="130"/>', '<node id="S" x="0" y="-150"/>', '<node id="E" x="150" y="0"/>',
+             '<node id="W" x="-150" y="0"/>']
+    edges = ['<edge id="m_in" from="N" to="M" numLanes="1" speed="13.9"/>',
+             '<edge id="n_in" from="M" to="C" numLanes="1" speed="13.9"/>']
+    edges += [f'<edge id="{a}_in" from="{a.upper()}" to="C" numLanes="1" speed="13.9"/>' for a in "sew"]
+    edges += [f'<edge id="{a}_out" from="C" to="{a.upper()}" numLanes="1" speed="13.9"/>' for a in "nsew"]
+    if side_exit:
+        nodes.append('<node id="X" x="100" y="30"/>')
+        edges.append('<edge id="x_out" from="M" to="X" numLanes="1" speed="13.9"/>')
+    (tmp_path / "n.nod.xml").write_text("<nodes>" + "".join(nodes) + "</nodes>")
+    (tmp_path / "n.edg.xml").write_text("<edges>" + "".join(edges) + "</edges>")
+    subprocess.run([sumo_binary("netconvert"), "-n", "n.nod.xml", "-e", "n.edg.xml", "-o", "net.net.xml",
+                    "--no-turnarounds", "true", "--no-warnings", "true"], cwd=tmp_path, check=True,
+                   capture_output=True, timeout=60)
+    (tmp_path / "r.rou.xml").write_text('<routes><vType id="car" vClass="passenger"/>'
+                                        '<flow id="f" type="car" from="m_in" to="s_out" begin="0" end="60" '
+                                        'period="5"/></routes>')
+    (tmp_path / "s.sumocfg").write_text('<configuration><input><net-file value="net.net.xml"/>'
+                                        '<route-files value="r.rou.xml"/></input></configuration>')
+    return tmp_path / "s.sumocfg"
+
+
+class _Idle:
+    """Just enough of an emulator for the world to bind zones: it shows one state and reads nothing."""
+
+    def __init__(self, links: int) -> None:
+        from traffic.intersection import IntersectionSpec, PhaseSpec
+
+        self.spec = IntersectionSpec("c", "C", links, (PhaseSpec(1, "G" * links, approach_speed_mps=13.9),))
+        self.controller_id = "c"
+        self.program = None
+        self.seen: list[object] = []
+
+    def tick(self, now, readings, approach=None):
+        self.seen.append(approach)
+        return "G" * self.spec.link_count
+
+
+@pytest.mark.parametrize("side_exit", [False, True])
+def test_zones_follow_the_road_across_an_edge_split_but_not_past_a_junction_where_it_splits(tmp_path, side_exit):
+    cfg = _split_approach(tmp_path, side_exit)
+    from sumolib.net import readNet
+
+    links = len(readNet(str(tmp_path / "net.net.xml")).getTLS("C").getConnections())
+    idle = _Idle(links)
+    with SumoWorld(cfg, emulators={"C": idle}, seed=1, begin=0, end=40, approach_range_m=200.0) as world:
+        world.run_until(40)
+        zones = world._zones.get("C")  # noqa: SLF001
+    if side_exit:
+        # the road before C is covered for 30 m only: no sensor, the loops decide
+        assert zones is None
+        assert all(a is None for a in idle.seen)
+    else:
+        watched = {z[0]: z for z in zones}
+        assert "m_in_0" in watched and watched["m_in_0"][1] == "n_in_0"  # counted on C's approach lane
+        assert watched["m_in_0"][3] > 0.0  # its distance includes the 30 m edge before C
+        far = [v for seen in idle.seen if seen for v in seen if v.distance_m > watched["m_in_0"][3]]
+        assert far and all(v.lane == "n_in_0" for v in far)
