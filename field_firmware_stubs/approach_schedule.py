@@ -18,7 +18,11 @@ phase serving its lane is green, the first after ``START_LOST_S``; after
 the current green each following phase is the one with the most vehicles
 waiting per second of junction time it costs, served until its lanes gap
 out (``GAP_S``) or it reaches its maximum, each change paying its yellow and
-red clearance. The cost is the total time every seen vehicle spends before
+red clearance. A lane of the running green whose first vehicle still
+stands at the stop line is blocked (its exit is full, or it waits for a
+gap to turn) and discharges nothing in that green: holding the green for
+it only keeps the others waiting (downstream spillback, seen from the
+approach). The cost is the total time every seen vehicle spends before
 its stop line. The green is held while some later end costs at least
 ``HOLD_MARGIN_VEH_S`` less than ending now; the phase the best "end now"
 schedule serves next is returned as the next phase.
@@ -59,6 +63,11 @@ MIN_ARRIVAL_SPEED_MPS = 3.0
 QUEUED_SPEED_MPS = 1.0
 #: hold the green only when that saves at least this much vehicle time (s) over ending it now
 HOLD_MARGIN_VEH_S = 0.5
+#: a lane whose first vehicle stands this close to the stop line (m, slower than STANDING_SPEED_MPS) while
+#: the green serving it runs past its minimum is blocked: its exit is full (spillback) or it waits for a
+#: gap (a permissive turn); holding the green does not move it
+BLOCKED_HEAD_M = 10.0
+STANDING_SPEED_MPS = 0.5
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,7 @@ class _Lane:
     etas: list[float]
     headways: list[float]
     servers: frozenset[int]
+    standing: bool  # its first vehicle stands at the stop line
 
 
 def _lanes(phases: Sequence[SchedulePhase], vehicles: Iterable[ApproachVehicle]) -> list[_Lane]:
@@ -126,8 +136,9 @@ def _lanes(phases: Sequence[SchedulePhase], vehicles: Iterable[ApproachVehicle])
                 max(v.speed_mps, MIN_ARRIVAL_SPEED_MPS) for v in seen]
         headways = [MOTORCYCLE_HEADWAY_S if v.motorcycle else CAR_HEADWAY_S for v in seen]
         servers = serving_phases(phases, seen[0].links)
+        standing = seen[0].distance_m <= BLOCKED_HEAD_M and seen[0].speed_mps < STANDING_SPEED_MPS
         if servers:
-            out.append(_Lane(etas, headways, servers))
+            out.append(_Lane(etas, headways, servers, standing))
     return out
 
 
@@ -137,11 +148,13 @@ def _discharge(lanes: list[_Lane], served: list[int], last: list[float], number:
 
     ``fixed_end``: the green ends then; otherwise it runs at least to
     ``min_end`` and on while a vehicle can leave within ``GAP_S`` of the
-    last, up to ``max_end``.
+    last, up to ``max_end``. ``flowing``: the green is the one running now,
+    past its minimum: a lane whose first vehicle still stands at the stop
+    line is blocked and discharges nothing in it.
     """
     cost = 0.0
     end = fixed_end if fixed_end is not None else min_end
-    mine = [i for i, lane in enumerate(lanes) if number in lane.servers]
+    mine = [i for i, lane in enumerate(lanes) if number in lane.servers and not (flowing and lane.standing)]
     lost = 0.0 if flowing else START_LOST_S
     last_departure = start
     while True:
