@@ -34,7 +34,9 @@ shows them all, by the phases showing most of them.
 
 This module is pure: the program (:mod:`field_firmware_stubs.program`)
 applies a decision only between the green's minimum (walk included) and
-its maximum, and never to a pedestrian walk that is due.
+its maximum, never to a pedestrian walk that is due, and does not end a
+green before the green the centre planned for it while its queue still
+stands (:func:`queue_left`, the envelope floor).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["ApproachVehicle", "SchedulePhase", "Decision", "decide", "serving_phases", "schedule_cost",
+__all__ = ["ApproachVehicle", "SchedulePhase", "Decision", "decide", "queue_left", "serving_phases", "schedule_cost",
            "APPROACH_RANGE_M", "HORIZON_S", "EXTENSIONS_S"]
 
 #: how far before the stop line the approach sensor sees (the field-safe max-pressure's queue range)
@@ -247,6 +249,17 @@ def decide(phases: Sequence[SchedulePhase], current: int, vehicles: Sequence[App
             best = min(best, cost)
     hold = best < cost_now - HOLD_MARGIN_VEH_S
     return Decision(hold=hold, next_phase=following, cost_now=cost_now, cost_best=best)
+
+
+def queue_left(phases: Sequence[SchedulePhase], current: int, vehicles: Iterable[ApproachVehicle]) -> bool:
+    """Whether a lane the current green serves still shows a queued vehicle (slower than ``QUEUED_SPEED_MPS``).
+
+    The program uses it for the envelope floor: a green whose queue is still
+    there is not ended by the schedule before the green the centre planned
+    for it (see :mod:`field_firmware_stubs.program`).
+    """
+    number = phases[current].number
+    return any(number in lane.servers and any(eta == 0.0 for eta in lane.etas) for lane in _lanes(phases, vehicles))
 
 
 def vehicles_by_lane(vehicles: Iterable[ApproachVehicle]) -> Mapping[str, int]:

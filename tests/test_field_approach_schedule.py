@@ -167,7 +167,7 @@ def test_the_program_ends_a_green_the_loops_would_extend_when_it_serves_nobody_s
     assert results[False] >= 30.0    # held by the occupied loop up to its maximum
     assert results[True] <= 8.0
     program, _ = _free_program()
-    assert program.schedule_stats == {"hold": 0, "end": 0, "next_phase": 0}
+    assert program.schedule_stats == {"hold": 0, "end": 0, "next_phase": 0, "floor": 0}
 
 
 @settings(max_examples=25, deadline=None)
@@ -195,3 +195,44 @@ def test_whatever_the_sensor_reports_greens_keep_their_minimum_and_maximum(seed_
         timing = next(p for p in plan.phases if p.phase == phase)
         assert ended - began >= max(minimum[phase], timing.phaseMinimumGreen) - 1.0
         assert ended - began <= 60.0 + 1.0  # DYNAMIC_MAX_LIMIT_S
+
+
+def test_a_queue_is_left_while_a_lane_of_the_green_shows_a_vehicle_standing_or_crawling():
+    assert sched.queue_left(PHASES, 0, [_car("a", A, 2.0), _car("b", B, 2.0)])
+    assert sched.queue_left(PHASES, 0, [_car("a", A, 30.0, 0.5)])          # crawling counts as queued
+    assert not sched.queue_left(PHASES, 0, [_car("a", A, 30.0, 12.0)])     # arriving, not queued
+    assert not sched.queue_left(PHASES, 0, [_car("b", B, 2.0)])            # the queue is on the red
+    assert sched.queue_left(PHASES, 1, [_car("b", B, 2.0)])
+    assert not sched.queue_left(PHASES, 0, [])
+
+
+def _phase_greens(program: SignalProgram, fleet: list[ApproachVehicle], seconds: int) -> list[tuple[int, float]]:
+    """Run with both loops occupied and a fixed sensor reading; (phase, green length) of each green."""
+    greens: list[tuple[int, float]] = []
+    start, last = 0.0, (program.phase, program.interval)
+    for k in range(seconds):
+        program.step(float(k), {"d1": True, "d2": True}, fleet)
+        key = (program.phase, program.interval)
+        if key != last:
+            if last[1] == "green":
+                greens.append((last[0], float(k) - start))
+            start, last = float(k), key
+    return greens[1:]  # the first green started before the run's first step
+
+
+def test_a_green_whose_queue_still_stands_runs_the_green_the_centre_planned_before_the_schedule_ends_it():
+    """Lane a's short queue stands still (the schedule counts it blocked and would give the junction to
+    lane b's long queue at once); the envelope floor keeps the green to its planned length. With nobody
+    on lane a the schedule ends the green at its minimum: the floor only protects a queue that is there."""
+    program, plan = _free_program()
+    planned = {p.phase: p.splitTime - p.phaseYellowChange - p.phaseRedClear for p in plan.phases}
+    queued = [_car("a_0", A, 2.0 + 7.0 * i) for i in range(3)] + [_car("b_0", B, 2.0 + 7.0 * i) for i in range(12)]
+    greens = [g for phase, g in _phase_greens(program, queued, 400) if phase == 1]
+    assert greens and all(planned[1] - 1.0 <= g <= planned[1] + 1.0 for g in greens), (greens, planned)
+    assert program.schedule_stats["floor"] >= len(greens)
+
+    program, _ = _free_program()
+    empty_a = [_car("b_0", B, 2.0 + 7.0 * i) for i in range(12)]
+    greens = [g for phase, g in _phase_greens(program, empty_a, 400) if phase == 1]
+    minimum = next(p.min_green_s for p in program.spec.phases if p.phase == 1)
+    assert greens and all(g <= minimum + 1.0 < planned[1] for g in greens), (greens, minimum)
