@@ -51,7 +51,7 @@ def test_without_a_range_the_world_reports_no_sensor_and_the_loops_decide(scenar
     with SumoWorld(scenario, emulators={"C": emulator}, seed=1, begin=0, end=120) as world:
         world.run_until(120)
         assert world._read_approach("C") is None  # noqa: SLF001
-    assert emulator.program.schedule_stats == {"hold": 0, "end": 0, "next_phase": 0}
+    assert emulator.program.schedule_stats == {"hold": 0, "end": 0, "next_phase": 0, "floor": 0}
 
 
 def _split_approach(tmp_path, side_exit: bool):
