@@ -35,8 +35,9 @@ shows them all, by the phases showing most of them.
 This module is pure: the program (:mod:`field_firmware_stubs.program`)
 applies a decision only between the green's minimum (walk included) and
 its maximum, never to a pedestrian walk that is due, and does not end a
-green before the green the centre planned for it while its queue still
-stands (:func:`queue_left`, the envelope floor).
+green while its queue is still leaving (:func:`queue_leaving`) or, while
+a queue stands (:func:`queue_left`), before the green the centre planned
+for it: the envelope floor.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["ApproachVehicle", "SchedulePhase", "Decision", "decide", "queue_left", "serving_phases", "schedule_cost",
+__all__ = ["ApproachVehicle", "SchedulePhase", "Decision", "decide", "queue_leaving", "queue_left",
+           "serving_phases", "schedule_cost",
            "APPROACH_RANGE_M", "HORIZON_S", "EXTENSIONS_S"]
 
 #: how far before the stop line the approach sensor sees (the field-safe max-pressure's queue range)
@@ -70,6 +72,8 @@ HOLD_MARGIN_VEH_S = 0.5
 #: gap (a permissive turn); holding the green does not move it
 BLOCKED_HEAD_M = 10.0
 STANDING_SPEED_MPS = 0.5
+#: a lane of the green with its head moving and at least this many vehicles queued is a queue still leaving
+LEAVING_QUEUE_VEH = 2
 
 
 @dataclass(frozen=True)
@@ -260,6 +264,20 @@ def queue_left(phases: Sequence[SchedulePhase], current: int, vehicles: Iterable
     """
     number = phases[current].number
     return any(number in lane.servers and any(eta == 0.0 for eta in lane.etas) for lane in _lanes(phases, vehicles))
+
+
+def queue_leaving(phases: Sequence[SchedulePhase], current: int, vehicles: Iterable[ApproachVehicle]) -> bool:
+    """Whether a queue is still leaving on a lane the current green serves: its first vehicle is not
+    standing at the stop line (``BLOCKED_HEAD_M``) and at least ``LEAVING_QUEUE_VEH`` of its vehicles
+    are queued (slower than ``QUEUED_SPEED_MPS``).
+
+    The program does not let the schedule end such a green before its
+    maximum (the envelope floor, :mod:`field_firmware_stubs.program`).
+    """
+    number = phases[current].number
+    return any(number in lane.servers and not lane.standing
+               and sum(1 for eta in lane.etas if eta == 0.0) >= LEAVING_QUEUE_VEH
+               for lane in _lanes(phases, vehicles))
 
 
 def vehicles_by_lane(vehicles: Iterable[ApproachVehicle]) -> Mapping[str, int]:

@@ -80,14 +80,18 @@ Design choices (and why):
   road, so gap-out both cuts greens a platoon is about to use and holds
   greens for a straggler while a queue waits; the sensor sees both. A
   step without a reading (no sensor, or it failed) falls back to gap-out.
-  The centre's planned green (split less clearance) is a floor while the
-  green's own queue still stands: the schedule may hold a green longer,
-  or end one whose queue has gone, but not cut a queue short before the
-  share the centre sized on its measured demand. Without it the schedule,
-  which weighs only the vehicles it sees, gives a single-lane approach its
-  minimum again and again for a wider stop line until its queue grows out
-  of sight (merge/saturated, seeds 1-3: 83.1 s, 66.7 with the floor, 62.5
-  loops only).
+  The envelope floor: the schedule may hold a green longer, or end one
+  whose queue has gone, but a green whose queue is still leaving (its
+  first vehicle moving, others standing behind) runs on to its maximum,
+  as gap-out would, and one whose queue stands runs at least the green the
+  centre planned for it (split less clearance, sized on measured demand).
+  Without it the schedule, which weighs only the vehicles it sees,
+  served the widest stop line first and cut the others' queues short
+  again and again: a single-lane approach starved until its queue grew
+  out of sight, and near saturation the extra changes cost the capacity
+  the queues needed (seeds 1-3, no floor -> planned-green floor -> this:
+  merge/saturated 83.1 -> 66.7 -> 60.8, a10kw-osm/saturated 365.9 ->
+  363.3 -> 279.9; loops only 62.5 and 306.9).
 * Start-up (``startup_all_red_s`` > 0, what :class:`FieldEmulator` uses):
   the heads show all-red for that long, then the first phase of the cycle
   starts a full green and the cycle boundary is there; the bounded offset
@@ -625,23 +629,36 @@ class SignalProgram:
             if not decision.hold and decision.next_phase is not None:
                 self._scheduled_next = (now, decision.next_phase)
         decision = self._decision[1]
-        if not decision.hold and now - start < phase.green and self._queue_left(key):
-            # the centre's planned green is a floor while this green's queue still stands: the schedule
-            # weighs the vehicles it sees, and would cut a slow approach (one lane, a permissive turn)
-            # short again and again for a wider stop line, below the share its demand needs
-            return min(max_end, now + 10, start + phase.green), ev.PHASE_GAP_OUT
+        if not decision.hold:
+            floor = self._floor_end(key, phase, start, max_end)
+            if now < floor:
+                return min(max_end, now + 10, floor), ev.PHASE_GAP_OUT
         if decision.hold:
             return min(max_end, now + 10), ev.PHASE_MAX_OUT if max_end <= now + 10 else ev.PHASE_GAP_OUT
         return now, ev.PHASE_GAP_OUT
 
-    def _queue_left(self, key: tuple[int, int, int]) -> bool:
-        """Whether a lane the running green serves still shows a queued vehicle (counted once per tick)."""
+    def _floor_end(self, key: tuple[int, int, int], phase: _Phase, start: int, max_end: int) -> int:
+        """Until when the schedule may not end this green (the envelope floor; ``start``: no floor).
+
+        A queue still leaving on one of its lanes (:func:`approach_schedule.queue_leaving`):
+        the green's maximum, as the loops' gap-out would never cut it either;
+        ending it throws away the start-up it has paid and, near saturation,
+        the capacity every extra change costs. A queue standing but not
+        leaving (blocked, or a single car): the centre's planned green. No
+        queue: no floor, the schedule decides.
+        """
         assert self._approach is not None
-        left = sched.queue_left(self._sched_phases(), self._idx, self._approach[1])
-        if left and self._floored != key[1:]:
+        phases, vehicles = self._sched_phases(), self._approach[1]
+        if sched.queue_leaving(phases, self._idx, vehicles):
+            floor = max_end
+        elif sched.queue_left(phases, self._idx, vehicles):
+            floor = start + phase.green
+        else:
+            return start
+        if self._floored != key[1:] and key[0] < floor:
             self._floored = key[1:]
             self.schedule_stats["floor"] += 1
-        return left
+        return floor
 
     def _sched_phases(self) -> list[sched.SchedulePhase]:
         """The phases as the approach schedule sees them (seconds, maximum with its dynamic extension)."""

@@ -236,3 +236,31 @@ def test_a_green_whose_queue_still_stands_runs_the_green_the_centre_planned_befo
     greens = [g for phase, g in _phase_greens(program, empty_a, 400) if phase == 1]
     minimum = next(p.min_green_s for p in program.spec.phases if p.phase == 1)
     assert greens and all(g <= minimum + 1.0 < planned[1] for g in greens), (greens, minimum)
+
+
+def test_a_queue_is_leaving_while_its_head_moves_and_vehicles_stand_behind_it():
+    leaving = [_car("a", A, 3.0, 4.0)] + [_car("a", A, 10.0 + 7.0 * i) for i in range(3)]
+    assert sched.queue_leaving(PHASES, 0, leaving)
+    assert not sched.queue_leaving(PHASES, 1, leaving)                                  # not its green
+    assert not sched.queue_leaving(PHASES, 0, [_car("a", A, 2.0 + 7.0 * i) for i in range(4)])  # head stands
+    assert not sched.queue_leaving(PHASES, 0, [_car("a", A, 3.0, 4.0), _car("a", A, 10.0)])   # one car behind
+    assert not sched.queue_leaving(PHASES, 0, [_car("a", A, 20.0 + 15.0 * i, 12.0) for i in range(4)])  # arriving
+
+
+def test_a_green_whose_queue_is_still_leaving_runs_to_its_maximum_whatever_waits_elsewhere():
+    """Lane a's queue leaves (head moving, cars standing behind); three lanes of b wait, which leave
+    three times as fast, so the schedule alone cuts a's green for them. The floor lets the green run to
+    its maximum (40 s, or more once dynamic max has raised it after a max-out). With only one car behind
+    the moving head the queue is not leaving: the green stops at the planned green."""
+    program, plan = _free_program()
+    b_queue = [_car(f"b_{k}", B, 2.0 + 7.0 * i) for k in range(3) for i in range(15)]
+    leaving = [_car("a_0", A, 3.0, 4.0)] + [_car("a_0", A, 10.0 + 7.0 * i) for i in range(3)]
+    assert not sched.decide(PHASES, 0, leaving + b_queue, room_s=30.0).hold   # the schedule would end it
+    greens = [g for phase, g in _phase_greens(program, leaving + b_queue, 400) if phase == 1]
+    assert greens and all(40.0 - 1.0 <= g <= 60.0 + 1.0 for g in greens), greens
+
+    program, _ = _free_program()
+    planned = next(p.splitTime - p.phaseYellowChange - p.phaseRedClear for p in plan.phases if p.phase == 1)
+    short = [_car("a_0", A, 3.0, 4.0), _car("a_0", A, 10.0)]
+    greens = [g for phase, g in _phase_greens(program, short + b_queue, 400) if phase == 1]
+    assert greens and all(planned - 1.0 <= g <= planned + 1.0 for g in greens), (greens, planned)
