@@ -629,12 +629,11 @@ class SignalProgram:
             if not decision.hold and decision.next_phase is not None:
                 self._scheduled_next = (now, decision.next_phase)
         decision = self._decision[1]
-        if not decision.hold:
-            floor = self._floor_end(key, phase, start, max_end)
-            if now < floor:
-                return min(max_end, now + 10, floor), ev.PHASE_GAP_OUT
         if decision.hold:
             return min(max_end, now + 10), ev.PHASE_MAX_OUT if max_end <= now + 10 else ev.PHASE_GAP_OUT
+        floor = self._floor_end(key, phase, start, max_end)
+        if now < floor:
+            return min(max_end, now + 10, floor), ev.PHASE_GAP_OUT
         return now, ev.PHASE_GAP_OUT
 
     def _floor_end(self, key: tuple[int, int, int], phase: _Phase, start: int, max_end: int) -> int:
