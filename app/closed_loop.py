@@ -289,7 +289,7 @@ def run_loop(settings: Settings, scenario, *, dsn: str, adaptive: bool, seed: in
             emulator.start()
         central = None
         if adaptive:
-            dispatcher = Dispatcher(settings.mqtt, site, client_id=f"central-{label}-{clock_origin:%H%M%S}",
+            dispatcher = Dispatcher(settings.mqtt, site, client_id=f"central-{site}-{label}-{clock_origin:%H%M%S}",
                                     plan_signer=signer, max_expiry_s=settings.control.plan_expiry_max_s)
             dispatcher.connect()
             gate = make_gate(scenario, settings, dsn, clock_origin, workdir)
