@@ -622,8 +622,9 @@ class SignalProgram:
         if now < min_end or max_end <= now:
             return None
         key = (now, phase.number, start)
+        phases = self._sched_phases()
         if self._decision is None or self._decision[0] != key:
-            decision = sched.decide(self._sched_phases(), self._idx, self._approach[1], (max_end - now) / 10.0)
+            decision = sched.decide(phases, self._idx, self._approach[1], (max_end - now) / 10.0)
             self._decision = (key, decision)
             self.schedule_stats["hold" if decision.hold else "end"] += 1
             if not decision.hold and decision.next_phase is not None:
@@ -631,12 +632,13 @@ class SignalProgram:
         decision = self._decision[1]
         if decision.hold:
             return min(max_end, now + 10), ev.PHASE_MAX_OUT if max_end <= now + 10 else ev.PHASE_GAP_OUT
-        floor = self._floor_end(key, phase, start, max_end)
+        floor = self._floor_end(key, phases, phase, start, max_end)
         if now < floor:
             return min(max_end, now + 10, floor), ev.PHASE_GAP_OUT
         return now, ev.PHASE_GAP_OUT
 
-    def _floor_end(self, key: tuple[int, int, int], phase: _Phase, start: int, max_end: int) -> int:
+    def _floor_end(self, key: tuple[int, int, int], phases: list[sched.SchedulePhase], phase: _Phase, start: int,
+                   max_end: int) -> int:
         """Until when the schedule may not end this green (the envelope floor; ``start``: no floor).
 
         A queue still leaving on one of its lanes (:func:`approach_schedule.queue_leaving`):
@@ -647,7 +649,7 @@ class SignalProgram:
         queue: no floor, the schedule decides.
         """
         assert self._approach is not None
-        phases, vehicles = self._sched_phases(), self._approach[1]
+        vehicles = self._approach[1]
         if sched.queue_leaving(phases, self._idx, vehicles):
             floor = max_end
         elif sched.queue_left(phases, self._idx, vehicles):
