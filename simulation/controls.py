@@ -326,8 +326,12 @@ def run_seeds(name: str, scenario: Scenario, seeds: Sequence[int], *, workdir: P
         # these already run ``sumo`` as a child process: threads waiting on them are enough
         executor, job_backend = ThreadPoolExecutor(max_workers=workers), "auto"
     else:
-        ctx = multiprocessing.get_context("spawn")  # libsumo state must never be forked or shared
-        executor, job_backend = ProcessPoolExecutor(max_workers=workers, mp_context=ctx), backend
+        # libsumo state must never be forked or shared, nor reused: a second run in a worker that has
+        # already run one is not reproducible (cologne1 seed 3 under `adaptive` alternated between
+        # 23.6 and 24.8 s run after run in one process), so every seed gets a fresh process
+        ctx = multiprocessing.get_context("spawn")
+        executor, job_backend = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                                    max_tasks_per_child=1), backend
     with executor:
         # the function itself travels to the worker (by reference), so a control registered at run
         # time in an importable module works in a spawned process too

@@ -1,4 +1,4 @@
-"""Test-only controls that fail inside a seed's worker process.
+"""Test-only controls that fail (or report where they ran) inside a seed's worker process.
 
 Module-level functions in an importable module: ``run_seeds`` sends the
 control function to a spawned worker by reference, so the worker imports
@@ -52,6 +52,14 @@ def fail_only_seed_2(scenario, seed: int, begin: int, end: int, workdir: Path):
 
     return Kpis(mean_delay_s=float(seed), mean_trip_time_s=2.0 * seed, mean_waiting_s=1.0, mean_stops=1.0,
                 vehicles=10, completed=10, undeparted=0)
+
+
+def report_pid(scenario, seed: int, begin: int, end: int, workdir: Path):
+    """Succeeds; its mean delay is the id of the process that ran it (which process ran each seed)."""
+    from simulation.kpi import Kpis
+
+    return Kpis(mean_delay_s=float(os.getpid()), mean_trip_time_s=1.0, mean_waiting_s=1.0, mean_stops=1.0,
+                vehicles=1, completed=1, undeparted=0)
 
 
 def segfault(scenario, seed: int, begin: int, end: int, workdir: Path):

@@ -9,6 +9,7 @@ comes back.
 from __future__ import annotations
 
 import inspect
+import os
 import pickle
 from pathlib import Path
 
@@ -140,3 +141,12 @@ def test_sim_run_prints_the_reason_not_broken_process_pool(register, tmp_path, m
     assert err.count("\n") == 1 and "Traceback" not in err
     assert "unsafe plan: YELLOW: 3.0 s < ITE 3.6 s" in err and "seed 1" in err
     assert "BrokenProcessPool" not in err
+
+
+def test_every_seed_runs_in_a_fresh_process(register, tmp_path) -> None:
+    """A worker is never reused: libsumo runs are reproducible only in a process that ran none before."""
+    name = register("test-pid", failing_controls.report_pid)
+    results = run_seeds(name, _scenario(tmp_path), [1, 2, 3], workdir=tmp_path, processes=1)
+    pids = [int(k.mean_delay_s) for k in results]
+    assert len(set(pids)) == 3, pids
+    assert os.getpid() not in pids
