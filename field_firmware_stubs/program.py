@@ -829,7 +829,11 @@ class SignalProgram:
                 continue
             if end > now:
                 return
-            self._finish(end, code)
+            # The heads showed the running interval at the last step: it cannot have ended before it.
+            # A green's computed end can fall further back (its maximum counted from a call that
+            # changed, a reduced passage, a sensor reading missing this step so the loops decide);
+            # timing the yellow from there would show it short by as much (a conflict-monitor fault).
+            self._finish(max(end, self._now), code)
 
     def _finish(self, t: int, code: int) -> None:
         phase = self._order[self._idx]
