@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from field_firmware_stubs import approach_schedule as sched
 from field_firmware_stubs.approach_schedule import ApproachVehicle, SchedulePhase
-from field_firmware_stubs.conflict_monitor import ConflictMonitor
+from field_firmware_stubs.clearance_monitor import ClearanceMonitor
 from field_firmware_stubs.program import SignalProgram
 from field_firmware_stubs.samples import two_phase
 
@@ -270,7 +270,7 @@ def test_a_green_whose_queue_is_still_leaving_runs_to_its_maximum_whatever_waits
 
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), sensor_gaps=st.booleans())
-def test_whatever_the_loops_and_the_sensor_report_the_heads_never_trip_the_conflict_monitor(seed, sensor_gaps):
+def test_whatever_the_loops_and_the_sensor_report_the_heads_never_trip_the_monitor(seed, sensor_gaps):
     """Readings that change every second (loops flickering, queues forming and leaving, a sensor that
     sometimes misses a second so the loops decide) may move a green's computed end into the past; the
     heads showed that green at the last step, so the yellow must still be timed from then. A yellow
@@ -278,7 +278,7 @@ def test_whatever_the_loops_and_the_sensor_report_the_heads_never_trip_the_confl
     a green ended 2 s back, its 3.3 s yellow shown for 2 s)."""
     rng = random.Random(seed)
     program, _plan = _free_program()
-    monitor = ConflictMonitor(program.spec)
+    monitor = ClearanceMonitor(program.spec)  # conflicts, yellow and red clearance as shown
     for k in range(1, 600):
         presence = {"d1": rng.random() < 0.5, "d2": rng.random() < 0.5}
         fleet = [ApproachVehicle(rng.choice(["a_0", "b_0"]), A if rng.random() < 0.5 else B,
