@@ -43,8 +43,11 @@ import io
 import logging
 import multiprocessing
 import os
+import pickle
 import shutil
 import socket
+import subprocess
+import sys
 import tarfile
 import tempfile
 import threading
@@ -54,9 +57,12 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from traffic.errors import SimulationError, TrafficError
+
+if TYPE_CHECKING:
+    from simulation.controls import SafetyCheck
 
 log = logging.getLogger(__name__)
 
@@ -257,22 +263,95 @@ def read_edge_data(path: Path, edges: Sequence[str] | None = None) -> dict[str, 
     return out
 
 
-def execute(task: SimTask, cache_dir: str | None = None) -> SimResult:
+def execute(task: SimTask, cache_dir: str | None = None, check: SafetyCheck | None = None) -> SimResult:
     """Run ``task`` on this machine and return its result as data (the function every executor ships).
 
-    Failures come back as :class:`TrafficError` subclasses that pickle
-    (a library's exception is mapped, its type and message kept).
+    ``check``: the safety check the caller's composition root installed,
+    handed over by reference (a worker starts with an empty port; the
+    controls that drive signals refuse to run without one). Failures come
+    back as :class:`TrafficError` subclasses that pickle
+    (a library's exception is mapped, its type and message kept). A control
+    that drives SUMO from this process (libsumo: ``max-pressure``,
+    ``adaptive``) runs in a fresh interpreter of its own
+    (:func:`_execute_in_child`): executors keep their workers, and a second
+    libsumo run in a process that has already run one is not reproducible
+    (cologne1 seed 3 under ``adaptive`` alternated between two results run
+    after run in one process; ``docs/performance.md``).
     """
-    from simulation.controls import _portable
+    from simulation.controls import _portable, install_safety_check
 
+    if check is not None:
+        install_safety_check(check)
     started = time.perf_counter()
     try:
+        if not _IN_CHILD and _in_loop(task):
+            return _execute_in_child(task, cache_dir)
         return _execute(task, cache_dir, started)
     except Exception as exc:  # noqa: BLE001 - mapped into the project tree, original kept as the cause
         portable = _portable(exc)
         if portable is exc:
             raise
         raise portable from exc
+
+
+#: this interpreter is a task's own child (:func:`_execute_in_child`): run in-loop controls here
+_IN_CHILD = False
+
+
+def _installed_check() -> SafetyCheck | None:
+    """The safety check installed in this process, to hand to a worker or a task's own process."""
+    from simulation.controls import installed_safety_check
+
+    return installed_safety_check()
+
+
+def _in_loop(task: SimTask) -> bool:
+    """Whether ``task``'s control drives SUMO from this process (anything but the ``sumo`` binary's controls)."""
+    import importlib
+
+    from simulation.controls import BATCH_CONTROLS
+
+    for module in task.setup_modules:  # a control registered at run time says there whether it is batch
+        importlib.import_module(module)
+    return task.control not in BATCH_CONTROLS
+
+
+def _execute_in_child(task: SimTask, cache_dir: str | None) -> SimResult:
+    """Run ``task`` in a new interpreter and return its result (its failure raised here, as a TrafficError).
+
+    A plain subprocess, not multiprocessing: a Dask worker is a daemonic
+    process and may not start multiprocessing children. The task and the
+    result travel as pickles in files (SUMO writes to stdout); the child
+    sees this interpreter's ``sys.path``, so a control registered from a
+    module found there (``setup_modules``) is found again, and gets the
+    safety check installed here.
+    """
+    with tempfile.TemporaryDirectory(prefix="traffic-task-child-") as tmp:
+        request, answer = Path(tmp) / "task.pickle", Path(tmp) / "result.pickle"
+        request.write_bytes(pickle.dumps((task, cache_dir, _installed_check())))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        code = "import sys; from simulation.executor import _child_main; _child_main(sys.argv[1], sys.argv[2])"
+        proc = subprocess.run([sys.executable, "-c", code, str(request), str(answer)], env=env, check=False)
+        if not answer.exists():
+            raise SimulationError(f"task {task.key}: its process died (exit {proc.returncode}; SUMO/libsumo "
+                                  f"crashed or it was killed)")
+        ok, value = pickle.loads(answer.read_bytes())
+    if not ok:
+        raise value
+    result: SimResult = value
+    return result
+
+
+def _child_main(request: str, answer: str) -> None:
+    """The child's side of :func:`_execute_in_child`: run the task here, write (ok, result or error)."""
+    global _IN_CHILD
+    _IN_CHILD = True
+    task, cache_dir, check = pickle.loads(Path(request).read_bytes())
+    try:
+        outcome: tuple[bool, Any] = (True, execute(task, cache_dir, check))
+    except TrafficError as exc:  # execute maps every failure into the tree, which pickles
+        outcome = (False, exc)
+    Path(answer).write_bytes(pickle.dumps(outcome))
 
 
 def _execute(task: SimTask, cache_dir: str | None, started: float) -> SimResult:
@@ -405,9 +484,10 @@ class LocalProcessExecutor:
         while pending:
             pool = self._get_pool()
             futures: dict[Future, int] = {}
+            check = _installed_check()
             for i in pending:
                 attempts[i] += 1
-                futures[pool.submit(execute, tasks[i], self._cache_dir)] = i
+                futures[pool.submit(execute, tasks[i], self._cache_dir, check)] = i
             broken: list[int] = []
             not_done = set(futures)
             while not_done:
@@ -507,7 +587,8 @@ class DaskExecutor:
         if not tasks:
             return []
         batch = os.urandom(4).hex()
-        futures = [self._client.submit(execute, task, self._cache_dir, key=f"sim-{_safe(task.key)}-{batch}-{i}",
+        check = _installed_check()
+        futures = [self._client.submit(execute, task, self._cache_dir, check, key=f"sim-{_safe(task.key)}-{batch}-{i}",
                                        retries=self._retries, pure=False)
                    for i, task in enumerate(tasks)]
         index = {f.key: i for i, f in enumerate(futures)}

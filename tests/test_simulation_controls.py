@@ -322,3 +322,17 @@ def test_in_loop_reaches_fractional_due_times(corridor) -> None:
     assert len(ticker.called) == 10  # every 3 s (2.5 s rounded up to the 1 s step), from 0 to 30
     for asked, called in zip(ticker.asked, ticker.called, strict=False):
         assert asked <= called < asked + 1.0
+
+
+def test_an_in_loop_control_on_an_executor_runs_each_task_in_its_own_process(corridor) -> None:
+    """``traffic sim run`` on a configured executor: each in-loop task in a process of its own that gets the
+    safety check installed here (the executor's worker does not import this test, and max-pressure refuses
+    to run without one); the same batch again gives the same KPIs."""
+    from simulation.executor import LocalProcessExecutor, seed_tasks
+
+    with LocalProcessExecutor(1) as ex:
+        first = ex.run(seed_tasks("max-pressure", corridor, [1, 2], begin=0, end=150))
+        again = ex.run(seed_tasks("max-pressure", corridor, [1, 2], begin=0, end=150))
+    assert len({r.worker for r in first + again}) == 4
+    assert all(r.kpis["vehicles"] > 0 for r in first)
+    assert [r.kpis | {"wall_s": 0} for r in first] == [r.kpis | {"wall_s": 0} for r in again]

@@ -195,3 +195,28 @@ def test_gate_on_an_executor_matches_the_local_runner(city, tmp_path) -> None:
     strip = lambda d: {k: v for k, v in d.items() if k != "wall_s"}  # noqa: E731
     assert (here.accepted, here.reason) == (there.accepted, there.reason)
     assert strip(here.candidate) == strip(there.candidate) and strip(here.incumbent) == strip(there.incumbent)
+
+
+def _pid_tasks(city, n: int = 3) -> list[SimTask]:
+    files = ScenarioFiles.carried(city.folder)
+    return [SimTask(key=f"pid{s}", scenario=files, seed=s, control="test-report-pid",
+                    setup_modules=("pid_control",)) for s in range(1, n + 1)]
+
+
+def test_a_control_driving_sumo_from_python_gets_a_fresh_process_per_task(city) -> None:
+    """libsumo runs are reproducible only in a process that ran none before: one worker, three in-loop
+    tasks, three processes; the sumo binary's tasks keep reusing the worker (and its loaded scenarios)."""
+    with LocalProcessExecutor(1) as ex:
+        in_loop = ex.run(_pid_tasks(city))
+        batch = ex.run(_tasks(city, seeds=(1, 2)))
+    pids = [int(r.kpis["mean_delay_s"]) for r in in_loop]
+    assert len(set(pids)) == 3 and os.getpid() not in pids
+    assert [r.worker.rpartition(":")[2] for r in in_loop] == [str(p) for p in pids]
+    assert len({r.worker for r in batch}) == 1
+
+
+def test_in_loop_tasks_run_on_dask_workers_too(city, dask_cluster) -> None:
+    """A Dask worker is daemonic (no multiprocessing children): the task's own process is a plain subprocess.
+    Three tasks on two workers: three processes all the same."""
+    results = dask_cluster.run(_pid_tasks(city, 3))
+    assert len({int(r.kpis["mean_delay_s"]) for r in results}) == 3
