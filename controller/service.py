@@ -17,7 +17,9 @@ did what, when, why and with which numbers:
    from the field's answers; no answer: ``failed`` and the incumbent stays;
 7. heartbeat: every controller that runs a plan this centre dispatched and got
    nothing new this epoch (locked, gate or safety rejection, field refusal)
-   has its active plan re-sent (same ``plan_id``). The field treats a re-send
+   has its active plan re-sent (same ``plan_id``), or the newer plan of ours
+   it accepted and had not applied when its link dropped (the only one a
+   field back on its day plan takes again). The field treats a re-send
    as the centre's heartbeat and changes nothing; without it, it would fall
    back to its time-of-day plan after ``central_silence_timeout_s``. Recorded
    as a note on the plan (state unchanged, detail ``{"heartbeat": true}``).
@@ -464,8 +466,8 @@ class CentralService:
         for cid in self.specs:
             if report.outcome.get(cid) in in_flight:
                 continue
-            active = book.active_plan(cid)
-            if active is None or not self._ours(book, active):
+            active = self._heartbeat_plan(book, cid)
+            if active is None:
                 continue
             status = self._sender.field_status(cid)
             if status is not None and status.state == messages.OFFLINE:
@@ -484,6 +486,23 @@ class CentralService:
                 if answer.status != messages.REJECTED:
                     report.heartbeats += 1
             book.record_note(due[cid].plan_id, self._actor, detail)
+
+    def _heartbeat_plan(self, book: PlanBook, cid: str) -> TimingPlan | None:
+        """The plan to re-send to ``cid``: the newest of ours the field accepted, else our active one.
+
+        A plan the field accepted but had not applied when its link dropped
+        stays ``accepted`` here while the store's active plan is the older
+        one; the field, back on its day plan, readmits only the plan it
+        accepted last, and refuses the older one as a replay for ever
+        (``REPLAY``: an old plan is never taken again).
+        """
+        active = book.active_plan(cid)
+        newer = [r.plan for r in book.plans_in_state(cid, (PlanState.ACCEPTED,))
+                 if active is None or r.version > active.version]
+        for plan in sorted(newer, key=lambda p: p.version, reverse=True):
+            if self._ours(book, plan):
+                return plan
+        return active if active is not None and self._ours(book, active) else None
 
     @staticmethod
     def _ours(book: PlanBook, plan: TimingPlan) -> bool:

@@ -122,3 +122,73 @@ def test_bus_estimates_unclassified_loops_from_occupancy_as_the_sql_does():
     assert totals.unclassified_occupied_s == pytest.approx(7.2 + 24.0)
     assert totals.light_occupied_s == pytest.approx(7.2) and totals.light_vehicles == 10
     assert seen_vehicles(totals, 2.0) >= 24  # occupancy never lowers what the pulses already show
+
+
+class _Gate:
+    """A validation gate that passes or refuses every candidate, as the test says."""
+
+    def __init__(self) -> None:
+        self.accept = True
+
+    def __call__(self, candidates, incumbents, context):
+        from dataclasses import dataclass
+
+        @dataclass
+        class Verdict:
+            accepted: bool
+            reason: str
+
+            def to_dict(self):
+                return {"accepted": self.accepted, "reason": self.reason}
+
+        return Verdict(self.accept, "better" if self.accept else "worse than incumbent")
+
+
+def test_after_a_fallback_the_heartbeat_restores_the_newest_plan_the_field_accepted():
+    """Seen in the services test: a new plan (v2) is accepted, the link drops before it applies, the field falls
+    back to its day plan (which the store knows, superseded, so it cannot be made active again); the next
+    proposals fail the gate. The store still lists v1 as active, and re-sending v1 as the heartbeat is a
+    replay the field refuses for ever (it took v2 since). The heartbeat must re-send v2, which the field
+    readmits."""
+    bus = InProcessBus("sim")
+    emulator = _emulator(bus)
+    clock, gate = SimClock(), _Gate()
+    ledger = MemoryLedger(clock)
+    central = CentralService(Settings(), Corridor("one", (SPEC,)), counts=InProcessCounts(bus),
+                             sender=InProcessSender(bus, clock), ledger=ledger, gate=gate, apply_timeout_s=0.0)
+    t = 0.0
+
+    def run_field(until: float, busy: str | None = None) -> None:
+        nonlocal t
+        while t < until:
+            t += 1.0
+            readings = {busy: DetectorReading(count=1, motorcycles=0)} if busy and t % 2 == 0 else {}
+            emulator.tick(t, readings)
+
+    def epoch():
+        clock.sim_s = t
+        return central.run_epoch(clock(), 600)
+
+    # the centre starts while the field runs its day plan and reports it: the store adopts it (bootstrap)
+    bus.deliver(topics.topic("sim", "c0", topics.PLAN_ACTIVE), emulator.tod_plan.to_json())
+    run_field(600.0)
+    v1 = epoch().plans["c0"]
+    run_field(1200.0)                        # v1 applied; heavy demand on d1 follows: a new timing
+    assert epoch().unchanged == ("c0",)
+    assert ledger.active_plan("c0").plan_id == v1.plan_id
+    run_field(1800.0, busy="d1")
+    second = epoch()
+    v2 = second.plans["c0"]
+    assert second.outcome == {"c0": "accepted"} and v2.version > v1.version
+    emulator._on_disconnect()                # the broker goes away before v2 applies
+    run_field(1801.0)
+    emulator._on_connect()
+    assert emulator.mode == "tod"
+    gate.accept = False                      # the next proposals are refused: only the heartbeat goes out
+    run_field(2400.0, busy="d2")
+    third = epoch()
+    assert third.outcome == {"c0": "rejected"}
+    assert third.heartbeats == 1
+    assert [r.status for r in bus.results[v2.plan_id]][-1] == messages.ACCEPTED  # readmitted
+    run_field(2500.0)
+    assert emulator.mode == "central" and emulator.plan.plan_id == v2.plan_id
