@@ -333,8 +333,8 @@ def _execute_in_child(task: SimTask, cache_dir: str | None) -> SimResult:
         code = "import sys; from simulation.executor import _child_main; _child_main(sys.argv[1], sys.argv[2])"
         proc = subprocess.run([sys.executable, "-c", code, str(request), str(answer)], env=env, check=False)
         if not answer.exists():
-            raise SimulationError(f"task {task.key}: its process died (exit {proc.returncode}; SUMO/libsumo "
-                                  f"crashed or it was killed)")
+            raise SimulationError(f"its process died (exit {proc.returncode}; SUMO/libsumo crashed or it was "
+                                  f"killed)")  # the executor names the task
         ok, value = pickle.loads(answer.read_bytes())
     if not ok:
         raise value

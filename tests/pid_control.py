@@ -1,4 +1,4 @@
-"""Registers ``test-report-pid`` on import: an in-loop control (not batch) that reports which process ran it.
+"""Registers ``test-report-pid`` (an in-loop control that reports which process ran it) and ``test-segfault``.
 
 Executors import it in their workers through ``SimTask.setup_modules``,
 as they import ``app.sim_adaptive`` for ``adaptive``.
@@ -6,8 +6,9 @@ as they import ``app.sim_adaptive`` for ``adaptive``.
 
 from __future__ import annotations
 
-from failing_controls import report_pid
+from failing_controls import report_pid, segfault
 
 from simulation.controls import register_control
 
 register_control("test-report-pid", report_pid)
+register_control("test-segfault", segfault)

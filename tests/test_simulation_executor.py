@@ -220,3 +220,12 @@ def test_in_loop_tasks_run_on_dask_workers_too(city, dask_cluster) -> None:
     Three tasks on two workers: three processes all the same."""
     results = dask_cluster.run(_pid_tasks(city, 3))
     assert len({int(r.kpis["mean_delay_s"]) for r in results}) == 3
+
+
+def test_an_in_loop_task_whose_process_dies_is_named_with_the_reason(city) -> None:
+    """The task's own process killed the way a libsumo crash kills it: a clear error naming the task."""
+    task = SimTask(key="crash", scenario=ScenarioFiles.carried(city.folder), seed=1, control="test-segfault",
+                   setup_modules=("pid_control",))
+    with LocalProcessExecutor(1) as ex, pytest.raises(SimulationError) as info:
+        ex.run([task])
+    assert str(info.value).startswith("task crash: its process died") and "SUMO/libsumo crashed" in str(info.value)
