@@ -466,13 +466,13 @@ class CentralService:
         for cid in self.specs:
             if report.outcome.get(cid) in in_flight:
                 continue
-            active = self._heartbeat_plan(book, cid)
-            if active is None:
+            plan = self._heartbeat_plan(book, cid)
+            if plan is None:
                 continue
             status = self._sender.field_status(cid)
             if status is not None and status.state == messages.OFFLINE:
                 continue
-            due[cid] = active
+            due[cid] = plan
         if not due:
             return
         answers = self._send_all(due, skip_offline=False)
