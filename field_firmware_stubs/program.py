@@ -130,7 +130,7 @@ __all__ = ["SignalProgram", "Transition", "to_ds", "BLOCKED_S", "AGE_WEIGHT_S", 
 #: (typically a left-turner waiting for a gap in a permissive green): it calls the protected phase
 BLOCKED_S = 12.0
 #: free mode picks the next phase by demand: one waiting lane counts as much as this many seconds of waiting
-AGE_WEIGHT_S = 20.0
+AGE_WEIGHT_S = sched.AGE_WEIGHT_S  # the approach schedule ages its phase choice the same way
 #: free mode: a phase timing pedestrians shows its walk at least this often (s), whatever the vehicles want
 PED_MAX_WAIT_S = PED_RECALL_PERIOD_S
 #: free mode, gap reduction (volume-density operation, NTCIP 1202 phaseTimeBeforeReduction,
@@ -664,7 +664,12 @@ class SignalProgram:
     def _sched_phases(self) -> list[sched.SchedulePhase]:
         """The phases as the approach schedule sees them (seconds, maximum with its dynamic extension)."""
         return [sched.SchedulePhase(p.number, p.greens, p.veh_min_green / 10.0, self._max_green(p) / 10.0,
-                                    (p.yellow + p.red) / 10.0) for p in self._order]
+                                    (p.yellow + p.red) / 10.0, self._idle_s(p.number)) for p in self._order]
+
+    def _idle_s(self, number: int) -> float:
+        """Seconds since ``number``'s last green ended (0 before its first: no age to claim yet)."""
+        ended = self._served_at.get(number)
+        return 0.0 if ended is None else max(0.0, (self._now - ended) / 10.0)
 
     def _max_green(self, phase: _Phase) -> int:
         """Free mode: the phase's maximum green with its dynamic-max extension (tenths)."""

@@ -61,6 +61,84 @@ def test_a_moving_queue_on_the_green_waits_only_for_those_ahead_and_a_standing_o
     assert not sched.decide(PHASES, 0, standing + [_car("b", B, 3.0)], room_s=30.0).hold
 
 
+THREE = (SchedulePhase(1, "GGrrrr", 5.0, 40.0, 6.0), SchedulePhase(2, "rrGGrr", 5.0, 40.0, 6.0),
+         SchedulePhase(3, "rrrrGG", 5.0, 40.0, 6.0))
+C = frozenset({4, 5})
+
+
+def test_a_phase_passed_over_for_long_is_served_next_for_fewer_vehicles():
+    """Four vehicles just arrived on phase 2, two wait on phase 3: phase 2 first, unless phase 3's last
+    green ended long ago (one vehicle more for every AGE_WEIGHT_S)."""
+    waiting = [_car("b", B, 2.0 + 7.0 * i) for i in range(4)] + [_car("c", C, 2.0 + 7.0 * i) for i in range(2)]
+    assert sched.decide(THREE, 0, waiting, room_s=0.0).next_phase == 2
+    long_ago = 3 * sched.AGE_WEIGHT_S
+    aged = (THREE[0], THREE[1], replace(THREE[2], idle_s=long_ago))
+    assert sched.decide(aged, 0, waiting, room_s=0.0).next_phase == 3
+    # just short of the two vehicles' difference: still phase 2
+    younger = (THREE[0], THREE[1], replace(THREE[2], idle_s=1.9 * sched.AGE_WEIGHT_S))
+    assert sched.decide(younger, 0, waiting, room_s=0.0).next_phase == 2
+
+
+def test_a_phase_that_shares_its_lanes_with_another_does_not_age():
+    """A left lane the through phase releases in gaps (``g``) and the protected-left phase releases (``G``):
+    skipping the protected phase starves nobody, so its idle time does not make it win."""
+    phases = (SchedulePhase(1, "GGrr", 5.0, 40.0, 6.0), SchedulePhase(2, "rrGg", 5.0, 40.0, 6.0),
+              SchedulePhase(3, "rrrG", 5.0, 40.0, 6.0, idle_s=10 * sched.AGE_WEIGHT_S))
+    through, left = frozenset({2}), frozenset({3})
+    waiting = [_car("t", through, 2.0 + 7.0 * i) for i in range(3)] + [_car("l", left, 2.0)]
+    assert sched.serving_phases(phases, left) == {2, 3}
+    assert sched.decide(phases, 0, waiting, room_s=0.0).next_phase == 2
+    # the same left lane with no permissive release: only phase 3 serves it, and its wait counts
+    protected_only = (phases[0], replace(phases[1], greens="rrGr"), phases[2])
+    assert sched.decide(protected_only, 0, waiting, room_s=0.0).next_phase == 3
+
+
+def test_age_alone_never_calls_a_phase_nobody_waits_for():
+    forgotten = (THREE[0], THREE[1], replace(THREE[2], idle_s=10_000.0))
+    assert sched.decide(forgotten, 0, [_car("b", B, 3.0)], room_s=0.0).next_phase == 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("bc"), st.floats(0.0, 190.0), st.floats(0.0, 15.0)), max_size=12),
+       st.floats(0.0, 300.0), st.floats(0.0, 300.0))
+def test_however_long_a_phase_has_waited_the_schedule_names_one_with_vehicles_at_its_stop_line(raw, idle_b, idle_c):
+    """Age weighs only phases with vehicles waiting: it never hands the junction to an empty one."""
+    vehicles = [_car(lane, B if lane == "b" else C, d, v) for lane, d, v in raw]
+    phases = (THREE[0], replace(THREE[1], idle_s=idle_b), replace(THREE[2], idle_s=idle_c))
+    named = sched.decide(phases, 0, vehicles, room_s=0.0).next_phase
+    by = THREE[0].change_s + 5.0  # the first choice is made at the end of the change, on who is there by then
+
+    def there(v: ApproachVehicle) -> bool:
+        if v.speed_mps < sched.QUEUED_SPEED_MPS:
+            return True
+        return v.distance_m / max(v.speed_mps, sched.MIN_ARRIVAL_SPEED_MPS) <= by
+
+    waiting = {2 if v.lane == "b" else 3 for v in vehicles if there(v)}
+    if waiting:
+        assert named in waiting
+
+
+def test_the_program_tells_the_schedule_how_long_each_phase_has_waited_since_its_green():
+    program, _ = _free_program()
+    t = _settle_in_phase_1(program)
+    assert {p.number: p.idle_s for p in program._sched_phases()}[2] == 0.0  # never served: no age to claim
+    served_2, back_in_1 = None, None
+    while back_in_1 is None and t < 300.0:
+        program.step(t, {"d1": served_2 is not None, "d2": served_2 is None})  # a call on 2, then back to 1
+        if program.phase == 2 and program.interval == "green":
+            served_2 = t
+        elif served_2 is not None and program.phase == 1 and program.interval == "green":
+            back_in_1 = t
+        t += 1.0
+    assert served_2 is not None and back_in_1 is not None
+    for _ in range(10):
+        program.step(t, {"d1": False, "d2": False})
+        t += 1.0
+    idle = {p.number: p.idle_s for p in program._sched_phases()}[2]
+    assert t - 1.0 - served_2 - 1.0 <= idle <= t - 1.0 - served_2  # since phase 2's green ended, to the step
+    assert idle >= 10.0
+
+
 def test_no_room_left_means_no_hold():
     platoon = [_car("a", A, 10.0 + 10.0 * i, 12.0) for i in range(6)]
     assert not sched.decide(PHASES, 0, platoon + [_car("b", B, 2.0)], room_s=0.0).hold
