@@ -218,10 +218,12 @@ def _next_phase(lanes: list[_Lane], served: list[int], phases: Sequence[Schedule
     for j, phase in enumerate(phases):
         if j == current:
             continue
-        waiting = sum(sum(1 for eta in lane.etas[served[i]:] if eta <= at + 5.0)
-                      for i, lane in enumerate(lanes) if phase.number in lane.servers)
-        alone = any(lane.servers == {phase.number} and any(eta <= at + 5.0 for eta in lane.etas[served[i]:])
-                    for i, lane in enumerate(lanes))
+        waiting, alone = 0, False
+        for i, lane in enumerate(lanes):
+            if phase.number in lane.servers:
+                here = sum(1 for eta in lane.etas[served[i]:] if eta <= at + 5.0)
+                waiting += here
+                alone = alone or (here > 0 and len(lane.servers) == 1)  # a lane only this phase serves
         age = max(0.0, at - ended[j]) / AGE_WEIGHT_S if alone else 0.0
         score = (waiting + age) / max(1.0, phase.min_green_s + phase.change_s)
         if best is None or score > best[0]:
