@@ -26,11 +26,12 @@ fewer vehicles again and again while a busier one keeps filling: on the
 motorway interchanges a split phase and a protected-only left were skipped
 one cycle in four and two in five (a10kw-rebuilt, seed 1: 23 and 18 greens
 in 30 minutes against the through phase's 30; 24 and 21 of 31 with the
-age), and their vehicles waited beyond what the horizon charges. Only lanes no other
-phase serves age a phase: a left turner the through phase also lets go in
-the gaps is not starved when the protected-left phase is skipped, and
-ageing that phase anyway served it more often for fewer vehicles, each time
-paying its clearance (cross, rilsa, grid4x4: up to 9.7 s a vehicle worse).
+age), and their vehicles waited beyond what the horizon charges. Only
+lanes no other phase serves age a phase: a left turner the through phase
+also lets go in the gaps is not starved when the protected-left phase is
+skipped, and ageing that phase anyway served it more often for fewer
+vehicles, each time paying its clearance (cross, rilsa, grid4x4: up to
+9.7 s a vehicle worse).
 A lane of the running green whose first vehicle still stands at the stop
 line is blocked (its exit is full, or it waits for a gap to turn) and
 discharges nothing in that green: holding the green for it only keeps the
@@ -112,7 +113,7 @@ class SchedulePhase:
     min_green_s: float
     max_green_s: float
     change_s: float            # yellow + red clearance after its green
-    idle_s: float = 0.0        # since its last green ended (0: unknown, or never served)
+    idle_s: float = 0.0        # since its last green ended (0: unknown)
 
 
 @dataclass(frozen=True)

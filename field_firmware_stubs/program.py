@@ -667,7 +667,7 @@ class SignalProgram:
                                     (p.yellow + p.red) / 10.0, self._idle_s(p.number)) for p in self._order]
 
     def _idle_s(self, number: int) -> float:
-        """Seconds since ``number``'s last green ended (0 before its first: no age to claim yet)."""
+        """Seconds since ``number``'s last green ended, or since the demand choice first weighed it (0 before)."""
         ended = self._served_at.get(number)
         return 0.0 if ended is None else max(0.0, (self._now - ended) / 10.0)
 
