@@ -259,7 +259,8 @@ def policy_line() -> str:
 
 
 def goals14_table(delays: dict[str, dict[str, float]], undeparted: dict[str, dict[str, list[int]]] | None = None,
-                  *, seeds: str = "", no_decision: Collection[str] = ()) -> str:
+                  *, seeds: str = "", no_decision: Collection[str] = (),
+                  per_seed: dict[str, list[float]] | None = None) -> str:
     """Issue #14's goals per network from mean delays ``{network: {control: delay}}`` ("" without adaptive).
 
     Goal 1: adaptive <= 0.9 x the best of ``actuated-safe`` and field-safe ``max-pressure`` (same policy);
@@ -269,16 +270,23 @@ def goals14_table(delays: dict[str, dict[str, float]], undeparted: dict[str, dic
     ``no_decision``: networks whose every controlled signal has a single green stage (a closure or
     metering signal mapped to "always green"): every field-safe control runs the same, so goal 1 cannot
     be met there by anybody; marked and, like signal-insensitive networks, also counted apart.
+    ``per_seed``: adaptive's delay on each seed per network. The last column then counts the seeds on
+    which adaptive alone is within 0.9 x the best field-safe baseline's mean: a verdict that holds on
+    some seeds only rests on the seed draw (a saturated network that gridlocks), one that holds on
+    every seed does not.
     """
     undeparted = undeparted or {}
+    per_seed = per_seed or {}
     lines = [f"Goals of issue #14 ({policy_line()}; seeds {seeds or '?'}; mean delay s, RESCO definition; "
              f"networks marked '(insensitive)' give every control within {INSENSITIVE_SPREAD:.0%} of the same "
              "delay: their signals are not what limits them; '(no signal decision)': every signal has one "
              "green stage, so every field-safe control shows the same)", "",
              "| network | fixed time | best field-safe | adaptive | / field-safe (<= 0.9) | / fixed (<= 0.75) | "
-             "best 3 s-yellow | / 3 s-yellow (<= 1, moonshot) | undeparted adaptive | goals 1 / 2 / 3 |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "best 3 s-yellow | / 3 s-yellow (<= 1, moonshot) | undeparted adaptive | goals 1 / 2 / 3 | "
+             "goal 1 by seed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     passed = [0, 0, 0]
+    every_seed = [0, 0]  # rows whose goal 1 holds on every seed: all, where the signals decide
     counted = [0, 0, 0]
     decisive = [0, 0, 0]
     decisive_counted = [0, 0, 0]
@@ -294,12 +302,20 @@ def goals14_table(delays: dict[str, dict[str, float]], undeparted: dict[str, dic
         und = undeparted.get(name, {})
         verdicts = []
         cells = []
+        seed_cell = "n/a"
         if safe:
             best_safe = min(safe, key=safe.get)
             ratio = ours / safe[best_safe] if safe[best_safe] > 0 else float("inf")
             ok = ratio <= GOAL14_FIELD_SAFE and (sum(und.get("adaptive", [])) == 0 or sum(und.get(best_safe, [])) > 0)
             cells += [f"{best_safe} {safe[best_safe]:.1f}", f"{ratio:.2f}"]
             verdicts.append(ok)
+            mine = per_seed.get(name)
+            if mine:
+                within = sum(1 for d in mine if d <= GOAL14_FIELD_SAFE * safe[best_safe])
+                seed_cell = f"{within}/{len(mine)}"
+                if within == len(mine):
+                    every_seed[0] += 1
+                    every_seed[1] += int(not (insensitive or undecided))
         else:
             cells += ["n/a", "n/a"]
             verdicts.append(None)
@@ -330,14 +346,16 @@ def goals14_table(delays: dict[str, dict[str, float]], undeparted: dict[str, dic
         und_cell = "/".join(str(n) for n in und.get("adaptive", [])) or "-"
         verdict = " / ".join("n/a" if v is None else ("pass" if v else "FAIL") for v in verdicts)
         lines.append(f"| {name} | {'-' if static is None else f'{static:.1f}'} | {cells[0]} | {ours:.1f} | "
-                     f"{cells[1]} | {cells[2]} | {cells[3]} | {cells[4]} | {und_cell} | {verdict} |")
+                     f"{cells[1]} | {cells[2]} | {cells[3]} | {cells[4]} | {und_cell} | {verdict} | {seed_cell} |")
     if len(lines) == 4:
         return ""
+    on_every = f"{every_seed[0]}/{counted[0]} on every seed" if per_seed else ""
     lines.append(f"| **passed** | | | | {passed[0]}/{counted[0]} | {passed[1]}/{counted[1]} | | "
-                 f"{passed[2]}/{counted[2]} | | |")
+                 f"{passed[2]}/{counted[2]} | | | {on_every} |")
     if decisive_counted != counted:
+        on_every = f"{every_seed[1]}/{decisive_counted[0]} on every seed" if per_seed else ""
         lines.append(f"| **passed where the signals decide** | | | | {decisive[0]}/{decisive_counted[0]} | "
-                     f"{decisive[1]}/{decisive_counted[1]} | | {decisive[2]}/{decisive_counted[2]} | | |")
+                     f"{decisive[1]}/{decisive_counted[1]} | | {decisive[2]}/{decisive_counted[2]} | | | {on_every} |")
     return "\n".join(lines)
 
 
@@ -357,14 +375,17 @@ def goals14_from_rows(rows: list[dict]) -> str:
     """:func:`goals14_table` from :func:`control_table` rows."""
     delays: dict[str, dict[str, float]] = {}
     undeparted: dict[str, dict[str, list[int]]] = {}
+    per_seed: dict[str, list[float]] = {}
     seeds: set[int] = set()
     for r in rows:
         if "error" in r:
             continue
         delays.setdefault(r["scenario"], {})[r["control"]] = float(r["summary"]["mean_delay_s"]["mean"])
         undeparted.setdefault(r["scenario"], {})[r["control"]] = list(r.get("per_seed_undeparted", []))
+        if r["control"] == "adaptive" and r.get("per_seed_delay_s"):
+            per_seed[r["scenario"]] = [float(d) for d in r["per_seed_delay_s"]]
         seeds.update(r.get("seeds", []))
-    return goals14_table(delays, undeparted, seeds=",".join(map(str, sorted(seeds))))
+    return goals14_table(delays, undeparted, seeds=",".join(map(str, sorted(seeds))), per_seed=per_seed)
 
 
 def merge_rows(files: list[Path]) -> list[dict]:

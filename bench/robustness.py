@@ -134,6 +134,7 @@ def goals14(results: dict[str, list[dict[str, Any]]], seeds: list[int]) -> str:
         from control import goals14_table
     delays: dict[str, dict[str, float]] = {}
     undeparted: dict[str, dict[str, list[int]]] = {}
+    per_seed: dict[str, list[float]] = {}
     for label in sorted(results):
         by: dict[str, list[dict[str, Any]]] = {}
         for r in results[label]:
@@ -143,9 +144,12 @@ def goals14(results: dict[str, list[dict[str, Any]]], seeds: list[int]) -> str:
                 runs = sorted(runs, key=lambda r: r.get("seed", 0))
                 delays.setdefault(label, {})[control] = sum(r["delay"] for r in runs) / len(runs)
                 undeparted.setdefault(label, {})[control] = [int(r.get("undeparted", 0)) for r in runs]
+                if control == "adaptive":
+                    per_seed[label] = [float(r["delay"]) for r in runs]
     no_decision = {label for label, runs in results.items()
                    if any(r.get("deciding_signals") == 0 for r in runs)}
-    return goals14_table(delays, undeparted, seeds=",".join(map(str, seeds)), no_decision=no_decision)
+    return goals14_table(delays, undeparted, seeds=",".join(map(str, seeds)), no_decision=no_decision,
+                         per_seed=per_seed)
 
 
 def table(results: dict[str, list[dict[str, Any]]], controls: list[str]) -> str:
