@@ -120,6 +120,10 @@ def test_goals14_counts_the_seeds_on_which_adaptive_alone_meets_goal_1():
     assert rows["steady"][-2] == "pass / pass / n/a" and rows["steady"][-1] == "3/3"
     assert rows["gridlock"][-2] == "pass / pass / n/a" and rows["gridlock"][-1] == "1/3"
     assert rows["**passed**"][-1] == "1/2 on every seed"
+    # a seed that leaves vehicles undeparted where the best baseline leaves none does not count
+    undeparted = {"steady": {"adaptive": [0, 4, 0], "actuated-safe": [0, 0, 0]}}
+    split = goals14_table(delays, undeparted, seeds="1,2,3", per_seed=per_seed)
+    assert "| FAIL / pass / n/a | 2/3 |" in split
     # without per-seed delays the column says so, and the summary claims nothing
     plain = goals14_table(delays, seeds="1")
     assert "| pass / pass / n/a | n/a |" in plain and "on every seed" not in plain
