@@ -121,3 +121,62 @@ def test_zones_follow_the_road_across_an_edge_split_but_not_past_a_junction_wher
         assert watched["m_in_0"][3] > 0.0  # its distance includes the 30 m edge before C
         far = [v for seen in idle.seen if seen for v in seen if v.distance_m > watched["m_in_0"][3]]
         assert far and all(v.lane == "n_in_0" for v in far)
+
+
+def _joined_pair(tmp_path, split_inner: bool):
+    """Two junctions 40 m apart under one program J (a joined cluster): W - C1 - C2 - E, a side street at
+    each. With ``split_inner`` the inner road is two edges (SUMO splits it at a node where nothing turns)."""
+    import subprocess
+
+    from field_firmware_stubs.world_sumo import sumo_binary
+
+    nodes = ['<node id="C1" x="0" y="0" type="traffic_light" tl="J"/>',
+             '<node id="C2" x="40" y="0" type="traffic_light" tl="J"/>',
+             '<node id="W" x="-200" y="0"/>', '<node id="E" x="240" y="0"/>',
+             '<node id="N1" x="0" y="200"/>', '<node id="S2" x="40" y="-200"/>']
+    edges = ['<edge id="w_in" from="W" to="C1" numLanes="1" speed="13.9"/>',
+             '<edge id="n1_in" from="N1" to="C1" numLanes="1" speed="13.9"/>',
+             '<edge id="s2_in" from="S2" to="C2" numLanes="1" speed="13.9"/>',
+             '<edge id="e_out" from="C2" to="E" numLanes="1" speed="13.9"/>']
+    if split_inner:
+        nodes.append('<node id="M" x="20" y="0"/>')
+        edges += ['<edge id="inner_a" from="C1" to="M" numLanes="1" speed="13.9"/>',
+                  '<edge id="inner" from="M" to="C2" numLanes="1" speed="13.9"/>']
+    else:
+        edges.append('<edge id="inner" from="C1" to="C2" numLanes="1" speed="13.9"/>')
+    (tmp_path / "n.nod.xml").write_text("<nodes>" + "".join(nodes) + "</nodes>")
+    (tmp_path / "n.edg.xml").write_text("<edges>" + "".join(edges) + "</edges>")
+    subprocess.run([sumo_binary("netconvert"), "-n", "n.nod.xml", "-e", "n.edg.xml", "-o", "net.net.xml",
+                    "--no-turnarounds", "true", "--no-warnings", "true"], cwd=tmp_path, check=True,
+                   capture_output=True, timeout=60)
+    (tmp_path / "r.rou.xml").write_text('<routes><vType id="car" vClass="passenger"/>'
+                                        '<flow id="f" type="car" from="w_in" to="e_out" begin="0" end="60" '
+                                        'period="4"/></routes>')
+    (tmp_path / "s.sumocfg").write_text('<configuration><input><net-file value="net.net.xml"/>'
+                                        '<route-files value="r.rou.xml"/></input></configuration>')
+    return tmp_path / "s.sumocfg"
+
+
+@pytest.mark.parametrize("split_inner", [False, True])
+def test_an_inner_approach_of_a_joined_signal_is_seen_back_to_its_own_stop_line(tmp_path, split_inner):
+    """The 40 m inner road is shorter than the 60 m minimum cover, but the signal's own stop line ends it:
+    no queue stands out of sight there, so the signal gets a sensor and the zone covers the inner road."""
+    from field_firmware_stubs.world_sumo import APPROACH_MIN_COVER_M
+
+    cfg = _joined_pair(tmp_path, split_inner)
+    from sumolib.net import readNet
+
+    net = readNet(str(tmp_path / "net.net.xml"))
+    assert net.getEdge("inner").getLength() < APPROACH_MIN_COVER_M
+    idle = _Idle(len(net.getTLS("J").getConnections()))
+    with SumoWorld(cfg, emulators={"J": idle}, seed=1, begin=0, end=60, approach_range_m=200.0) as world:
+        world.run_until(60)
+        zones = world._zones.get("J")  # noqa: SLF001
+    assert zones is not None
+    watched = {z[0]: z for z in zones}
+    assert watched["inner_0"][1] == "inner_0"
+    if split_inner:
+        assert watched["inner_a_0"][1] == "inner_0"  # the split's first edge counts on the inner approach
+    assert "w_in_0" in watched and "e_out_0" not in watched  # an exit is no approach
+    inner_seen = [v for seen in idle.seen if seen for v in seen if v.lane == "inner_0"]
+    assert inner_seen and all(0.0 <= v.distance_m <= 40.5 for v in inner_seen)
