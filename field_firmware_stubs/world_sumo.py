@@ -308,7 +308,10 @@ class SumoWorld:
         the whole link back to the signal's own stop line, so no queue
         stands out of sight. Until session 12 such signals kept their
         loops; scheduling them cut grid-joined's delay by 13-17 % (see
-        docs/performance.md).
+        docs/performance.md). Lanes inside a junction (the walking area
+        before a modelled crossing among them) are no approach road: until
+        session 12 a modelled crosswalk's walking area, never covered,
+        cost its signal the sensor.
         """
         api = self._api
         self._zones: dict[str, list[tuple[str, str, frozenset[int], float]]] = {}
@@ -332,6 +335,8 @@ class SumoWorld:
             feeds: dict[str, set[int]] = {}
             for index, connections in enumerate(api.trafficlight.getControlledLinks(tls)):
                 for incoming, _outgoing, _via in connections:
+                    if incoming.startswith(":"):
+                        continue  # a walking area before a crossing, or a lane inside a junction: no approach road
                     feeds.setdefault(incoming, set()).add(index)
             zones: list[tuple[str, str, frozenset[int], float]] = []
             covered: dict[str, float] = {}

@@ -180,3 +180,43 @@ def test_an_inner_approach_of_a_joined_signal_is_seen_back_to_its_own_stop_line(
     assert "w_in_0" in watched and "e_out_0" not in watched  # an exit is no approach
     inner_seen = [v for seen in idle.seen if seen for v in seen if v.lane == "inner_0"]
     assert inner_seen and all(0.0 <= v.distance_m <= 40.5 for v in inner_seen)
+
+
+def test_a_signal_with_modelled_crosswalks_keeps_its_approach_sensor(tmp_path):
+    """A crossing's link starts on a walking area inside the junction: it is no approach road. Until
+    session 12 it got a zone of its own, and where the sidewalks before it were short (drt-osm,
+    braunschweig-fokr) that zone's short cover cost the signal its sensor."""
+    import subprocess
+
+    from field_firmware_stubs.world_sumo import sumo_binary
+
+    nodes = ['<node id="C" x="0" y="0" type="traffic_light"/>'] + [
+        f'<node id="{a}" x="{x}" y="{y}"/>' for a, x, y in (("N", 0, 150), ("S", 0, -150), ("E", 150, 0),
+                                                              ("W", -150, 0))]
+    edges = [f'<edge id="{a}_in" from="{a.upper()}" to="C" numLanes="1" speed="11.1"/>' for a in "nsew"]
+    edges += [f'<edge id="{a}_out" from="C" to="{a.upper()}" numLanes="1" speed="11.1"/>' for a in "nsew"]
+    (tmp_path / "n.nod.xml").write_text("<nodes>" + "".join(nodes) + "</nodes>")
+    (tmp_path / "n.edg.xml").write_text("<edges>" + "".join(edges) + "</edges>")
+    subprocess.run([sumo_binary("netconvert"), "-n", "n.nod.xml", "-e", "n.edg.xml", "-o", "net.net.xml",
+                    "--no-turnarounds", "true", "--no-warnings", "true", "--sidewalks.guess", "true",
+                    "--crossings.guess", "true"], cwd=tmp_path, check=True, capture_output=True, timeout=60)
+    (tmp_path / "r.rou.xml").write_text('<routes><vType id="car" vClass="passenger"/>'
+                                        '<flow id="f" type="car" from="w_in" to="e_out" begin="0" end="30" '
+                                        'period="5"/></routes>')
+    (tmp_path / "s.sumocfg").write_text('<configuration><input><net-file value="net.net.xml"/>'
+                                        '<route-files value="r.rou.xml"/></input></configuration>')
+    import xml.etree.ElementTree as ET
+
+    links = 1 + max(int(c.get("linkIndex")) for c in ET.parse(tmp_path / "net.net.xml").getroot().iter("connection")
+                    if c.get("tl") == "C")
+    idle = _Idle(links)
+    with SumoWorld(tmp_path / "s.sumocfg", emulators={"C": idle}, seed=1, begin=0, end=30,
+                   approach_range_m=200.0) as world:
+        crossing_links = [c for group in world.api.trafficlight.getControlledLinks("C") for c in group
+                          if c[0].startswith(":")]
+        world.run_until(30)
+        zones = world._zones.get("C")  # noqa: SLF001
+    assert crossing_links  # the net really models crossings: their links start on walking areas
+    assert zones is not None
+    assert not any(z[0].startswith(":") for z in zones)
+    assert any(v.lane.startswith("w_in") for seen in idle.seen if seen for v in seen)
