@@ -41,6 +41,12 @@ its stop line. The green is held while some later end costs at least
 ``HOLD_MARGIN_VEH_S`` less than ending now; the phase the best "end now"
 schedule serves next is returned as the next phase.
 
+A vehicle seen past a split in the road counts as the share of the
+vehicles there that turn onto this approach (``ApproachVehicle.weight``,
+:mod:`field_firmware_stubs.approach_zones`): its time before the stop line
+and the headway it takes are multiplied by it; the envelope floor counts
+only vehicles that weigh in full.
+
 Which phases serve a lane: the sensor knows the lane, not the turn. A lane
 feeding several signal groups is served by the phases that show all of
 them green (a shared lane's head vehicle blocks it otherwise); when no phase
@@ -102,6 +108,7 @@ class ApproachVehicle:
     distance_m: float          # to the stop line
     speed_mps: float
     motorcycle: bool = False
+    weight: float = 1.0        # how likely it comes to this lane: below 1 when seen past a split in the road
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,7 @@ class _Lane:
     headways: list[float]
     servers: frozenset[int]
     standing: bool  # its first vehicle stands at the stop line
+    weights: list[float]  # 1 unless seen past a split (approach_zones)
 
 
 def _lanes(phases: Sequence[SchedulePhase], vehicles: Iterable[ApproachVehicle]) -> list[_Lane]:
@@ -158,11 +166,11 @@ def _lanes(phases: Sequence[SchedulePhase], vehicles: Iterable[ApproachVehicle])
         seen.sort(key=lambda v: v.distance_m)
         etas = [0.0 if v.speed_mps < QUEUED_SPEED_MPS else max(0.0, v.distance_m) /
                 max(v.speed_mps, MIN_ARRIVAL_SPEED_MPS) for v in seen]
-        headways = [MOTORCYCLE_HEADWAY_S if v.motorcycle else CAR_HEADWAY_S for v in seen]
+        headways = [(MOTORCYCLE_HEADWAY_S if v.motorcycle else CAR_HEADWAY_S) * v.weight for v in seen]
         servers = serving_phases(phases, seen[0].links)
         standing = seen[0].distance_m <= BLOCKED_HEAD_M and seen[0].speed_mps < STANDING_SPEED_MPS
         if servers:
-            out.append(_Lane(etas, headways, servers, standing))
+            out.append(_Lane(etas, headways, servers, standing, [v.weight for v in seen]))
     return out
 
 
@@ -198,7 +206,7 @@ def _discharge(lanes: list[_Lane], served: list[int], last: list[float], number:
         if departure > limit:
             break
         lane = lanes[i]
-        cost += departure - lane.etas[served[i]]
+        cost += (departure - lane.etas[served[i]]) * lane.weights[served[i]]
         served[i] += 1
         last[i] = departure
         last_departure = departure
@@ -222,7 +230,8 @@ def _next_phase(lanes: list[_Lane], served: list[int], phases: Sequence[Schedule
         waiting, alone = 0, False
         for i, lane in enumerate(lanes):
             if phase.number in lane.servers:
-                here = sum(1 for eta in lane.etas[served[i]:] if eta <= at + 5.0)
+                here = sum(w for eta, w in zip(lane.etas[served[i]:], lane.weights[served[i]:], strict=True)
+                           if eta <= at + 5.0)
                 waiting += here
                 alone = alone or (here > 0 and len(lane.servers) == 1)  # a lane only this phase serves
         age = max(0.0, at - ended[j]) / AGE_WEIGHT_S if alone else 0.0
@@ -265,7 +274,8 @@ def schedule_cost(phases: Sequence[SchedulePhase], current: int, vehicles: Itera
         ended[j] = end
         t, at = end + phase.change_s, j
     for i, lane in enumerate(lanes):
-        cost += sum(max(0.0, horizon_s - eta) for eta in lane.etas[served[i]:])
+        cost += sum(max(0.0, horizon_s - eta) * w
+                    for eta, w in zip(lane.etas[served[i]:], lane.weights[served[i]:], strict=True))
     return cost, first
 
 
@@ -287,27 +297,31 @@ def decide(phases: Sequence[SchedulePhase], current: int, vehicles: Sequence[App
 
 
 def queue_left(phases: Sequence[SchedulePhase], current: int, vehicles: Iterable[ApproachVehicle]) -> bool:
-    """Whether a lane the current green serves still shows a queued vehicle (slower than ``QUEUED_SPEED_MPS``).
+    """Whether a lane the current green serves still shows a queued vehicle (slower than ``QUEUED_SPEED_MPS``;
+    one seen past a split counts only when it weighs in full, see :mod:`field_firmware_stubs.approach_zones`).
 
     The program uses it for the envelope floor: a green whose queue is still
     there is not ended by the schedule before the green the centre planned
     for it (see :mod:`field_firmware_stubs.program`).
     """
     number = phases[current].number
-    return any(number in lane.servers and any(eta == 0.0 for eta in lane.etas) for lane in _lanes(phases, vehicles))
+    return any(number in lane.servers
+               and any(eta == 0.0 and w >= 1.0 for eta, w in zip(lane.etas, lane.weights, strict=True))
+               for lane in _lanes(phases, vehicles))
 
 
 def queue_leaving(phases: Sequence[SchedulePhase], current: int, vehicles: Iterable[ApproachVehicle]) -> bool:
     """Whether a queue is still leaving on a lane the current green serves: its first vehicle is not
     standing at the stop line (``BLOCKED_HEAD_M``) and at least ``LEAVING_QUEUE_VEH`` of its vehicles
-    are queued (slower than ``QUEUED_SPEED_MPS``).
+    are queued (slower than ``QUEUED_SPEED_MPS``, and weigh in full).
 
     The program does not let the schedule end such a green before its
     maximum (the envelope floor, :mod:`field_firmware_stubs.program`).
     """
     number = phases[current].number
     return any(number in lane.servers and not lane.standing
-               and sum(1 for eta in lane.etas if eta == 0.0) >= LEAVING_QUEUE_VEH
+               and sum(1 for eta, w in zip(lane.etas, lane.weights, strict=True) if eta == 0.0 and w >= 1.0)
+               >= LEAVING_QUEUE_VEH
                for lane in _lanes(phases, vehicles))
 
 

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from field_firmware_stubs.approach_schedule import ApproachVehicle
+from field_firmware_stubs.approach_zones import STANDING_MPS, TurnCounts, Zone, weight_past_split
 from field_firmware_stubs.emulator import DetectorReading, FieldEmulator
 from traffic.errors import ScenarioError, SimulationError
 
@@ -295,14 +296,19 @@ class SumoWorld:
 
         A zone is (lane to watch, approach lane it belongs to, signal groups
         that lane feeds, metres from the watched lane's end to the stop
-        line). Up the road a zone follows the road, not SUMO's edge splits: a
+        line, the lane before the split it lies past if any). Up the road
+        a zone follows the road, not SUMO's edge splits: a
         lane whose every successor lies on the approach edge (a segment
         break, a lane added or dropped) is watched too, up to the range,
         never past another signal's stop line or a real junction where the
-        road splits. A signal with an approach the zones cover for less
-        than ``APPROACH_MIN_COVER_M`` (a short segment behind a junction
-        where the road splits) gets no sensor: its queue would stand out of
-        sight and the schedule would starve it. An inner approach of a
+        road splits. Where that leaves an approach covered for less than
+        ``APPROACH_MIN_COVER_M`` (a short segment behind a junction where
+        the road splits), the signal's zones go on past the first split and
+        what they see there is weighed by turning counts
+        (:mod:`field_firmware_stubs.approach_zones`; before session 12 such
+        a signal kept its loops: braunschweig 51.4 -> 46.9). Still short
+        past the split: no sensor, the loops decide, since its queue would
+        stand out of sight and the schedule would starve it. An inner approach of a
         joined signal (a lane its own stop lines feed, directly or across
         edge splits) counts as covered whatever its length: the zone sees
         the whole link back to the signal's own stop line, so no queue
@@ -314,9 +320,10 @@ class SumoWorld:
         cost its signal the sensor.
         """
         api = self._api
-        self._zones: dict[str, list[tuple[str, str, frozenset[int], float]]] = {}
-        reach = self.approach_range_m
-        if reach <= 0:
+        self._zones: dict[str, list[Zone]] = {}
+        self._turns: dict[str, TurnCounts] = {tls: TurnCounts() for tls in self.emulators}
+        self._on_split: dict[tuple[str, str], set[str]] = {}
+        if self.approach_range_m <= 0:
             return
         controlled: set[str] = set()
         for tls in api.trafficlight.getIDList():
@@ -338,53 +345,110 @@ class SumoWorld:
                     if incoming.startswith(":"):
                         continue  # a walking area before a crossing, or a lane inside a junction: no approach road
                     feeds.setdefault(incoming, set()).add(index)
-            zones: list[tuple[str, str, frozenset[int], float]] = []
-            covered: dict[str, float] = {}
-            for lane, indices in feeds.items():
-                links = frozenset(indices)
-                zones.append((lane, lane, links, 0.0))
-                frontier, seen = [(lane, float(api.lane.getLength(lane)))], {lane}
-                while frontier:
-                    current, offset = frontier.pop()
-                    covered[lane] = max(covered.get(lane, 0.0), min(offset, reach))
-                    if offset >= reach:
-                        continue
-                    road = api.lane.getEdgeID(current)
-                    for up in predecessors.get(current, ()):
-                        if up in feeds:
-                            covered[lane] = reach  # back to this signal's own stop line: the whole link is seen
-                        if up in seen or up in controlled:
-                            continue
-                        if api.edge.getFromJunction(api.lane.getEdgeID(up)) == api.edge.getToJunction(road):
-                            continue  # the other carriageway, turning round
-                        if not all(api.lane.getEdgeID(n) == road for n in successors[up]):
-                            continue  # a junction where the road splits: the vehicle may turn away
-                        seen.add(up)
-                        zones.append((up, lane, links, offset))
-                        frontier.append((up, offset + float(api.lane.getLength(up))))
-            short = sorted(lane for lane, metres in covered.items() if metres < APPROACH_MIN_COVER_M)
+            zones, short = self._zones_for(feeds, controlled, predecessors, successors, past_split=False)
             if short:
-                log.info("%s: no approach sensing (the road before %s is covered for less than %.0f m: the "
-                         "queue would be out of sight); its loops decide", tls, ", ".join(short),
-                         APPROACH_MIN_COVER_M)
-                continue
+                zones, still_short = self._zones_for(feeds, controlled, predecessors, successors, past_split=True)
+                if still_short:
+                    log.info("%s: no approach sensing (the road before %s is covered for less than %.0f m, past "
+                             "the first split too: the queue would be out of sight); its loops decide", tls,
+                             ", ".join(still_short), APPROACH_MIN_COVER_M)
+                    continue
+                log.info("%s: approach sensing past the split before %s, weighed by turning counts", tls,
+                         ", ".join(short))
             self._zones[tls] = zones
+
+    def _zones_for(self, feeds: Mapping[str, set[int]], controlled: set[str], predecessors: Mapping[str, list[str]],
+                   successors: Mapping[str, list[str]], *, past_split: bool) -> tuple[list[Zone], list[str]]:
+        """One signal's zones, and the lanes feeding it that they cover for less than ``APPROACH_MIN_COVER_M``.
+
+        ``past_split``: follow the road past the first junction where it
+        splits, the zones beyond it flagged with the lane before the split.
+        """
+        api, reach = self._api, self.approach_range_m
+        zones: list[Zone] = []
+        covered: dict[str, float] = {}
+        for lane, indices in feeds.items():
+            links = frozenset(indices)
+            zones.append(Zone(lane, lane, links, 0.0))
+            frontier: list[tuple[str, float, str | None]] = [(lane, float(api.lane.getLength(lane)), None)]
+            seen = {lane}
+            while frontier:
+                current, offset, split = frontier.pop()
+                covered[lane] = max(covered.get(lane, 0.0), min(offset, reach))
+                if offset >= reach:
+                    continue
+                road = api.lane.getEdgeID(current)
+                for up in predecessors.get(current, ()):
+                    if up in feeds:
+                        covered[lane] = reach  # back to this signal's own stop line: the whole link is seen
+                    if up in seen or up in controlled:
+                        continue
+                    if api.edge.getFromJunction(api.lane.getEdgeID(up)) == api.edge.getToJunction(road):
+                        continue  # the other carriageway, turning round
+                    up_split = split
+                    if not all(api.lane.getEdgeID(n) == road for n in successors[up]):
+                        if not past_split or split is not None:
+                            continue  # a junction where the road splits: the vehicle may turn away
+                        up_split = up
+                    seen.add(up)
+                    zones.append(Zone(up, lane, links, offset, up_split))
+                    frontier.append((up, offset + float(api.lane.getLength(up)), up_split))
+        short = sorted(lane for lane, metres in covered.items() if metres < APPROACH_MIN_COVER_M)
+        return zones, short
+
+    def _count_turns(self, tls: str, zones: Sequence[Zone]) -> None:
+        """Count the turns at each split ``tls``'s zones go past: where each vehicle that left the lane
+        before the split went (a vehicle still inside the junction is looked at again next step)."""
+        splits = {z.split for z in zones if z.split is not None}
+        if not splits:
+            return
+        approaches_of: dict[str, set[str]] = {}
+        for z in zones:
+            if z.split is None:
+                approaches_of.setdefault(z.watched, set()).add(z.approach)
+        vehicle, lanes = self._api.vehicle, self._api.lane
+        for split in splits:
+            now = set(lanes.getLastStepVehicleIDs(split))
+            for vid in self._on_split.get((tls, split), set()) - now:
+                try:
+                    where = str(vehicle.getLaneID(vid))
+                except self._errors:
+                    where = ""  # it left the network
+                if where.startswith(":"):
+                    now.add(vid)
+                    continue
+                self._turns[tls].record(split, approaches_of.get(where, ()))
+            self._on_split[(tls, split)] = now
 
     def _read_approach(self, tls: str) -> list[ApproachVehicle] | None:
         """What ``tls``'s approach sensors see now (None: it has none)."""
         zones = self._zones.get(tls)
         if zones is None:
             return None
+        self._count_turns(tls, zones)
         vehicle, lanes, reach = self._api.vehicle, self._api.lane, self.approach_range_m
-        seen = []
-        for watched, approach_lane, links, offset in zones:
-            length = float(lanes.getLength(watched))
-            for vid in lanes.getLastStepVehicleIDs(watched):
-                distance = offset + length - float(vehicle.getLanePosition(vid))
+        raw: list[tuple[Zone, float, float, bool]] = []
+        split_at: dict[str, float] = {}
+        tail: dict[str, float] = {}
+        for zone in zones:
+            length = float(lanes.getLength(zone.watched))
+            if zone.split is not None:
+                split_at[zone.approach] = min(split_at.get(zone.approach, reach), zone.offset_m)
+            for vid in lanes.getLastStepVehicleIDs(zone.watched):
+                distance = zone.offset_m + length - float(vehicle.getLanePosition(vid))
                 if distance > reach:
                     continue
-                seen.append(ApproachVehicle(approach_lane, links, distance, float(vehicle.getSpeed(vid)),
-                                            self._vclass(str(vehicle.getTypeID(vid))) == MOTORCYCLE))
+                speed = float(vehicle.getSpeed(vid))
+                if zone.split is None and speed < STANDING_MPS:
+                    tail[zone.approach] = max(tail.get(zone.approach, 0.0), distance)
+                raw.append((zone, distance, speed, self._vclass(str(vehicle.getTypeID(vid))) == MOTORCYCLE))
+        seen = []
+        for zone, distance, speed, motorcycle in raw:
+            weight = 1.0
+            if zone.split is not None:
+                weight = weight_past_split(self._turns[tls].share(zone.split, zone.approach), speed,
+                                           tail.get(zone.approach, 0.0), split_at[zone.approach])
+            seen.append(ApproachVehicle(zone.approach, zone.links, distance, speed, motorcycle, weight))
         return seen
 
     def _loop_types(self, loop_id: str) -> dict[str, str]:

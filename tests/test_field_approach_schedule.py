@@ -366,3 +366,41 @@ def test_whatever_the_loops_and_the_sensor_report_the_heads_never_trip_the_monit
         state = program.step(float(k), presence, approach)
         monitor.observe(float(k), state)
         assert not monitor.tripped, monitor.reason
+
+
+# ---- vehicles seen past a split weigh their turning share (session 12) -------------------------------------------
+
+
+def test_a_vehicle_seen_past_a_split_costs_its_share_of_a_vehicle_and_of_a_headway():
+    """One car waits on the red lane b: held for 10 s it costs 10 s (and 10 + 6 s clearance before it
+    leaves); the same car seen past a split where half the vehicles turn this way costs half."""
+    full = [_car("b", B, 2.0)]
+    half = [replace(full[0], weight=0.5)]
+    for end_in in (0.0, 10.0):
+        cost_full, _ = sched.schedule_cost(PHASES, 0, full, end_in)
+        cost_half, _ = sched.schedule_cost(PHASES, 0, half, end_in)
+        assert cost_full > 0.0 and abs(cost_half - 0.5 * cost_full) < 1e-9
+    # three cars queued on b, the middle one seen past a split: it costs half its wait, and the car behind
+    # it leaves half a headway sooner (a half-weight car takes half a headway at the stop line)
+    queue = [_car("b", B, 2.0 + 7.0 * i) for i in range(3)]
+    split = [queue[0], replace(queue[1], weight=0.5), queue[2]]
+    second_leaves = PHASES[0].change_s + sched.START_LOST_S + sched.CAR_HEADWAY_S
+    saving = sched.schedule_cost(PHASES, 0, queue, 0.0)[0] - sched.schedule_cost(PHASES, 0, split, 0.0)[0]
+    half_leaves = second_leaves - 0.5 * sched.CAR_HEADWAY_S
+    assert abs(saving - ((second_leaves - 0.5 * half_leaves) + 0.5 * sched.CAR_HEADWAY_S)) < 1e-9
+
+
+def test_the_envelope_floor_counts_only_vehicles_that_weigh_in_full():
+    assert not sched.queue_left(PHASES, 0, [replace(_car("a", A, 25.0), weight=0.6)])
+    assert sched.queue_left(PHASES, 0, [replace(_car("a", A, 25.0), weight=1.0)])
+    leaving = [_car("a", A, 3.0, 4.0)] + [replace(_car("a", A, 10.0 + 7.0 * i), weight=0.6) for i in range(3)]
+    assert not sched.queue_leaving(PHASES, 0, leaving)
+
+
+@settings(max_examples=150, deadline=None)
+@given(raw=_vehicles, weights=st.lists(st.floats(0.0, 1.0), min_size=25, max_size=25),
+       end_in=st.sampled_from(sched.EXTENSIONS_S))
+def test_weighing_vehicles_down_never_raises_the_cost_bound(raw, weights, end_in):
+    fleet = [replace(v, weight=w) for v, w in zip(_fleet(raw), weights, strict=False)]
+    cost, _ = sched.schedule_cost(PHASES, 0, fleet, end_in)
+    assert 0.0 <= cost <= sum(v.weight for v in fleet) * sched.HORIZON_S + 1e-6

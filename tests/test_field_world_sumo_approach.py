@@ -54,10 +54,10 @@ def test_without_a_range_the_world_reports_no_sensor_and_the_loops_decide(scenar
     assert emulator.program.schedule_stats == {"hold": 0, "end": 0, "next_phase": 0, "floor": 0}
 
 
-def _split_approach(tmp_path, side_exit: bool):
+def _split_approach(tmp_path, side_exit: bool, turning_away: bool = False):
     """A signal C fed from the north by a road SUMO splits at node M, 30 m before C (the edges m_in,
     100 m, and n_in, 30 m). With ``side_exit`` a street leaves the road at M, so a vehicle upstream of
-    M may turn away."""
+    M may turn away; with ``turning_away`` one vehicle in two does."""
     import subprocess
 
     from field_firmware_stubs.world_sumo import sumo_binary
@@ -77,9 +77,11 @@ def _split_approach(tmp_path, side_exit: bool):
     subprocess.run([sumo_binary("netconvert"), "-n", "n.nod.xml", "-e", "n.edg.xml", "-o", "net.net.xml",
                     "--no-turnarounds", "true", "--no-warnings", "true"], cwd=tmp_path, check=True,
                    capture_output=True, timeout=60)
+    away = ('<flow id="g" type="car" from="m_in" to="x_out" begin="2" end="240" period="6"/>'
+            if turning_away else "")
     (tmp_path / "r.rou.xml").write_text('<routes><vType id="car" vClass="passenger"/>'
-                                        '<flow id="f" type="car" from="m_in" to="s_out" begin="0" end="60" '
-                                        'period="5"/></routes>')
+                                        '<flow id="f" type="car" from="m_in" to="s_out" begin="0" end="240" '
+                                        f'period="6"/>{away}</routes>')
     (tmp_path / "s.sumocfg").write_text('<configuration><input><net-file value="net.net.xml"/>'
                                         '<route-files value="r.rou.xml"/></input></configuration>')
     return tmp_path / "s.sumocfg"
@@ -112,13 +114,16 @@ def test_zones_follow_the_road_across_an_edge_split_but_not_past_a_junction_wher
         world.run_until(40)
         zones = world._zones.get("C")  # noqa: SLF001
     if side_exit:
-        # the road before C is covered for 30 m only: no sensor, the loops decide
-        assert zones is None
-        assert all(a is None for a in idle.seen)
+        # the road before C is covered for 30 m only: the zones go on past the split at M, flagged with it
+        watched = {z.watched: z for z in zones}
+        assert watched["n_in_0"].split is None
+        assert watched["m_in_0"].split == "m_in_0" and watched["m_in_0"].approach == "n_in_0"
+        assert watched["m_in_0"].offset_m > 0.0
     else:
         watched = {z[0]: z for z in zones}
         assert "m_in_0" in watched and watched["m_in_0"][1] == "n_in_0"  # counted on C's approach lane
         assert watched["m_in_0"][3] > 0.0  # its distance includes the 30 m edge before C
+        assert watched["m_in_0"].split is None  # every vehicle there comes to C: no split
         far = [v for seen in idle.seen if seen for v in seen if v.distance_m > watched["m_in_0"][3]]
         assert far and all(v.lane == "n_in_0" for v in far)
 
@@ -220,3 +225,31 @@ def test_a_signal_with_modelled_crosswalks_keeps_its_approach_sensor(tmp_path):
     assert zones is not None
     assert not any(z[0].startswith(":") for z in zones)
     assert any(v.lane.startswith("w_in") for seen in idle.seen if seen for v in seen)
+
+
+@pytest.mark.parametrize("turning_away", [False, True])
+def test_a_vehicle_seen_past_a_split_weighs_the_share_that_turned_onto_the_approach(tmp_path, turning_away):
+    """Every vehicle on m_in goes on to C, or one in two turns away at M: the world counts where those
+    leaving m_in went, and a moving vehicle seen on m_in weighs that share (Laplace's rule on the counts)."""
+    cfg = _split_approach(tmp_path, side_exit=True, turning_away=turning_away)
+    from sumolib.net import readNet
+
+    net = readNet(str(tmp_path / "net.net.xml"))
+    before_split = net.getLane("n_in_0").getLength()  # C's own lane: every vehicle on it comes to C
+    idle = _Idle(len(net.getTLS("C").getConnections()))
+    with SumoWorld(cfg, emulators={"C": idle}, seed=1, begin=0, end=240, approach_range_m=200.0) as world:
+        went_on = went_away = 0
+        while world.time < 240:
+            world.step()
+            went_on += sum(1 for v in world.api.simulation.getArrivedIDList() if v.startswith("f"))
+            went_away += sum(1 for v in world.api.simulation.getArrivedIDList() if v.startswith("g"))
+        share = world._turns["C"].share("m_in_0", "n_in_0")  # noqa: SLF001
+    assert went_on >= 20 and (went_away >= 20) == turning_away
+    if turning_away:
+        assert 0.35 <= share <= 0.65
+    else:
+        assert share >= 0.9
+    late = [v for seen in idle.seen[-60:] if seen for v in seen
+            if v.distance_m > before_split + 1.0 and v.speed_mps > 1.0]
+    assert late and all(abs(v.weight - share) < 0.1 for v in late)
+    assert all(v.weight == 1.0 for seen in idle.seen if seen for v in seen if v.distance_m < before_split - 0.5)
