@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from field_firmware_stubs.approach_schedule import ApproachVehicle
-from field_firmware_stubs.approach_zones import STANDING_MPS, TurnCounts, Zone, weight_past_split
+from field_firmware_stubs.approach_zones import MIN_BEFORE_SPLIT_M, STANDING_MPS, TurnCounts, Zone, weight_past_split
 from field_firmware_stubs.emulator import DetectorReading, FieldEmulator
 from traffic.errors import ScenarioError, SimulationError
 
@@ -362,7 +362,8 @@ class SumoWorld:
         """One signal's zones, and the lanes feeding it that they cover for less than ``APPROACH_MIN_COVER_M``.
 
         ``past_split``: follow the road past the first junction where it
-        splits, the zones beyond it flagged with the lane before the split.
+        splits, at least ``MIN_BEFORE_SPLIT_M`` before the stop line, the
+        zones beyond it flagged with the lane before the split.
         """
         api, reach = self._api, self.approach_range_m
         zones: list[Zone] = []
@@ -387,7 +388,7 @@ class SumoWorld:
                         continue  # the other carriageway, turning round
                     up_split = split
                     if not all(api.lane.getEdgeID(n) == road for n in successors[up]):
-                        if not past_split or split is not None:
+                        if not past_split or split is not None or offset < MIN_BEFORE_SPLIT_M:
                             continue  # a junction where the road splits: the vehicle may turn away
                         up_split = up
                     seen.add(up)

@@ -54,7 +54,7 @@ def test_without_a_range_the_world_reports_no_sensor_and_the_loops_decide(scenar
     assert emulator.program.schedule_stats == {"hold": 0, "end": 0, "next_phase": 0, "floor": 0}
 
 
-def _split_approach(tmp_path, side_exit: bool, turning_away: bool = False):
+def _split_approach(tmp_path, side_exit: bool, turning_away: bool = False, split_m: float = 30.0):
     """A signal C fed from the north by a road SUMO splits at node M, 30 m before C (the edges m_in,
     100 m, and n_in, 30 m). With ``side_exit`` a street leaves the road at M, so a vehicle upstream of
     M may turn away; with ``turning_away`` one vehicle in two does."""
@@ -62,7 +62,7 @@ def _split_approach(tmp_path, side_exit: bool, turning_away: bool = False):
 
     from field_firmware_stubs.world_sumo import sumo_binary
 
-    nodes = ['<node id="C" x="0" y="0" type="traffic_light"/>', '<node id="M" x="0" y="30"/>',
+    nodes = ['<node id="C" x="0" y="0" type="traffic_light"/>', f'<node id="M" x="0" y="{split_m}"/>',
              '<node id="N" x="0" y="130"/>', '<node id="S" x="0" y="-150"/>', '<node id="E" x="150" y="0"/>',
              '<node id="W" x="-150" y="0"/>']
     edges = ['<edge id="m_in" from="N" to="M" numLanes="1" speed="13.9"/>',
@@ -70,7 +70,7 @@ def _split_approach(tmp_path, side_exit: bool, turning_away: bool = False):
     edges += [f'<edge id="{a}_in" from="{a.upper()}" to="C" numLanes="1" speed="13.9"/>' for a in "sew"]
     edges += [f'<edge id="{a}_out" from="C" to="{a.upper()}" numLanes="1" speed="13.9"/>' for a in "nsew"]
     if side_exit:
-        nodes.append('<node id="X" x="100" y="30"/>')
+        nodes.append(f'<node id="X" x="100" y="{split_m}"/>')
         edges.append('<edge id="x_out" from="M" to="X" numLanes="1" speed="13.9"/>')
     (tmp_path / "n.nod.xml").write_text("<nodes>" + "".join(nodes) + "</nodes>")
     (tmp_path / "n.edg.xml").write_text("<edges>" + "".join(edges) + "</edges>")
@@ -253,3 +253,20 @@ def test_a_vehicle_seen_past_a_split_weighs_the_share_that_turned_onto_the_appro
             if v.distance_m > before_split + 1.0 and v.speed_mps > 1.0]
     assert late and all(abs(v.weight - share) < 0.1 for v in late)
     assert all(v.weight == 1.0 for seen in idle.seen if seen for v in seen if v.distance_m < before_split - 0.5)
+
+
+def test_a_split_too_close_to_the_stop_line_is_not_followed_and_the_loops_decide(tmp_path):
+    """10 m before the stop line the approach holds one vehicle before the split: the queue is nearly all
+    beyond it, and weighing it by turning shares starved such approaches (cologne3): no sensor."""
+    from field_firmware_stubs.approach_zones import MIN_BEFORE_SPLIT_M
+
+    cfg = _split_approach(tmp_path, side_exit=True, split_m=10.0)
+    from sumolib.net import readNet
+
+    net = readNet(str(tmp_path / "net.net.xml"))
+    assert net.getLane("n_in_0").getLength() < MIN_BEFORE_SPLIT_M
+    idle = _Idle(len(net.getTLS("C").getConnections()))
+    with SumoWorld(cfg, emulators={"C": idle}, seed=1, begin=0, end=30, approach_range_m=200.0) as world:
+        world.run_until(30)
+        assert world._zones.get("C") is None  # noqa: SLF001
+    assert all(a is None for a in idle.seen)
