@@ -54,14 +54,28 @@ def test_without_a_range_the_world_reports_no_sensor_and_the_loops_decide(scenar
     assert emulator.program.schedule_stats == {"hold": 0, "end": 0, "next_phase": 0, "floor": 0}
 
 
-def _split_approach(tmp_path, side_exit: bool, turning_away: bool = False, split_m: float = 30.0):
-    """A signal C fed from the north by a road SUMO splits at node M, 30 m before C (the edges m_in,
-    100 m, and n_in, 30 m). With ``side_exit`` a street leaves the road at M, so a vehicle upstream of
-    M may turn away; with ``turning_away`` one vehicle in two does."""
+def _scenario(tmp_path, nodes: list[str], edges: list[str], flows: str, *netconvert_options: str):
+    """Build a plain-XML network with netconvert, and a scenario with ``flows`` (``<flow>`` elements of
+    type ``car``) on it; returns the ``.sumocfg``."""
     import subprocess
 
     from field_firmware_stubs.world_sumo import sumo_binary
 
+    (tmp_path / "n.nod.xml").write_text("<nodes>" + "".join(nodes) + "</nodes>")
+    (tmp_path / "n.edg.xml").write_text("<edges>" + "".join(edges) + "</edges>")
+    subprocess.run([sumo_binary("netconvert"), "-n", "n.nod.xml", "-e", "n.edg.xml", "-o", "net.net.xml",
+                    "--no-turnarounds", "true", "--no-warnings", "true", *netconvert_options], cwd=tmp_path,
+                   check=True, capture_output=True, timeout=60)
+    (tmp_path / "r.rou.xml").write_text(f'<routes><vType id="car" vClass="passenger"/>{flows}</routes>')
+    (tmp_path / "s.sumocfg").write_text('<configuration><input><net-file value="net.net.xml"/>'
+                                        '<route-files value="r.rou.xml"/></input></configuration>')
+    return tmp_path / "s.sumocfg"
+
+
+def _split_approach(tmp_path, side_exit: bool, turning_away: bool = False, split_m: float = 30.0):
+    """A signal C fed from the north by a road SUMO splits at node M, 30 m before C (the edges m_in,
+    100 m, and n_in, 30 m). With ``side_exit`` a street leaves the road at M, so a vehicle upstream of
+    M may turn away; with ``turning_away`` one vehicle in two does."""
     nodes = ['<node id="C" x="0" y="0" type="traffic_light"/>', f'<node id="M" x="0" y="{split_m}"/>',
              '<node id="N" x="0" y="130"/>', '<node id="S" x="0" y="-150"/>', '<node id="E" x="150" y="0"/>',
              '<node id="W" x="-150" y="0"/>']
@@ -72,19 +86,10 @@ def _split_approach(tmp_path, side_exit: bool, turning_away: bool = False, split
     if side_exit:
         nodes.append(f'<node id="X" x="100" y="{split_m}"/>')
         edges.append('<edge id="x_out" from="M" to="X" numLanes="1" speed="13.9"/>')
-    (tmp_path / "n.nod.xml").write_text("<nodes>" + "".join(nodes) + "</nodes>")
-    (tmp_path / "n.edg.xml").write_text("<edges>" + "".join(edges) + "</edges>")
-    subprocess.run([sumo_binary("netconvert"), "-n", "n.nod.xml", "-e", "n.edg.xml", "-o", "net.net.xml",
-                    "--no-turnarounds", "true", "--no-warnings", "true"], cwd=tmp_path, check=True,
-                   capture_output=True, timeout=60)
-    away = ('<flow id="g" type="car" from="m_in" to="x_out" begin="2" end="240" period="6"/>'
-            if turning_away else "")
-    (tmp_path / "r.rou.xml").write_text('<routes><vType id="car" vClass="passenger"/>'
-                                        '<flow id="f" type="car" from="m_in" to="s_out" begin="0" end="240" '
-                                        f'period="6"/>{away}</routes>')
-    (tmp_path / "s.sumocfg").write_text('<configuration><input><net-file value="net.net.xml"/>'
-                                        '<route-files value="r.rou.xml"/></input></configuration>')
-    return tmp_path / "s.sumocfg"
+    flows = '<flow id="f" type="car" from="m_in" to="s_out" begin="0" end="240" period="6"/>'
+    if turning_away:
+        flows += '<flow id="g" type="car" from="m_in" to="x_out" begin="2" end="240" period="6"/>'
+    return _scenario(tmp_path, nodes, edges, flows)
 
 
 class _Idle:
@@ -131,10 +136,6 @@ def test_zones_follow_the_road_across_an_edge_split_but_not_past_a_junction_wher
 def _joined_pair(tmp_path, split_inner: bool):
     """Two junctions 40 m apart under one program J (a joined cluster): W - C1 - C2 - E, a side street at
     each. With ``split_inner`` the inner road is two edges (SUMO splits it at a node where nothing turns)."""
-    import subprocess
-
-    from field_firmware_stubs.world_sumo import sumo_binary
-
     nodes = ['<node id="C1" x="0" y="0" type="traffic_light" tl="J"/>',
              '<node id="C2" x="40" y="0" type="traffic_light" tl="J"/>',
              '<node id="W" x="-200" y="0"/>', '<node id="E" x="240" y="0"/>',
@@ -149,17 +150,8 @@ def _joined_pair(tmp_path, split_inner: bool):
                   '<edge id="inner" from="M" to="C2" numLanes="1" speed="13.9"/>']
     else:
         edges.append('<edge id="inner" from="C1" to="C2" numLanes="1" speed="13.9"/>')
-    (tmp_path / "n.nod.xml").write_text("<nodes>" + "".join(nodes) + "</nodes>")
-    (tmp_path / "n.edg.xml").write_text("<edges>" + "".join(edges) + "</edges>")
-    subprocess.run([sumo_binary("netconvert"), "-n", "n.nod.xml", "-e", "n.edg.xml", "-o", "net.net.xml",
-                    "--no-turnarounds", "true", "--no-warnings", "true"], cwd=tmp_path, check=True,
-                   capture_output=True, timeout=60)
-    (tmp_path / "r.rou.xml").write_text('<routes><vType id="car" vClass="passenger"/>'
-                                        '<flow id="f" type="car" from="w_in" to="e_out" begin="0" end="60" '
-                                        'period="4"/></routes>')
-    (tmp_path / "s.sumocfg").write_text('<configuration><input><net-file value="net.net.xml"/>'
-                                        '<route-files value="r.rou.xml"/></input></configuration>')
-    return tmp_path / "s.sumocfg"
+    return _scenario(tmp_path, nodes, edges,
+                     '<flow id="f" type="car" from="w_in" to="e_out" begin="0" end="60" period="4"/>')
 
 
 @pytest.mark.parametrize("split_inner", [False, True])
@@ -191,31 +183,19 @@ def test_a_signal_with_modelled_crosswalks_keeps_its_approach_sensor(tmp_path):
     """A crossing's link starts on a walking area inside the junction: it is no approach road. Until
     session 12 it got a zone of its own, and where the sidewalks before it were short (drt-osm,
     braunschweig-fokr) that zone's short cover cost the signal its sensor."""
-    import subprocess
-
-    from field_firmware_stubs.world_sumo import sumo_binary
-
     nodes = ['<node id="C" x="0" y="0" type="traffic_light"/>'] + [
         f'<node id="{a}" x="{x}" y="{y}"/>' for a, x, y in (("N", 0, 150), ("S", 0, -150), ("E", 150, 0),
                                                               ("W", -150, 0))]
     edges = [f'<edge id="{a}_in" from="{a.upper()}" to="C" numLanes="1" speed="11.1"/>' for a in "nsew"]
     edges += [f'<edge id="{a}_out" from="C" to="{a.upper()}" numLanes="1" speed="11.1"/>' for a in "nsew"]
-    (tmp_path / "n.nod.xml").write_text("<nodes>" + "".join(nodes) + "</nodes>")
-    (tmp_path / "n.edg.xml").write_text("<edges>" + "".join(edges) + "</edges>")
-    subprocess.run([sumo_binary("netconvert"), "-n", "n.nod.xml", "-e", "n.edg.xml", "-o", "net.net.xml",
-                    "--no-turnarounds", "true", "--no-warnings", "true", "--sidewalks.guess", "true",
-                    "--crossings.guess", "true"], cwd=tmp_path, check=True, capture_output=True, timeout=60)
-    (tmp_path / "r.rou.xml").write_text('<routes><vType id="car" vClass="passenger"/>'
-                                        '<flow id="f" type="car" from="w_in" to="e_out" begin="0" end="30" '
-                                        'period="5"/></routes>')
-    (tmp_path / "s.sumocfg").write_text('<configuration><input><net-file value="net.net.xml"/>'
-                                        '<route-files value="r.rou.xml"/></input></configuration>')
+    cfg = _scenario(tmp_path, nodes, edges, '<flow id="f" type="car" from="w_in" to="e_out" begin="0" end="30" '
+                    'period="5"/>', "--sidewalks.guess", "true", "--crossings.guess", "true")
     import xml.etree.ElementTree as ET
 
     links = 1 + max(int(c.get("linkIndex")) for c in ET.parse(tmp_path / "net.net.xml").getroot().iter("connection")
                     if c.get("tl") == "C")
     idle = _Idle(links)
-    with SumoWorld(tmp_path / "s.sumocfg", emulators={"C": idle}, seed=1, begin=0, end=30,
+    with SumoWorld(cfg, emulators={"C": idle}, seed=1, begin=0, end=30,
                    approach_range_m=200.0) as world:
         crossing_links = [c for group in world.api.trafficlight.getControlledLinks("C") for c in group
                           if c[0].startswith(":")]
