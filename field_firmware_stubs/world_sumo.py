@@ -306,7 +306,7 @@ class SumoWorld:
         the road splits), the signal's zones go on past the first split and
         what they see there is weighed by turning counts
         (:mod:`field_firmware_stubs.approach_zones`; before session 12 such
-        a signal kept its loops: braunschweig 51.4 -> 46.9). Still short
+        a signal kept its loops: braunschweig 51.4 -> 47.0). Still short
         past the split: no sensor, the loops decide, since its queue would
         stand out of sight and the schedule would starve it. An inner approach of a
         joined signal (a lane its own stop lines feed, directly or across
@@ -323,6 +323,10 @@ class SumoWorld:
         self._zones: dict[str, list[Zone]] = {}
         self._turns: dict[str, TurnCounts] = {tls: TurnCounts() for tls in self.emulators}
         self._on_split: dict[tuple[str, str], set[str]] = {}
+        # per signal sensed past a split: the approach lanes each lane before any split belongs to, and
+        # where each approach's split lies (m to the stop line); fixed once the zones are bound
+        self._split_lanes: dict[str, dict[str, set[str]]] = {}
+        self._split_at: dict[str, dict[str, float]] = {}
         if self.approach_range_m <= 0:
             return
         controlled: set[str] = set()
@@ -355,6 +359,15 @@ class SumoWorld:
                     continue
                 log.info("%s: approach sensing past the split before %s, weighed by turning counts", tls,
                          ", ".join(short))
+                approaches_of: dict[str, set[str]] = {}
+                split_at: dict[str, float] = {}
+                for z in zones:
+                    if z.split is None:
+                        approaches_of.setdefault(z.watched, set()).add(z.approach)
+                    else:
+                        split_at[z.approach] = min(split_at.get(z.approach, self.approach_range_m), z.offset_m)
+                self._split_lanes[tls] = approaches_of
+                self._split_at[tls] = split_at
             self._zones[tls] = zones
 
     def _zones_for(self, feeds: Mapping[str, set[int]], controlled: set[str], predecessors: Mapping[str, list[str]],
@@ -400,13 +413,10 @@ class SumoWorld:
     def _count_turns(self, tls: str, zones: Sequence[Zone]) -> None:
         """Count the turns at each split ``tls``'s zones go past: where each vehicle that left the lane
         before the split went (a vehicle still inside the junction is looked at again next step)."""
+        approaches_of = self._split_lanes.get(tls)
+        if approaches_of is None:
+            return  # no zone past a split
         splits = {z.split for z in zones if z.split is not None}
-        if not splits:
-            return
-        approaches_of: dict[str, set[str]] = {}
-        for z in zones:
-            if z.split is None:
-                approaches_of.setdefault(z.watched, set()).add(z.approach)
         vehicle, lanes = self._api.vehicle, self._api.lane
         for split in splits:
             now = set(lanes.getLastStepVehicleIDs(split))
@@ -429,12 +439,10 @@ class SumoWorld:
         self._count_turns(tls, zones)
         vehicle, lanes, reach = self._api.vehicle, self._api.lane, self.approach_range_m
         raw: list[tuple[Zone, float, float, bool]] = []
-        split_at: dict[str, float] = {}
+        split_at = self._split_at.get(tls, {})
         tail: dict[str, float] = {}
         for zone in zones:
             length = float(lanes.getLength(zone.watched))
-            if zone.split is not None:
-                split_at[zone.approach] = min(split_at.get(zone.approach, reach), zone.offset_m)
             for vid in lanes.getLastStepVehicleIDs(zone.watched):
                 distance = zone.offset_m + length - float(vehicle.getLanePosition(vid))
                 if distance > reach:
