@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from simulation.binaries import sumo_binary, sumo_home, sumo_tool
-from simulation.corridor import add_vehicle_mix
+from simulation.corridor import VEHICLE_MIX, add_vehicle_mix
 from simulation.scenario import write_sumocfg
 
 log = logging.getLogger("bench.corpus")
@@ -263,11 +263,51 @@ def build_demand(name: str, net: Path, out_dir: Path, level: str) -> Path:
           "--min-distance", "150", "--prefix", "v", "--vclass", "passenger", "--trip-attributes",
           'type="mix" departLane="best" departSpeed="max"', "--additional-file", str(types),
           "--validate", "-r", str(out_dir / f"{name}.rou.xml")], f"{name} demand")
-    # a city model holds trips whose vehicle type may not use every edge of the route randomTrips drew:
-    # SUMO drops those with a warning (ignore-route-errors), as the model's owner would run it
+    dropped = drop_unroutable_trips(net, trips, types, out_dir)
+    if dropped:
+        log.info("%s (%s): %d trips dropped that a vehicle class of the mix cannot drive", name, level, dropped)
+    # ignore-route-errors stays as a safety net: a trip that still fails to route would otherwise stop the run
     return write_sumocfg(out_dir / f"{name}.sumocfg", net=net, routes=[trips], additionals=[types], end_s=DURATION_S,
                          processing={"time-to-teleport": "-1", "ignore-junction-blocker": "20",
                                      "collision.action": "warn", "ignore-route-errors": "true"})
+
+
+def drop_unroutable_trips(net: Path, trips: Path, types: Path, work: Path) -> int:
+    """Drop the trips some vehicle class of the mix cannot drive from origin to destination; returns how many.
+
+    randomTrips validates a trip for passenger cars, and SUMO draws each
+    vehicle's type from the mix only when it departs. A motorcycle or a bus
+    drawn for a trip its class cannot drive (a car-only link, a turn it may
+    not take) is inserted anyway under ``ignore-route-errors`` and stands at
+    the end of its first edge for the rest of the run, blocking its lane:
+    drt-osm held ten such vehicles, each the head of a queue of 40-80 that
+    never moved, whatever the signals did. Each trip is routed once per class
+    of the mix with ``duarouter``; a trip any class fails is dropped, so the
+    type drawn per seed can always drive it.
+    """
+    tree = ET.parse(trips)
+    root = tree.getroot()
+    all_ids = {t.get("id") for t in root.iter("trip")}
+    drivable = set(all_ids)
+    for vtype, _vclass, _share, _attrs in VEHICLE_MIX:
+        retyped = ET.parse(trips)
+        for trip in retyped.getroot().iter("trip"):
+            trip.set("type", vtype)
+        probe_in = work / f"probe-{vtype}.trips.xml"
+        probe_out = work / f"probe-{vtype}.rou.xml"
+        retyped.write(probe_in, encoding="UTF-8", xml_declaration=True)
+        _run([sumo_binary("duarouter"), "-n", str(net), "-r", str(probe_in), "--additional-files", str(types),
+              "-o", str(probe_out), "--ignore-errors", "true", "--no-step-log", "true", "--no-warnings", "true"],
+             f"{trips.name} routes for {vtype}")
+        drivable &= {v.get("id") for v in ET.parse(probe_out).getroot().iter("vehicle")}
+        for leftover in (probe_in, probe_out, probe_out.with_suffix(".alt.xml")):
+            leftover.unlink(missing_ok=True)
+    dropped = [t for t in root.findall("trip") if t.get("id") not in drivable]
+    for trip in dropped:
+        root.remove(trip)
+    if dropped:
+        tree.write(trips, encoding="UTF-8", xml_declaration=True)
+    return len(dropped)
 
 
 def build(out: Path, only: list[str] | None = None, levels: list[str] | None = None) -> list[dict[str, str]]:
