@@ -56,6 +56,11 @@ log = logging.getLogger(__name__)
 _labels = itertools.count()
 #: an approach sensor must see at least this much of every lane feeding its signal (m), or the loops decide
 APPROACH_MIN_COVER_M = 60.0
+#: vehicle classes whose queues an approach sensor watches; a lane that allows none of them (a tram track
+#: through the junction) is no approach. Until session 13 two tram tracks, 0.2 m and 5 m long between their
+#: rail signals and drt-osm's joined signal joinedS_2, counted as its approaches, covered too short to see
+ROAD_VCLASSES = frozenset({"passenger", "motorcycle", "moped", "bus", "coach", "truck", "trailer", "delivery",
+                           "taxi", "evehicle", "emergency"})
 MOTORCYCLE = "motorcycle"
 
 
@@ -348,6 +353,8 @@ class SumoWorld:
                 for incoming, _outgoing, _via in connections:
                     if incoming.startswith(":"):
                         continue  # a walking area before a crossing, or a lane inside a junction: no approach road
+                    if not self._road_lane(incoming):
+                        continue  # a tram or rail track crossing the junction: no road vehicle queues on it
                     feeds.setdefault(incoming, set()).add(index)
             zones, short = self._zones_for(feeds, controlled, predecessors, successors, past_split=False)
             if short:
@@ -369,6 +376,13 @@ class SumoWorld:
                 self._split_lanes[tls] = approaches_of
                 self._split_at[tls] = split_at
             self._zones[tls] = zones
+
+    def _road_lane(self, lane: str) -> bool:
+        """Whether a road vehicle may use ``lane`` (a tram track or a railway is no approach road)."""
+        allowed = set(self._api.lane.getAllowed(lane))
+        if allowed:
+            return bool(allowed & ROAD_VCLASSES)
+        return not ROAD_VCLASSES <= set(self._api.lane.getDisallowed(lane))
 
     def _zones_for(self, feeds: Mapping[str, set[int]], controlled: set[str], predecessors: Mapping[str, list[str]],
                    successors: Mapping[str, list[str]], *, past_split: bool) -> tuple[list[Zone], list[str]]:

@@ -207,6 +207,36 @@ def test_a_signal_with_modelled_crosswalks_keeps_its_approach_sensor(tmp_path):
     assert any(v.lane.startswith("w_in") for seen in idle.seen if seen for v in seen)
 
 
+def test_a_tram_track_through_the_junction_is_no_approach_and_costs_the_signal_nothing(tmp_path):
+    """A tram track that starts 5 m before the stop line (at its own rail signal in drt-osm) is covered
+    for 5 m only. Until session 13 it counted as an approach too short to see, and its signal kept its
+    loops; no road vehicle queues on it."""
+    nodes = ['<node id="C" x="0" y="0" type="traffic_light"/>', '<node id="T" x="4" y="3"/>',
+             '<node id="U" x="-120" y="-90"/>'] + [
+        f'<node id="{a}" x="{x}" y="{y}"/>' for a, x, y in (("N", 0, 150), ("S", 0, -150), ("E", 150, 0),
+                                                              ("W", -150, 0))]
+    edges = [f'<edge id="{a}_in" from="{a.upper()}" to="C" numLanes="1" speed="11.1"/>' for a in "nsew"]
+    edges += [f'<edge id="{a}_out" from="C" to="{a.upper()}" numLanes="1" speed="11.1"/>' for a in "nsew"]
+    edges += ['<edge id="t_in" from="T" to="C" numLanes="1" speed="8.0" allow="tram"/>',
+              '<edge id="t_out" from="C" to="U" numLanes="1" speed="8.0" allow="tram"/>']
+    cfg = _scenario(tmp_path, nodes, edges, '<flow id="f" type="car" from="w_in" to="e_out" begin="0" end="30" '
+                    'period="5"/>')
+    import xml.etree.ElementTree as ET
+
+    links = 1 + max(int(c.get("linkIndex")) for c in ET.parse(tmp_path / "net.net.xml").getroot().iter("connection")
+                    if c.get("tl") == "C")
+    idle = _Idle(links)
+    with SumoWorld(cfg, emulators={"C": idle}, seed=1, begin=0, end=30, approach_range_m=200.0) as world:
+        tram_links = [c for group in world.api.trafficlight.getControlledLinks("C") for c in group
+                      if c[0] == "t_in_0"]
+        world.run_until(30)
+        zones = world._zones.get("C")  # noqa: SLF001
+    assert tram_links  # the signal really controls the tram track
+    assert zones is not None
+    assert not any(z.watched.startswith("t_in") or z.approach.startswith("t_in") for z in zones)
+    assert any(v.lane.startswith("w_in") for seen in idle.seen if seen for v in seen)
+
+
 @pytest.mark.parametrize("turning_away", [False, True])
 def test_a_vehicle_seen_past_a_split_weighs_the_share_that_turned_onto_the_approach(tmp_path, turning_away):
     """Every vehicle on m_in goes on to C, or one in two turns away at M: the world counts where those
