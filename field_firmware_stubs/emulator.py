@@ -221,6 +221,9 @@ class FieldEmulator:
         self.max_plan_expiry_s = float(max_plan_expiry_s)
         self.count_interval_s = count_interval_s
         self.stats = FieldStats()
+        #: the site's approach sensor sees part of some approach only (the SUMO world sets it where a lane is
+        #: covered for less than its minimum): the schedule may then lengthen greens, never shorten them
+        self.partial_approach_view = False
         self._mqtt = mqtt
         self._gateway = gateway
         self._origin = clock_origin
@@ -385,7 +388,7 @@ class FieldEmulator:
         self._check_fallback(now_s)
         presence = {d: r.occupied for d, r in detector_readings.items()}
         state = (self._program.step(now_s, presence) if approach is None else
-                 self._program.step(now_s, presence, approach))
+                 self._program.step(now_s, presence, approach, self.partial_approach_view))
         if self._detail == "start-up all-red" and not self._program.starting_up:
             self._detail = "local time-of-day plan"
         driven = self._monitor.observe(now_s, state)

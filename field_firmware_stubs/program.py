@@ -92,6 +92,15 @@ Design choices (and why):
   the queues needed (seeds 1-3, no floor -> planned-green floor -> this:
   merge/saturated 83.1 -> 66.7 -> 60.8, a10kw-osm/saturated 365.9 ->
   363.3 -> 279.9; loops only 62.5 and 306.9).
+  Where the sensor sees part of an approach only (``partial_view``: a
+  lane covered for less than the world's minimum, its queue may stand out
+  of sight), the schedule may hold a green past the loops' gap-out but
+  never end one before it: a platoon from beyond the view shows up a few
+  seconds before the stop line, too late for the schedule, while the
+  loops' passage time still catches it. Until session 13 such signals ran
+  on their loops alone (seeds 1-3: drt-osm/moderate 145.6 -> 121.1,
+  cologne1 23.6 -> 21.7, ingolstadt-fkk/moderate 27.3 -> 25.2; letting the
+  schedule end their greens too cost ingolstadt1 17.2 -> 20.8).
 * Start-up (``startup_all_red_s`` > 0, what :class:`FieldEmulator` uses):
   the heads show all-red for that long, then the first phase of the cycle
   starts a full green and the cycle boundary is there; the bounded offset
@@ -251,6 +260,7 @@ class SignalProgram:
         self._in_startup = False
         # free mode with an approach sensor: this tick's vehicles, and the decision taken on them
         self._approach: tuple[int, tuple[ApproachVehicle, ...]] | None = None
+        self._partial_view = False  # the sensor sees part of some approach only (see step)
         self._decision: tuple[tuple[int, int, int], sched.Decision] | None = None
         self._scheduled_next: tuple[int, int] | None = None  # (time, phase) the schedule serves next
         self.schedule_stats = {"hold": 0, "end": 0, "next_phase": 0, "floor": 0}
@@ -349,7 +359,7 @@ class SignalProgram:
             self._ped_calls.setdefault(phase, self._now)
 
     def step(self, now: float, detector_presence: Mapping[str, bool] | None = None,
-             approach: Sequence[ApproachVehicle] | None = None) -> str:
+             approach: Sequence[ApproachVehicle] | None = None, partial_view: bool = False) -> str:
         """Advance to ``now`` (s) and return the state to drive.
 
         ``detector_presence`` maps detector ids to presence during the step that
@@ -357,12 +367,15 @@ class SignalProgram:
         ``approach``: what the approach sensor sees now (None: no sensor, or it
         failed this step). In free mode a green past its minimum then ends
         by :func:`approach_schedule.decide` instead of by gap-out, within its
-        maximum; without it the loops decide as before.
+        maximum; without it the loops decide as before. ``partial_view``:
+        that sensor sees part of some approach only, so the schedule may
+        hold a green past the loops' gap-out but never end it before.
         """
         now_ds = to_ds(now)
         if now_ds < self._now:
             raise PlanError(f"time went backwards: {now} s after {self._now / 10.0} s")
         self._approach = None if approach is None else (now_ds, tuple(approach))
+        self._partial_view = partial_view
         if detector_presence:
             self._update_detectors(now_ds, detector_presence)
         self._advance(now_ds)
@@ -632,6 +645,8 @@ class SignalProgram:
         decision = self._decision[1]
         if decision.hold:
             return min(max_end, now + 10), ev.PHASE_MAX_OUT if max_end <= now + 10 else ev.PHASE_GAP_OUT
+        if self._partial_view:
+            return None  # part of a queue may stand out of sight: the loops' gap-out ends the green
         floor = self._floor_end(key, phases, phase, start, max_end)
         if now < floor:
             return min(max_end, now + 10, floor), ev.PHASE_GAP_OUT

@@ -54,7 +54,8 @@ __all__ = ["SumoWorld", "sumo_binary"]
 log = logging.getLogger(__name__)
 
 _labels = itertools.count()
-#: an approach sensor must see at least this much of every lane feeding its signal (m), or the loops decide
+#: an approach sensor must see at least this much of every lane feeding its signal (m), or it sees part of the
+#: road only and its schedule may lengthen greens past the loops' gap-out, never shorten them
 APPROACH_MIN_COVER_M = 60.0
 #: vehicle classes whose queues an approach sensor watches; a lane that allows none of them (a tram track
 #: through the junction) is no approach. Until session 13 two tram tracks, 0.2 m and 5 m long between their
@@ -312,8 +313,12 @@ class SumoWorld:
         what they see there is weighed by turning counts
         (:mod:`field_firmware_stubs.approach_zones`; before session 12 such
         a signal kept its loops: braunschweig 51.4 -> 47.0). Still short
-        past the split: no sensor, the loops decide, since its queue would
-        stand out of sight and the schedule would starve it. An inner approach of a
+        past the split: the sensor sees part of the road only
+        (``FieldEmulator.partial_approach_view``), and its schedule may hold
+        a green past the loops' gap-out but never end one before it, since
+        its queue may stand out of sight and a schedule deciding alone
+        starved it (ingolstadt1 17.2 -> 20.8); until session 13 such a
+        signal had no sensor. An inner approach of a
         joined signal (a lane its own stop lines feed, directly or across
         edge splits) counts as covered whatever its length: the zone sees
         the whole link back to the signal's own stop line, so no queue
@@ -360,12 +365,13 @@ class SumoWorld:
             if short:
                 zones, still_short = self._zones_for(feeds, controlled, predecessors, successors, past_split=True)
                 if still_short:
-                    log.info("%s: no approach sensing (the road before %s is covered for less than %.0f m, past "
-                             "the first split too: the queue would be out of sight); its loops decide", tls,
-                             ", ".join(still_short), APPROACH_MIN_COVER_M)
-                    continue
-                log.info("%s: approach sensing past the split before %s, weighed by turning counts", tls,
-                         ", ".join(short))
+                    log.info("%s: approach sensing on part of the road only (before %s it covers less than %.0f "
+                             "m, past the first split too): the schedule may hold a green past the loops' "
+                             "gap-out, never end it before", tls, ", ".join(still_short), APPROACH_MIN_COVER_M)
+                    self.emulators[tls].partial_approach_view = True
+                else:
+                    log.info("%s: approach sensing past the split before %s, weighed by turning counts", tls,
+                             ", ".join(short))
                 approaches_of: dict[str, set[str]] = {}
                 split_at: dict[str, float] = {}
                 for z in zones:

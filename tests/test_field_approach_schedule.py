@@ -201,6 +201,17 @@ def _green_end_after(program: SignalProgram, phase: int, since: float, until: fl
     return until
 
 
+def _green_end_partial(program: SignalProgram, phase: int, since: float, until: float, presence, approach) -> float:
+    """As :func:`_green_end_after`, with a sensor that sees part of some approach only."""
+    t = since
+    while t <= until:
+        program.step(t, presence(t), approach(t), partial_view=True)
+        if not (program.phase == phase and program.interval == "green"):
+            return t
+        t += 1.0
+    return until
+
+
 def _settle_in_phase_1(program: SignalProgram) -> float:
     """Run until phase 1 shows green with nobody calling anywhere; returns the time."""
     t = 0.0
@@ -248,6 +259,30 @@ def test_the_program_ends_a_green_the_loops_would_extend_when_it_serves_nobody_s
     assert results[True] <= 8.0
     program, _ = _free_program()
     assert program.schedule_stats == {"hold": 0, "end": 0, "next_phase": 0, "floor": 0}
+
+
+def test_a_sensor_that_sees_part_of_the_road_may_hold_a_green_but_never_ends_one_before_the_loops():
+    """Where a lane is covered too short to see its whole queue (``partial_view``), the schedule still
+    holds the green for a platoon it sees, but ends no green the loops would extend: the vehicles the
+    loop detects may come from beyond the view."""
+    program, _ = _free_program()
+    t0 = _settle_in_phase_1(program)
+
+    def platoon(t: float, t0: float = t0):
+        ahead = [_car("a_0", A, 60.0 + 15.0 * i - 12.0 * (t - t0), 12.0) for i in range(7)]
+        return [v for v in ahead if v.distance_m > 0.0] + [_car("b_0", B, 3.0)]
+
+    held = _green_end_partial(program, 1, t0, t0 + 60.0, lambda t, t0=t0: {"d1": False, "d2": t >= t0},
+                              platoon) - t0
+    assert 8.0 + 4.0 <= held <= 40.0 + 2.0  # held past the gap-out for the platoon, never past the maximum
+
+    program, _ = _free_program()
+    t0 = _settle_in_phase_1(program)
+    queue_on_b = [_car("b_0", B, 2.0 + 7.0 * i) for i in range(6)]
+    extended = _green_end_partial(program, 1, t0, t0 + 60.0, lambda t, t0=t0: {"d1": True, "d2": t >= t0},
+                                  lambda t: queue_on_b) - t0
+    assert extended >= 30.0  # the occupied loop extends it as without a sensor; the schedule alone ended it at 8 s
+    assert program.schedule_stats["end"] > 0  # the schedule did want to end it
 
 
 @settings(max_examples=25, deadline=None)

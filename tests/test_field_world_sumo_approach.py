@@ -265,9 +265,11 @@ def test_a_vehicle_seen_past_a_split_weighs_the_share_that_turned_onto_the_appro
     assert all(v.weight == 1.0 for seen in idle.seen if seen for v in seen if v.distance_m < before_split - 0.5)
 
 
-def test_a_split_too_close_to_the_stop_line_is_not_followed_and_the_loops_decide(tmp_path):
+def test_a_split_too_close_to_the_stop_line_is_not_followed_and_the_sensor_sees_part_of_the_road(tmp_path):
     """10 m before the stop line the approach holds one vehicle before the split: the queue is nearly all
-    beyond it, and weighing it by turning shares starved such approaches (cologne3): no sensor."""
+    beyond it, and weighing it by turning shares starved such approaches (cologne3). The zones stop at the
+    split and the signal is marked as seeing part of the road only: its schedule may lengthen greens, never
+    shorten them (until session 13 such a signal had no sensor at all)."""
     from field_firmware_stubs.approach_zones import MIN_BEFORE_SPLIT_M
 
     cfg = _split_approach(tmp_path, side_exit=True, split_m=10.0)
@@ -276,7 +278,10 @@ def test_a_split_too_close_to_the_stop_line_is_not_followed_and_the_loops_decide
     net = readNet(str(tmp_path / "net.net.xml"))
     assert net.getLane("n_in_0").getLength() < MIN_BEFORE_SPLIT_M
     idle = _Idle(len(net.getTLS("C").getConnections()))
+    assert not getattr(idle, "partial_approach_view", False)
     with SumoWorld(cfg, emulators={"C": idle}, seed=1, begin=0, end=30, approach_range_m=200.0) as world:
         world.run_until(30)
-        assert world._zones.get("C") is None  # noqa: SLF001
-    assert all(a is None for a in idle.seen)
+        zones = world._zones.get("C")  # noqa: SLF001
+    assert zones is not None and not any(z.split for z in zones)  # nothing past the split
+    assert idle.partial_approach_view
+    assert any(a is not None for a in idle.seen)
