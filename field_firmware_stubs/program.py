@@ -98,7 +98,7 @@ Design choices (and why):
   never end one before it: a platoon from beyond the view shows up a few
   seconds before the stop line, too late for the schedule, while the
   loops' passage time still catches it. Until session 13 such signals ran
-  on their loops alone (seeds 1-3: drt-osm/moderate 145.6 -> 121.1,
+  on their loops alone (seeds 1-3: drt-osm/moderate 145.6 -> 126.1,
   cologne1 23.6 -> 21.7, ingolstadt-fkk/moderate 27.3 -> 25.2; letting the
   schedule end their greens too cost ingolstadt1 17.2 -> 20.8).
 * Start-up (``startup_all_red_s`` > 0, what :class:`FieldEmulator` uses):
