@@ -287,8 +287,7 @@ def drop_unroutable_trips(net: Path, trips: Path, types: Path, work: Path) -> in
     """
     tree = ET.parse(trips)
     root = tree.getroot()
-    all_ids = {t.get("id") for t in root.iter("trip")}
-    drivable = set(all_ids)
+    drivable = {t.get("id") for t in root.iter("trip")}
     for vtype, _vclass, _share, _attrs in VEHICLE_MIX:
         retyped = ET.parse(trips)
         for trip in retyped.getroot().iter("trip"):
