@@ -4,7 +4,9 @@ Every control has the same signature, ``(scenario, seed, begin, end,
 workdir) -> Kpis``, so the CLI, the benchmark and the tests treat them
 alike:
 
-* ``static``: the network's own fixed-time programs (the ``sumo`` binary);
+* ``static``: the network's own programs as fixed time (the ``sumo`` binary;
+  an actuated program runs at its phases' durations,
+  :func:`~simulation.actuated.fixed_time_additional`);
 * ``actuated``: SUMO's actuated control on the same phases
   (:mod:`simulation.actuated`, the ``sumo`` binary);
 * ``actuated-safe``: the same SUMO actuated logic held to the project's
@@ -40,7 +42,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from simulation.actuated import actuated_additional
+from simulation.actuated import actuated_additional, fixed_time_additional
 from simulation.backend import BACKENDS, ENV_BACKEND
 from simulation.inloop import run_in_loop
 from simulation.kpi import Kpis
@@ -122,8 +124,11 @@ def controllable(scenario: Scenario, check: SafetyCheck | None = None) -> Scenar
 
 
 def run_static(scenario: Scenario, seed: int, begin: int, end: int, workdir: Path) -> Kpis:
-    """The network's own fixed-time programs."""
-    return run(scenario, seed=seed, begin=begin, end=end, workdir=workdir)
+    """The network's own programs, as fixed time: a self-timed (actuated) program runs at its phases' durations."""
+    workdir = Path(workdir)
+    fixed = fixed_time_additional(scenario.net_file, workdir / "fixed-time.add.xml")
+    return run(scenario, seed=seed, begin=begin, end=end, workdir=workdir,
+               extra_additional=() if fixed is None else (fixed,))
 
 
 def run_actuated(scenario: Scenario, seed: int, begin: int, end: int, workdir: Path) -> Kpis:

@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import app.sim_adaptive  # noqa: F401 - the composition root: registers adaptive, installs the safety check
-from simulation.actuated import PROGRAM_ID, actuated_additional
+from simulation.actuated import FIXED_PROGRAM_ID, PROGRAM_ID, actuated_additional, fixed_time_additional
 from simulation.binaries import sumo_binary, sumo_tool
 from simulation.controls import (
     CONTROLS,
@@ -207,6 +207,64 @@ def test_actuated_program_keeps_phases_and_really_actuates(corridor, tmp_path: P
     assert len(green_lengths) > 2, green_lengths
     static = run(corridor, seed=2, end=300)
     assert actuated.to_dict() | {"wall_s": 0} != static.to_dict() | {"wall_s": 0}
+
+
+@pytest.fixture(scope="module")
+def actuated_town(tmp_path_factory):
+    """A 2x2 grid whose own programs are actuated (as an OSM import's are), with random demand."""
+    out = tmp_path_factory.mktemp("town")
+    net = out / "town.net.xml"
+    subprocess.run([sumo_binary("netgenerate"), "--grid", "--grid.number", "2", "--grid.length", "200",
+                    "--grid.attach-length", "150", "-L", "2", "-j", "traffic_light", "--tls.default-type", "actuated",
+                    "--no-turnarounds", "true", "--no-warnings", "-o", str(net)], check=True, capture_output=True)
+    subprocess.run([sys.executable, str(sumo_tool("randomTrips.py")), "-n", str(net), "-o", str(out / "t.trips.xml"),
+                    "-r", str(out / "town.rou.xml"), "-e", "400", "-p", "1.5", "--fringe-factor", "100",
+                    "--seed", "5", "--validate"], check=True, capture_output=True)
+    (out / "town.sumocfg").write_text(
+        '<configuration><input><net-file value="town.net.xml"/><route-files value="town.rou.xml"/></input>'
+        '<time><begin value="0"/><end value="400"/></time></configuration>')
+    return load_scenario(out, detectors_dir=out / "det")
+
+
+def _green_lengths(scenario, tmp_path: Path, name: str, additional: tuple[Path, ...]) -> set[float]:
+    """The green lengths SUMO applied at the scenario's first signal in a 400 s run."""
+    switches = tmp_path / f"{name}-switches.xml"
+    timed = tmp_path / f"{name}-timed.add.xml"
+    tls = scenario.corridor.intersections[0].tls_id
+    timed.write_text(f'<additional><timedEvent type="SaveTLSSwitchTimes" source="{tls}" dest="{switches}"/>'
+                     '</additional>')
+    run(scenario, seed=1, end=400, workdir=tmp_path / name, extra_additional=(*additional, timed))
+    return {round(float(el.get("duration")), 1) for el in ET.parse(switches).getroot().iter("tlsSwitch")}
+
+
+def test_fixed_time_baseline_runs_an_actuated_network_at_its_durations(actuated_town, tmp_path: Path) -> None:
+    """``static`` is fixed time even where the network's own programs are actuated."""
+    own = {t.get("id"): t for t in ET.parse(actuated_town.net_file).getroot().iter("tlLogic")}
+    assert own and all(t.get("type") == "actuated" for t in own.values())
+    static = control("static")(actuated_town, 1, 0, 400, tmp_path / "static")
+    fixed = tmp_path / "static" / "fixed-time.add.xml"
+    logics = list(ET.parse(fixed).getroot().iter("tlLogic"))
+    assert {t.get("id") for t in logics} == set(own)
+    for logic in logics:
+        assert logic.get("type") == "static" and logic.get("programID") == FIXED_PROGRAM_ID
+        src = own[logic.get("id")]
+        assert [(p.get("state"), p.get("duration")) for p in logic.iter("phase")] == \
+            [(p.get("state"), p.get("duration")) for p in src.iter("phase")]
+        assert not any("minDur" in p.attrib for p in logic.iter("phase"))
+    assert static.vehicles > 50
+    own_run = run(actuated_town, seed=1, end=400, workdir=tmp_path / "own-run")
+    assert static.to_dict() | {"wall_s": 0} != own_run.to_dict() | {"wall_s": 0}
+    durations = {float(p.get("duration")) for p in own[actuated_town.corridor.intersections[0].tls_id].iter("phase")}
+    # SUMO runs the copy: every green lasts a phase's duration; the network's own program varies them
+    assert _green_lengths(actuated_town, tmp_path, "fixed", (fixed,)) <= durations
+    assert not _green_lengths(actuated_town, tmp_path, "own", ()) <= durations
+
+
+def test_fixed_time_baseline_leaves_a_static_network_alone(corridor, tmp_path: Path) -> None:
+    assert fixed_time_additional(corridor.net_file, tmp_path / "f.add.xml") is None
+    assert not (tmp_path / "f.add.xml").exists()
+    static = control("static")(corridor, 4, 0, 200, tmp_path / "s")
+    assert static.to_dict() | {"wall_s": 0} == run(corridor, seed=4, end=200).to_dict() | {"wall_s": 0}
 
 
 def test_safe_actuated_baseline_times_the_designs_intervals_and_pedestrians(grid, tmp_path: Path) -> None:
