@@ -52,7 +52,7 @@ from simulation.scenario import Scenario
 from simulation.tls_program import write_plans_additional
 from traffic.errors import SimulationError, TrafficError
 from traffic.intersection import FindingLevel, IntersectionSpec, SignalFinding
-from traffic.plan import PlanMode, TimingPlan, Violation
+from traffic.plan import PhaseTiming, PlanMode, TimingPlan, Violation
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,8 @@ def run_actuated(scenario: Scenario, seed: int, begin: int, end: int, workdir: P
 #: SUMO actuated defaults the ``actuated-safe`` baseline keeps (netconvert's maxDur and max-gap)
 SAFE_ACTUATED_MAX_GREEN_S = 50.0
 SAFE_ACTUATED_GAP_S = 3.0
+#: the batch runs' SUMO step (SUMO's default; no scenario sets another): a change interval lasts whole steps
+SIMULATION_STEP_S = 1.0
 
 
 def safe_actuated_plans(scenario: Scenario) -> dict[str, TimingPlan]:
@@ -151,15 +153,37 @@ def safe_actuated_plans(scenario: Scenario) -> dict[str, TimingPlan]:
     would run: the intersection's own design (ITE yellow and red clearance,
     pedestrian walk + clearance inside the green, minimum greens) with
     SUMO's default actuated limits (maximum green 50 s, gap 3 s).
+
+    Its change intervals last whole simulation steps (``SIMULATION_STEP_S``),
+    rounded up: SUMO runs a program's fractional interval at its steps,
+    showing an ITE yellow of 3.3 s for 3 s two times in three and for 4 s
+    the third, so until session 14 this baseline ran 0.3-0.7 s of each
+    yellow and all-red below the policy, where every other field-safe
+    control (the emulators, ``max-pressure``) shows at least the whole
+    interval, 4 s. The split grows by what the intervals gained, so the
+    green keeps its length.
     """
     plans: dict[str, TimingPlan] = {}
     for spec in scenario.corridor.intersections:
         plan = spec.default_plan()
-        phases = tuple(replace(p, phaseMaximum1=max(SAFE_ACTUATED_MAX_GREEN_S, p.phaseMinimumGreen,
-                                                      p.phaseWalk + p.phasePedestrianClear),
-                               phasePassage=SAFE_ACTUATED_GAP_S) for p in plan.phases)
-        plans[spec.tls_id] = replace(plan, phases=phases, mode=PlanMode.FREE)
+        phases = tuple(_whole_step_changes(replace(p, phaseMaximum1=max(SAFE_ACTUATED_MAX_GREEN_S, p.phaseMinimumGreen,
+                                                                          p.phaseWalk + p.phasePedestrianClear),
+                                                   phasePassage=SAFE_ACTUATED_GAP_S)) for p in plan.phases)
+        cycle = round(sum(p.splitTime for p in phases), 1)
+        plans[spec.tls_id] = replace(plan, phases=phases, mode=PlanMode.FREE, patternCycleTime=cycle)
     return plans
+
+
+def _whole_step_changes(phase: PhaseTiming) -> PhaseTiming:
+    """``phase`` with its yellow and red clearance rounded up to whole simulation steps, its green unchanged."""
+    yellow = _up_to_step(phase.phaseYellowChange)
+    red = _up_to_step(phase.phaseRedClear)
+    added = (yellow - phase.phaseYellowChange) + (red - phase.phaseRedClear)
+    return replace(phase, phaseYellowChange=yellow, phaseRedClear=red, splitTime=round(phase.splitTime + added, 1))
+
+
+def _up_to_step(seconds: float) -> float:
+    return math.ceil(round(seconds / SIMULATION_STEP_S, 6)) * SIMULATION_STEP_S if seconds > 0 else 0.0
 
 
 def run_actuated_safe(scenario: Scenario, seed: int, begin: int, end: int, workdir: Path) -> Kpis:

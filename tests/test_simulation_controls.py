@@ -8,6 +8,7 @@ clearances and minimum greens kept, maximum green and starvation bounded.
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -267,6 +268,28 @@ def test_fixed_time_baseline_leaves_a_static_network_alone(corridor, tmp_path: P
     assert static.to_dict() | {"wall_s": 0} == run(corridor, seed=4, end=200).to_dict() | {"wall_s": 0}
 
 
+def _shown_changes(scenario, programs: Path, tls: str, work: Path) -> list[tuple[str, float, str, float]]:
+    """(green state left, seconds of yellow, state after, its seconds) for each change SUMO showed at ``tls``."""
+    work.mkdir(parents=True, exist_ok=True)
+    states = work / "states.xml"
+    timed = work / "timed.add.xml"
+    timed.write_text(f'<additional><timedEvent type="SaveTLSStates" source="{tls}" dest="{states}"/></additional>')
+    run(scenario, seed=3, end=600, workdir=work / "run", extra_additional=(programs, timed))
+    runs: list[list] = []
+    for el in ET.parse(states).getroot().iter("tlsState"):
+        state = el.get("state")
+        if runs and runs[-1][0] == state:
+            runs[-1][1] += 1.0
+        else:
+            runs.append([state, 1.0])
+    out = []
+    for i in range(1, len(runs) - 2):
+        before, change, after = runs[i - 1], runs[i], runs[i + 1]
+        if "y" in change[0] and set(before[0]) & GREEN:
+            out.append((before[0].replace("s", "r"), change[1], after[0].replace("s", "r"), after[1]))
+    return out
+
+
 def test_safe_actuated_baseline_times_the_designs_intervals_and_pedestrians(grid, tmp_path: Path) -> None:
     """Every change interval is the ITE yellow + red of the mapped phase; greens hold the walk + clearance."""
     plans = safe_actuated_plans(grid)
@@ -281,9 +304,11 @@ def test_safe_actuated_baseline_times_the_designs_intervals_and_pedestrians(grid
         for design in spec.phases:
             green = next(p for p in phases if p.get("name") == f"p{design.phase}-green")
             yellow = next(p for p in phases if p.get("name") == f"p{design.phase}-yellow")
-            assert float(yellow.get("duration")) == pytest.approx(design.yellow_s)
+            # whole simulation steps, rounded up: never shown shorter than the design's interval
+            assert float(yellow.get("duration")) == pytest.approx(math.ceil(design.yellow_s - 1e-9))
             red = [p for p in phases if p.get("name") == f"p{design.phase}-red"]
-            assert (float(red[0].get("duration")) if red else 0.0) == pytest.approx(design.red_clear_s)
+            assert (float(red[0].get("duration")) if red else 0.0) == pytest.approx(
+                math.ceil(design.red_clear_s - 1e-9))
             timing = plans[spec.tls_id].phase(design.phase)
             ped_minimum = timing.phaseWalk + timing.phasePedestrianClear
             peds += ped_minimum > 0
@@ -291,6 +316,16 @@ def test_safe_actuated_baseline_times_the_designs_intervals_and_pedestrians(grid
             assert float(green.get("maxDur")) >= SAFE_ACTUATED_MAX_GREEN_S
     assert peds > 0  # the grid models crossings: some greens time pedestrians
     assert run_kpis.vehicles > 50 and run_kpis.teleports == 0
+    assert any(d.yellow_s % 1 or d.red_clear_s % 1 for s in grid.corridor.intersections for d in s.phases)
+    # what SUMO shows, second by second: every yellow and all-red lasts at least the design's interval
+    for spec in grid.corridor.intersections:
+        shown = _shown_changes(grid, add, spec.tls_id, tmp_path / spec.tls_id)
+        assert len(shown) > 10
+        greens = {p.greens.replace("s", "r") for p in spec.phases}
+        for left, yellow_s, after, after_s in shown:
+            design = next(p for p in spec.phases if p.greens.replace("s", "r") == left)
+            red_s = 0.0 if after in greens else after_s  # the next green at once, or the all-red first
+            assert yellow_s >= design.yellow_s - 1e-6 and red_s >= design.red_clear_s - 1e-6, (spec.tls_id, design)
     # the same SUMO logic on the network's own intervals is a different run
     plain = control("actuated")(grid, 3, 0, 300, tmp_path / "plain")
     assert plain.to_dict() | {"wall_s": 0} != run_kpis.to_dict() | {"wall_s": 0}
