@@ -152,26 +152,34 @@ def safe_actuated_plans(scenario: Scenario) -> dict[str, TimingPlan]:
     What a field controller that is only *actuated* (no central optimizer)
     would run: the intersection's own design (ITE yellow and red clearance,
     pedestrian walk + clearance inside the green, minimum greens) with
-    SUMO's default actuated limits (maximum green 50 s, gap 3 s).
-
-    Its change intervals last whole simulation steps (``SIMULATION_STEP_S``),
-    rounded up: SUMO runs a program's fractional interval at its steps,
-    showing an ITE yellow of 3.3 s for 3 s two times in three and for 4 s
-    the third, so until session 14 this baseline ran 0.3-0.7 s of each
-    yellow and all-red below the policy, where every other field-safe
-    control (the emulators, ``max-pressure``) shows at least the whole
-    interval, 4 s. The split grows by what the intervals gained, so the
-    green keeps its length.
+    SUMO's default actuated limits (maximum green 50 s, gap 3 s). The
+    baseline runs it as :func:`whole_step_plan` shows it.
     """
     plans: dict[str, TimingPlan] = {}
     for spec in scenario.corridor.intersections:
         plan = spec.default_plan()
-        phases = tuple(_whole_step_changes(replace(p, phaseMaximum1=max(SAFE_ACTUATED_MAX_GREEN_S, p.phaseMinimumGreen,
-                                                                          p.phaseWalk + p.phasePedestrianClear),
-                                                   phasePassage=SAFE_ACTUATED_GAP_S)) for p in plan.phases)
-        cycle = round(sum(p.splitTime for p in phases), 1)
-        plans[spec.tls_id] = replace(plan, phases=phases, mode=PlanMode.FREE, patternCycleTime=cycle)
+        phases = tuple(replace(p, phaseMaximum1=max(SAFE_ACTUATED_MAX_GREEN_S, p.phaseMinimumGreen,
+                                                      p.phaseWalk + p.phasePedestrianClear),
+                               phasePassage=SAFE_ACTUATED_GAP_S) for p in plan.phases)
+        plans[spec.tls_id] = replace(plan, phases=phases, mode=PlanMode.FREE)
     return plans
+
+
+def whole_step_plan(plan: TimingPlan) -> TimingPlan:
+    """``plan`` as the ``actuated-safe`` baseline shows it in SUMO: change intervals in whole simulation steps.
+
+    SUMO runs a program's fractional interval at its steps, showing an
+    ITE yellow of 3.3 s for 3 s two times in three and for 4 s the third,
+    so until session 14 this baseline ran 0.3-0.7 s of each yellow and
+    all-red below the policy, where every other field-safe control (the
+    emulators, ``max-pressure``) shows at least the whole interval, 4 s.
+    Each yellow and red clearance is rounded up to whole steps
+    (``SIMULATION_STEP_S``) and the split grows by as much, so the green
+    keeps its length. Only longer clearance than the checked plan's: the
+    plan :func:`controllable` checks is :func:`safe_actuated_plans`' own.
+    """
+    phases = tuple(_whole_step_changes(p) for p in plan.phases)
+    return replace(plan, phases=phases, patternCycleTime=round(sum(p.splitTime for p in phases), 1))
 
 
 def _whole_step_changes(phase: PhaseTiming) -> PhaseTiming:
@@ -200,7 +208,8 @@ def run_actuated_safe(scenario: Scenario, seed: int, begin: int, end: int, workd
     scenario = controllable(scenario)
     if not scenario.corridor.intersections:
         return run_own_programs(scenario, seed, begin, end, workdir)
-    programs = write_plans_additional(safe_actuated_plans(scenario), workdir / "actuated-safe.add.xml",
+    shown = {tls: whole_step_plan(plan) for tls, plan in safe_actuated_plans(scenario).items()}
+    programs = write_plans_additional(shown, workdir / "actuated-safe.add.xml",
                                       program_id="traffic-actuated-safe")
     return run(scenario, seed=seed, begin=begin, end=end, workdir=workdir, extra_additional=(programs,))
 

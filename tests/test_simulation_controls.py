@@ -26,11 +26,13 @@ from simulation.controls import (
     CONTROLS,
     SAFE_ACTUATED_MAX_GREEN_S,
     control,
+    controllable,
     report,
     run_actuated_safe,
     run_seeds,
     safe_actuated_plans,
     summarize,
+    whole_step_plan,
 )
 from simulation.corridor import generate_corridor
 from simulation.inloop import run_in_loop
@@ -266,6 +268,32 @@ def test_fixed_time_baseline_leaves_a_static_network_alone(corridor, tmp_path: P
     assert not (tmp_path / "f.add.xml").exists()
     static = control("static")(corridor, 4, 0, 200, tmp_path / "s")
     assert static.to_dict() | {"wall_s": 0} == run(corridor, seed=4, end=200).to_dict() | {"wall_s": 0}
+
+
+def test_whole_step_intervals_lengthen_only_the_clearance_and_leave_the_checked_plan_alone(grid) -> None:
+    """The baseline's SUMO program rounds each change interval up; the plan the safety check judges keeps the
+    design's intervals (a rounded cycle over the cap must not cost a signal its control)."""
+    plans = safe_actuated_plans(grid)
+    for spec in grid.corridor.intersections:
+        plan = plans[spec.tls_id]
+        for design, timing in zip(spec.phases, plan.phases, strict=True):
+            assert timing.phaseYellowChange == design.yellow_s and timing.phaseRedClear == design.red_clear_s
+        shown = whole_step_plan(plan)
+        for before, after in zip(plan.phases, shown.phases, strict=True):
+            assert after.phaseYellowChange == math.ceil(before.phaseYellowChange - 1e-9)
+            assert after.phaseRedClear == math.ceil(before.phaseRedClear - 1e-9)
+            assert after.green == pytest.approx(before.green)
+        assert shown.patternCycleTime == pytest.approx(sum(p.splitTime for p in shown.phases))
+        assert shown.patternCycleTime >= plan.patternCycleTime
+    checked = []
+
+    def recording_check(plan, spec):
+        checked.append((plan, spec))
+        return []
+
+    assert len(controllable(grid, recording_check).corridor.intersections) == len(grid.corridor.intersections)
+    assert checked and all(t.phaseYellowChange == d.yellow_s and t.phaseRedClear == d.red_clear_s
+                           for plan, spec in checked for t, d in zip(plan.phases, spec.phases, strict=True))
 
 
 def _shown_changes(scenario, programs: Path, tls: str, work: Path) -> list[tuple[str, float, str, float]]:
