@@ -45,6 +45,13 @@ def _fmt(seconds: float) -> str:
     return f"{seconds:g}"
 
 
+def _network_root(net_file: Path) -> ET.Element:
+    try:
+        return ET.parse(net_file).getroot()
+    except (ET.ParseError, OSError) as exc:
+        raise ScenarioError(f"cannot read network {net_file}: {exc}") from exc
+
+
 def actuated_additional(net_file: Path, out_path: Path, *, min_green_s: float = DEFAULT_MIN_GREEN_S,
                         max_green_s: float = DEFAULT_MAX_GREEN_S, max_gap_s: float = 3.0) -> Path:
     """Write an additional file turning every static TLS program of ``net_file`` into an actuated one.
@@ -55,10 +62,7 @@ def actuated_additional(net_file: Path, out_path: Path, *, min_green_s: float = 
     """
     if not 0 < min_green_s <= max_green_s:
         raise ScenarioError(f"need 0 < min_green_s <= max_green_s, got {min_green_s}, {max_green_s}")
-    try:
-        root = ET.parse(net_file).getroot()
-    except (ET.ParseError, OSError) as exc:
-        raise ScenarioError(f"cannot read network {net_file}: {exc}") from exc
+    root = _network_root(net_file)
     chosen: dict[str, ET.Element] = {}
     for logic in root.iter("tlLogic"):
         tls_id = logic.get("id", "")
@@ -108,12 +112,8 @@ def fixed_time_additional(net_file: Path, out_path: Path) -> Path | None:
     Returns ``out_path``, or None when every program is static already (no
     file is written: the run is the network's own, byte for byte).
     """
-    try:
-        root = ET.parse(net_file).getroot()
-    except (ET.ParseError, OSError) as exc:
-        raise ScenarioError(f"cannot read network {net_file}: {exc}") from exc
     first: dict[str, ET.Element] = {}
-    for logic in root.iter("tlLogic"):
+    for logic in _network_root(net_file).iter("tlLogic"):
         tls_id = logic.get("id", "")
         if tls_id not in first or logic.get("programID", "") < first[tls_id].get("programID", ""):
             first[tls_id] = logic

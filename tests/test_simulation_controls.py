@@ -51,23 +51,27 @@ def corridor(tmp_path_factory):
                              side_length_m=150, duration_s=300, demand_scale=0.8)
 
 
+def _grid_scenario(out: Path, name: str, netgenerate_options: list[str], period_s: float, end_s: int, seed: int):
+    """A 2x2 netgenerate grid with random demand from every side, loaded as a scenario."""
+    net = out / f"{name}.net.xml"
+    subprocess.run([sumo_binary("netgenerate"), "--grid", "--grid.number", "2", "--grid.length", "200",
+                    "--grid.attach-length", "150", "-L", "2", "-j", "traffic_light", "--no-turnarounds", "true",
+                    *netgenerate_options, "--no-warnings", "-o", str(net)], check=True, capture_output=True)
+    subprocess.run([sys.executable, str(sumo_tool("randomTrips.py")), "-n", str(net),
+                    "-o", str(out / f"{name}.trips.xml"), "-r", str(out / f"{name}.rou.xml"), "-e", str(end_s), "-p", str(period_s),
+                    "--fringe-factor", "100", "--seed", str(seed), "--validate"], check=True, capture_output=True)
+    (out / f"{name}.sumocfg").write_text(
+        f'<configuration><input><net-file value="{name}.net.xml"/><route-files value="{name}.rou.xml"/></input>'
+        f'<time><begin value="0"/><end value="{end_s}"/></time></configuration>')
+    return load_scenario(out, detectors_dir=out / "det")
+
+
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
     """2x2 grid, protected left stages, sidewalks and crossings, heavy random demand from every side."""
-    out = tmp_path_factory.mktemp("grid")
-    net = out / "grid.net.xml"
-    subprocess.run([sumo_binary("netgenerate"), "--grid", "--grid.number", "2", "--grid.length", "200",
-                    "--grid.attach-length", "150", "-L", "2", "--turn-lanes", "1", "--turn-lanes.length", "40",
-                    "-j", "traffic_light", "--tls.default-type", "static", "--no-turnarounds", "true",
-                    "--sidewalks.guess", "--crossings.guess", "--no-warnings", "-o", str(net)],
-                   check=True, capture_output=True)
-    subprocess.run([sys.executable, str(sumo_tool("randomTrips.py")), "-n", str(net), "-o", str(out / "g.trips.xml"),
-                    "-r", str(out / "grid.rou.xml"), "-e", "600", "-p", "0.5", "--fringe-factor", "100",
-                    "--seed", "3", "--validate"], check=True, capture_output=True)
-    (out / "grid.sumocfg").write_text(
-        '<configuration><input><net-file value="grid.net.xml"/><route-files value="grid.rou.xml"/></input>'
-        '<time><begin value="0"/><end value="600"/></time></configuration>')
-    return load_scenario(out, detectors_dir=out / "det")
+    return _grid_scenario(tmp_path_factory.mktemp("grid"), "grid",
+                          ["--turn-lanes", "1", "--turn-lanes.length", "40", "--tls.default-type", "static",
+                           "--sidewalks.guess", "--crossings.guess"], period_s=0.5, end_s=600, seed=3)
 
 
 # ---- the pure decision rule ---------------------------------------------------------------
@@ -215,18 +219,8 @@ def test_actuated_program_keeps_phases_and_really_actuates(corridor, tmp_path: P
 @pytest.fixture(scope="module")
 def actuated_town(tmp_path_factory):
     """A 2x2 grid whose own programs are actuated (as an OSM import's are), with random demand."""
-    out = tmp_path_factory.mktemp("town")
-    net = out / "town.net.xml"
-    subprocess.run([sumo_binary("netgenerate"), "--grid", "--grid.number", "2", "--grid.length", "200",
-                    "--grid.attach-length", "150", "-L", "2", "-j", "traffic_light", "--tls.default-type", "actuated",
-                    "--no-turnarounds", "true", "--no-warnings", "-o", str(net)], check=True, capture_output=True)
-    subprocess.run([sys.executable, str(sumo_tool("randomTrips.py")), "-n", str(net), "-o", str(out / "t.trips.xml"),
-                    "-r", str(out / "town.rou.xml"), "-e", "400", "-p", "1.5", "--fringe-factor", "100",
-                    "--seed", "5", "--validate"], check=True, capture_output=True)
-    (out / "town.sumocfg").write_text(
-        '<configuration><input><net-file value="town.net.xml"/><route-files value="town.rou.xml"/></input>'
-        '<time><begin value="0"/><end value="400"/></time></configuration>')
-    return load_scenario(out, detectors_dir=out / "det")
+    return _grid_scenario(tmp_path_factory.mktemp("town"), "town", ["--tls.default-type", "actuated"],
+                          period_s=1.5, end_s=400, seed=5)
 
 
 def _green_lengths(scenario, tmp_path: Path, name: str, additional: tuple[Path, ...]) -> set[float]:
