@@ -58,8 +58,9 @@ def _grid_scenario(out: Path, name: str, netgenerate_options: list[str], period_
                     "--grid.attach-length", "150", "-L", "2", "-j", "traffic_light", "--no-turnarounds", "true",
                     *netgenerate_options, "--no-warnings", "-o", str(net)], check=True, capture_output=True)
     subprocess.run([sys.executable, str(sumo_tool("randomTrips.py")), "-n", str(net),
-                    "-o", str(out / f"{name}.trips.xml"), "-r", str(out / f"{name}.rou.xml"), "-e", str(end_s), "-p", str(period_s),
-                    "--fringe-factor", "100", "--seed", str(seed), "--validate"], check=True, capture_output=True)
+                    "-o", str(out / f"{name}.trips.xml"), "-r", str(out / f"{name}.rou.xml"),
+                    "-e", str(end_s), "-p", str(period_s), "--fringe-factor", "100", "--seed", str(seed),
+                    "--validate"], check=True, capture_output=True)
     (out / f"{name}.sumocfg").write_text(
         f'<configuration><input><net-file value="{name}.net.xml"/><route-files value="{name}.rou.xml"/></input>'
         f'<time><begin value="0"/><end value="{end_s}"/></time></configuration>')
