@@ -52,6 +52,14 @@ def _network_root(net_file: Path) -> ET.Element:
         raise ScenarioError(f"cannot read network {net_file}: {exc}") from exc
 
 
+def _write(additional: ET.Element, out_path: Path) -> Path:
+    ET.indent(additional)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(additional).write(out_path, encoding="UTF-8", xml_declaration=True)
+    return out_path
+
+
 def actuated_additional(net_file: Path, out_path: Path, *, min_green_s: float = DEFAULT_MIN_GREEN_S,
                         max_green_s: float = DEFAULT_MAX_GREEN_S, max_gap_s: float = 3.0) -> Path:
     """Write an additional file turning every static TLS program of ``net_file`` into an actuated one.
@@ -94,11 +102,7 @@ def actuated_additional(net_file: Path, out_path: Path, *, min_green_s: float = 
             if phase.get("name"):
                 attrs["name"] = phase.get("name", "")
             ET.SubElement(logic, "phase", attrs)
-    ET.indent(out)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(out).write(out_path, encoding="UTF-8", xml_declaration=True)
-    return out_path
+    return _write(out, out_path)
 
 
 def fixed_time_additional(net_file: Path, out_path: Path) -> Path | None:
@@ -136,8 +140,4 @@ def fixed_time_additional(net_file: Path, out_path: Path) -> Path | None:
     if not len(out):
         return None
     log.info("network %s: %d self-timed program(s) run as fixed time", net_file, len(out))
-    ET.indent(out)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(out).write(out_path, encoding="UTF-8", xml_declaration=True)
-    return out_path
+    return _write(out, out_path)

@@ -50,6 +50,7 @@ from simulation.max_pressure import MaxPressureController, MaxPressureSettings
 from simulation.runner import run
 from simulation.scenario import Scenario
 from simulation.tls_program import write_plans_additional
+from traffic.clearance import ceil_to_step
 from traffic.errors import SimulationError, TrafficError
 from traffic.intersection import FindingLevel, IntersectionSpec, SignalFinding
 from traffic.plan import PhaseTiming, PlanMode, TimingPlan, Violation
@@ -184,14 +185,11 @@ def whole_step_plan(plan: TimingPlan) -> TimingPlan:
 
 def _whole_step_changes(phase: PhaseTiming) -> PhaseTiming:
     """``phase`` with its yellow and red clearance rounded up to whole simulation steps, its green unchanged."""
-    yellow = _up_to_step(phase.phaseYellowChange)
-    red = _up_to_step(phase.phaseRedClear)
+    yellow = ceil_to_step(phase.phaseYellowChange, SIMULATION_STEP_S)
+    red = ceil_to_step(phase.phaseRedClear, SIMULATION_STEP_S)
     added = (yellow - phase.phaseYellowChange) + (red - phase.phaseRedClear)
     return replace(phase, phaseYellowChange=yellow, phaseRedClear=red, splitTime=round(phase.splitTime + added, 1))
 
-
-def _up_to_step(seconds: float) -> float:
-    return math.ceil(round(seconds / SIMULATION_STEP_S, 6)) * SIMULATION_STEP_S if seconds > 0 else 0.0
 
 
 def run_actuated_safe(scenario: Scenario, seed: int, begin: int, end: int, workdir: Path) -> Kpis:

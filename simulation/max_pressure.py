@@ -71,7 +71,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from traffic.clearance import PED_RECALL_PERIOD_S
+from traffic.clearance import PED_RECALL_PERIOD_S, ceil_to_step
 from traffic.errors import SimulationError
 from traffic.intersection import IntersectionSpec
 from traffic.signals import GREEN_CHARS, red_clear_state, yellow_state
@@ -222,10 +222,6 @@ def choose_phase(current: int, pressures: Sequence[float], demand: Sequence[bool
     if not math.isfinite(pressures[best]) or pressures[best] <= pressures[current]:
         return current
     return best
-
-
-def _ceil_to(value: float, step: float) -> float:
-    return math.ceil(round(value / step, 6)) * step if value > 0 else 0.0
 
 
 def is_road_lane(allowed: Sequence[str]) -> bool:
@@ -527,8 +523,8 @@ class MaxPressureController:
         if any(c in GREEN_CHARS and n not in GREEN_CHARS for c, n in zip(shown, following, strict=False)):
             fixed = self.settings.fixed_yellow_s
             yellow = fixed if fixed is not None else spec_phase.yellow_s
-            stages.append(("yellow", yellow_state(shown, following), _ceil_to(yellow, self.step)))
-            red = 0.0 if fixed is not None else _ceil_to(spec_phase.red_clear_s, self.step)
+            stages.append(("yellow", yellow_state(shown, following), ceil_to_step(yellow, self.step)))
+            red = 0.0 if fixed is not None else ceil_to_step(spec_phase.red_clear_s, self.step)
             if red > 0:
                 stages.append(("red", red_clear_state(shown, following), red))
         return _Transition(target=target, stages=stages)

@@ -19,6 +19,7 @@ from traffic.clearance import (
     FLOOR_RED_CLEAR_S,
     FLOOR_YELLOW_S,
     ClearancePolicy,
+    ceil_to_step,
     parse_approaches,
     policy_red_clear_s,
     policy_yellow_s,
@@ -184,3 +185,14 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+@given(st.floats(min_value=0.0, max_value=20.0, allow_nan=False), st.sampled_from([0.1, 0.5, 1.0]))
+def test_an_interval_rounded_to_whole_steps_is_never_shorter_and_less_than_a_step_longer(value, step) -> None:
+    shown = ceil_to_step(value, step)
+    if value == 0.0:
+        assert shown == 0.0
+        return
+    assert shown >= value - 1e-6 * step and shown - value < step + 1e-9  # within the float-noise guard
+    assert abs(shown / step - round(shown / step)) < 1e-6
+    assert ceil_to_step(3.3, 1.0) == 4.0 and ceil_to_step(2.0, 1.0) == 2.0 and ceil_to_step(1.7, 0.5) == 2.0

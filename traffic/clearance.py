@@ -95,6 +95,12 @@ def ceil_tenth(value: float) -> float:
     return math.ceil(round(value * 10.0, 6)) / 10.0
 
 
+def ceil_to_step(value: float, step_s: float) -> float:
+    """Round a positive interval up to whole steps of ``step_s`` (0 stays 0): how long a controller stepping
+    every ``step_s`` must show it so that it is never shorter (float noise guarded)."""
+    return math.ceil(round(value / step_s, 6)) * step_s if value > 0 else 0.0
+
+
 def yellow_change_s(speed_mps: float, grade: float = 0.0) -> float:
     """ITE yellow change interval for an approach, clamped to [3, 6] s policy bounds."""
     if speed_mps <= 0:
