@@ -50,10 +50,9 @@ from simulation.max_pressure import MaxPressureController, MaxPressureSettings
 from simulation.runner import run
 from simulation.scenario import Scenario
 from simulation.tls_program import write_plans_additional
-from traffic.clearance import ceil_to_step
 from traffic.errors import SimulationError, TrafficError
 from traffic.intersection import FindingLevel, IntersectionSpec, SignalFinding
-from traffic.plan import PhaseTiming, PlanMode, TimingPlan, Violation
+from traffic.plan import PlanMode, TimingPlan, Violation
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +142,6 @@ def run_actuated(scenario: Scenario, seed: int, begin: int, end: int, workdir: P
 #: SUMO actuated defaults the ``actuated-safe`` baseline keeps (netconvert's maxDur and max-gap)
 SAFE_ACTUATED_MAX_GREEN_S = 50.0
 SAFE_ACTUATED_GAP_S = 3.0
-#: the batch runs' SUMO step (SUMO's default; no scenario sets another): a change interval lasts whole steps
-SIMULATION_STEP_S = 1.0
 
 
 def safe_actuated_plans(scenario: Scenario) -> dict[str, TimingPlan]:
@@ -153,8 +150,14 @@ def safe_actuated_plans(scenario: Scenario) -> dict[str, TimingPlan]:
     What a field controller that is only *actuated* (no central optimizer)
     would run: the intersection's own design (ITE yellow and red clearance,
     pedestrian walk + clearance inside the green, minimum greens) with
-    SUMO's default actuated limits (maximum green 50 s, gap 3 s). The
-    baseline runs it as :func:`whole_step_plan` shows it.
+    SUMO's default actuated limits (maximum green 50 s, gap 3 s).
+
+    Its yellow and red clearance keep their fractional lengths: SUMO shows
+    a 3.3 s yellow at its 1 s step for 3 s two times in three and 4 s the
+    third, the policy on average, as it shows the emulators' intervals
+    (timed in tenths, sampled each second). Rounding this baseline's
+    intervals up alone (tried in session 14) charged it 0.7 s a change
+    more than `adaptive` pays; see docs/performance.md.
     """
     plans: dict[str, TimingPlan] = {}
     for spec in scenario.corridor.intersections:
@@ -164,32 +167,6 @@ def safe_actuated_plans(scenario: Scenario) -> dict[str, TimingPlan]:
                                phasePassage=SAFE_ACTUATED_GAP_S) for p in plan.phases)
         plans[spec.tls_id] = replace(plan, phases=phases, mode=PlanMode.FREE)
     return plans
-
-
-def whole_step_plan(plan: TimingPlan) -> TimingPlan:
-    """``plan`` as the ``actuated-safe`` baseline shows it in SUMO: change intervals in whole simulation steps.
-
-    SUMO runs a program's fractional interval at its steps, showing an
-    ITE yellow of 3.3 s for 3 s two times in three and for 4 s the third,
-    so until session 14 this baseline ran 0.3-0.7 s of each yellow and
-    all-red below the policy, where every other field-safe control (the
-    emulators, ``max-pressure``) shows at least the whole interval, 4 s.
-    Each yellow and red clearance is rounded up to whole steps
-    (``SIMULATION_STEP_S``) and the split grows by as much, so the green
-    keeps its length. Only longer clearance than the checked plan's: the
-    plan :func:`controllable` checks is :func:`safe_actuated_plans`' own.
-    """
-    phases = tuple(_whole_step_changes(p) for p in plan.phases)
-    return replace(plan, phases=phases, patternCycleTime=round(sum(p.splitTime for p in phases), 1))
-
-
-def _whole_step_changes(phase: PhaseTiming) -> PhaseTiming:
-    """``phase`` with its yellow and red clearance rounded up to whole simulation steps, its green unchanged."""
-    yellow = ceil_to_step(phase.phaseYellowChange, SIMULATION_STEP_S)
-    red = ceil_to_step(phase.phaseRedClear, SIMULATION_STEP_S)
-    added = (yellow - phase.phaseYellowChange) + (red - phase.phaseRedClear)
-    return replace(phase, phaseYellowChange=yellow, phaseRedClear=red, splitTime=round(phase.splitTime + added, 1))
-
 
 
 def run_actuated_safe(scenario: Scenario, seed: int, begin: int, end: int, workdir: Path) -> Kpis:
@@ -206,8 +183,7 @@ def run_actuated_safe(scenario: Scenario, seed: int, begin: int, end: int, workd
     scenario = controllable(scenario)
     if not scenario.corridor.intersections:
         return run_own_programs(scenario, seed, begin, end, workdir)
-    shown = {tls: whole_step_plan(plan) for tls, plan in safe_actuated_plans(scenario).items()}
-    programs = write_plans_additional(shown, workdir / "actuated-safe.add.xml",
+    programs = write_plans_additional(safe_actuated_plans(scenario), workdir / "actuated-safe.add.xml",
                                       program_id="traffic-actuated-safe")
     return run(scenario, seed=seed, begin=begin, end=end, workdir=workdir, extra_additional=(programs,))
 

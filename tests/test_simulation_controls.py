@@ -26,13 +26,11 @@ from simulation.controls import (
     CONTROLS,
     SAFE_ACTUATED_MAX_GREEN_S,
     control,
-    controllable,
     report,
     run_actuated_safe,
     run_seeds,
     safe_actuated_plans,
     summarize,
-    whole_step_plan,
 )
 from simulation.corridor import generate_corridor
 from simulation.inloop import run_in_loop
@@ -265,32 +263,6 @@ def test_fixed_time_baseline_leaves_a_static_network_alone(corridor, tmp_path: P
     assert static.to_dict() | {"wall_s": 0} == run(corridor, seed=4, end=200).to_dict() | {"wall_s": 0}
 
 
-def test_whole_step_intervals_lengthen_only_the_clearance_and_leave_the_checked_plan_alone(grid) -> None:
-    """The baseline's SUMO program rounds each change interval up; the plan the safety check judges keeps the
-    design's intervals (a rounded cycle over the cap must not cost a signal its control)."""
-    plans = safe_actuated_plans(grid)
-    for spec in grid.corridor.intersections:
-        plan = plans[spec.tls_id]
-        for design, timing in zip(spec.phases, plan.phases, strict=True):
-            assert timing.phaseYellowChange == design.yellow_s and timing.phaseRedClear == design.red_clear_s
-        shown = whole_step_plan(plan)
-        for before, after in zip(plan.phases, shown.phases, strict=True):
-            assert after.phaseYellowChange == math.ceil(before.phaseYellowChange - 1e-9)
-            assert after.phaseRedClear == math.ceil(before.phaseRedClear - 1e-9)
-            assert after.green == pytest.approx(before.green)
-        assert shown.patternCycleTime == pytest.approx(sum(p.splitTime for p in shown.phases))
-        assert shown.patternCycleTime >= plan.patternCycleTime
-    checked = []
-
-    def recording_check(plan, spec):
-        checked.append((plan, spec))
-        return []
-
-    assert len(controllable(grid, recording_check).corridor.intersections) == len(grid.corridor.intersections)
-    assert checked and all(t.phaseYellowChange == d.yellow_s and t.phaseRedClear == d.red_clear_s
-                           for plan, spec in checked for t, d in zip(plan.phases, spec.phases, strict=True))
-
-
 def _shown_changes(scenario, programs: Path, tls: str, work: Path) -> list[tuple[str, float, str, float]]:
     """(green state left, seconds of yellow, state after, its seconds) for each change SUMO showed at ``tls``."""
     work.mkdir(parents=True, exist_ok=True)
@@ -327,11 +299,9 @@ def test_safe_actuated_baseline_times_the_designs_intervals_and_pedestrians(grid
         for design in spec.phases:
             green = next(p for p in phases if p.get("name") == f"p{design.phase}-green")
             yellow = next(p for p in phases if p.get("name") == f"p{design.phase}-yellow")
-            # whole simulation steps, rounded up: never shown shorter than the design's interval
-            assert float(yellow.get("duration")) == pytest.approx(math.ceil(design.yellow_s - 1e-9))
+            assert float(yellow.get("duration")) == pytest.approx(design.yellow_s)
             red = [p for p in phases if p.get("name") == f"p{design.phase}-red"]
-            assert (float(red[0].get("duration")) if red else 0.0) == pytest.approx(
-                math.ceil(design.red_clear_s - 1e-9))
+            assert (float(red[0].get("duration")) if red else 0.0) == pytest.approx(design.red_clear_s)
             timing = plans[spec.tls_id].phase(design.phase)
             ped_minimum = timing.phaseWalk + timing.phasePedestrianClear
             peds += ped_minimum > 0
@@ -340,15 +310,19 @@ def test_safe_actuated_baseline_times_the_designs_intervals_and_pedestrians(grid
     assert peds > 0  # the grid models crossings: some greens time pedestrians
     assert run_kpis.vehicles > 50 and run_kpis.teleports == 0
     assert any(d.yellow_s % 1 or d.red_clear_s % 1 for s in grid.corridor.intersections for d in s.phases)
-    # what SUMO shows, second by second: every yellow and all-red lasts at least the design's interval
+    # what SUMO shows at its 1 s step: a fractional yellow for the whole seconds around it, never a step
+    # short, the design's length on average (as the emulators' tenths are shown; docs/performance.md)
     for spec in grid.corridor.intersections:
         shown = _shown_changes(grid, add, spec.tls_id, tmp_path / spec.tls_id)
         assert len(shown) > 10
-        greens = {p.greens.replace("s", "r") for p in spec.phases}
-        for left, yellow_s, after, after_s in shown:
+        by_design: dict[int, list[float]] = defaultdict(list)
+        for left, yellow_s, _after, _after_s in shown:
             design = next(p for p in spec.phases if p.greens.replace("s", "r") == left)
-            red_s = 0.0 if after in greens else after_s  # the next green at once, or the all-red first
-            assert yellow_s >= design.yellow_s - 1e-6 and red_s >= design.red_clear_s - 1e-6, (spec.tls_id, design)
+            assert math.floor(design.yellow_s + 1e-9) <= yellow_s <= math.ceil(design.yellow_s - 1e-9), design
+            by_design[design.phase].append(yellow_s)
+        for phase, lengths in by_design.items():
+            design = next(p for p in spec.phases if p.phase == phase)
+            assert abs(sum(lengths) / len(lengths) - design.yellow_s) <= 0.5, (spec.tls_id, phase, lengths)
     # the same SUMO logic on the network's own intervals is a different run
     plain = control("actuated")(grid, 3, 0, 300, tmp_path / "plain")
     assert plain.to_dict() | {"wall_s": 0} != run_kpis.to_dict() | {"wall_s": 0}
