@@ -11,10 +11,9 @@ reference" when the reference is simulation time 0.
 
 At SUMO's 1 s step an interval of fractional length is shown for whole
 steps, some shorter and some longer (a 3.3 s yellow: 3 s two times in
-three, 4 s the third), its mean kept. That is fair when a plan is judged
-against another plan shown the same way (the gate); the ``actuated-safe``
-baseline, judged against controls that show every interval whole, rounds
-its change intervals up first (:func:`simulation.controls.safe_actuated_plans`).
+three, 4 s the third), its mean kept: the same as the field emulators'
+intervals, timed in tenths and sampled each second, are shown (see
+docs/performance.md, session 14).
 
 A ``tlLogic`` with a new ``programID`` in an additional file becomes the
 active program when SUMO loads it (the last loaded program wins), so a run
