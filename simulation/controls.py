@@ -156,8 +156,9 @@ def safe_actuated_plans(scenario: Scenario) -> dict[str, TimingPlan]:
     a 3.3 s yellow at its 1 s step for 3 s two times in three and 4 s the
     third, the policy on average, as it shows the emulators' intervals
     (timed in tenths, sampled each second). Rounding this baseline's
-    intervals up alone (tried in session 14) charged it 0.7 s a change
-    more than `adaptive` pays; see docs/performance.md.
+    intervals up alone (tried in session 14) charged it a second on changes
+    where ``adaptive`` is shown the policy's mean (spider 50.8 -> 58.3);
+    see docs/performance.md, "Measured and dropped".
     """
     plans: dict[str, TimingPlan] = {}
     for spec in scenario.corridor.intersections:
